@@ -1,0 +1,136 @@
+"""One error type for the core logic and one JSON shape for every error a client sees.
+
+``{"error": {"message", "type", "param", "code"}}`` with OpenAI's status codes, so OpenAI
+clients map our errors to their own exception classes.
+"""
+
+import logging
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+
+class ApplicationError(Exception):
+    """Base of every error the core logic raises for a client to see."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    type = "invalid_request_error"
+    code = "invalid_request_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequestError(ApplicationError):
+    pass
+
+
+class NotFoundError(ApplicationError):
+    status_code = status.HTTP_404_NOT_FOUND
+    code = "not_found"
+
+
+class ModelNotFoundError(NotFoundError):
+    code = "model_not_found"
+
+
+class ConflictError(ApplicationError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "conflict"
+
+
+def error_body(message: str, *, type: str, code: str | None, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def _first_validation_error(detail, path: str = "") -> tuple[str | None, str]:
+    """Walk DRF's nested error detail to the first message and the dotted path of its field."""
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            if key in ("non_field_errors", "__all__"):
+                return _first_validation_error(value, path)
+            child = f"{path}.{key}" if path else str(key)
+            return _first_validation_error(value, child)
+    if isinstance(detail, list):
+        for index, value in enumerate(detail):
+            if isinstance(value, (dict, list)) and value:
+                child = f"{path}[{index}]" if isinstance(value, dict) else path
+                return _first_validation_error(value, child)
+            if value:
+                return path or None, str(value)
+    return path or None, str(detail)
+
+
+_DRF_CODES = {
+    exceptions.NotAuthenticated: (401, "invalid_request_error", "invalid_api_key"),
+    exceptions.AuthenticationFailed: (401, "invalid_request_error", "invalid_api_key"),
+    exceptions.PermissionDenied: (403, "permission_error", "permission_denied"),
+    exceptions.NotFound: (404, "invalid_request_error", "not_found"),
+    exceptions.MethodNotAllowed: (405, "invalid_request_error", "method_not_allowed"),
+    exceptions.NotAcceptable: (406, "invalid_request_error", "not_acceptable"),
+    exceptions.UnsupportedMediaType: (415, "invalid_request_error", "unsupported_media_type"),
+    exceptions.ParseError: (400, "invalid_request_error", "invalid_json"),
+    exceptions.Throttled: (429, "rate_limit_error", "rate_limit_exceeded"),
+}
+
+
+def api_exception_handler(exc, context):
+    """DRF exception handler: map every error to the one error shape."""
+    if isinstance(exc, ApplicationError):
+        body = error_body(exc.message, type=exc.type, code=exc.code, param=exc.param)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return Response(body, status=exc.status_code, headers=headers)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    if isinstance(exc, exceptions.ValidationError):
+        param, message = _first_validation_error(exc.detail)
+        body = error_body(
+            message, type="invalid_request_error", code="invalid_request_error", param=param
+        )
+        return Response(body, status=400)
+    if isinstance(exc, exceptions.APIException):
+        status_code, type_, code = _DRF_CODES.get(
+            type(exc), (exc.status_code, "invalid_request_error", exc.default_code)
+        )
+        message = (
+            str(exc.detail) if not isinstance(exc.detail, (dict, list)) else exc.default_detail
+        )
+        headers = {}
+        if status_code == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        wait = getattr(exc, "wait", None)
+        if wait is not None:
+            headers["Retry-After"] = str(int(wait) + 1)
+        return Response(
+            error_body(str(message), type=type_, code=code), status=status_code, headers=headers
+        )
+    return None  # An unexpected error: Django logs it and answers through handler500.
+
+
+def _json_error(status_code: int, message: str, type_: str, code: str) -> JsonResponse:
+    return JsonResponse(error_body(message, type=type_, code=code), status=status_code)
+
+
+def handler404(request, exception=None):
+    return _json_error(
+        404, "The requested resource was not found.", "invalid_request_error", "not_found"
+    )
+
+
+def handler500(request):
+    return _json_error(
+        500,
+        "The server had an error while processing your request.",
+        "server_error",
+        "internal_error",
+    )

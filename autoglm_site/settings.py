@@ -1,0 +1,165 @@
+"""Settings for autoglm, read from the environment (see README, "Configuration")."""
+
+from pathlib import Path
+
+import dj_database_url
+
+from .env import ConfigError, envbool, envint, envlist, envstr, parse_models
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(envstr("AUTOGLM_DATA_DIR", str(BASE_DIR / ".data"))).resolve()
+
+DEBUG = envbool("AUTOGLM_DEBUG", False)
+SECRET_KEY = envstr("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ConfigError(
+            "SECRET_KEY is not set. Set SECRET_KEY to a long random string "
+            "(or AUTOGLM_DEBUG=1 for a local development run)."
+        )
+    SECRET_KEY = "autoglm-insecure-development-key"
+
+ALLOWED_HOSTS = envlist("AUTOGLM_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = envlist("AUTOGLM_CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_api_key",
+    "drf_spectacular",
+    "tenants",
+    "chat",
+    "workers",
+]
+
+MIDDLEWARE = [
+    "autoglm_site.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "autoglm_site.urls"
+ASGI_APPLICATION = "autoglm_site.asgi.application"
+WSGI_APPLICATION = "autoglm_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# PostgreSQL (psycopg 3) in production; an embedded SQLite file when DATABASE_URL is unset.
+DATABASES = {
+    "default": dj_database_url.parse(
+        envstr("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'db.sqlite3'}",
+        conn_max_age=0,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # The web server and the worker threads write concurrently: take the write lock up front
+    # and wait for it instead of failing with "database is locked".
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+
+REDIS_URL = envstr("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+# Models: name=path pairs. Each model gets its own Celery queue, named after it.
+AUTOGLM_DEMO_MODEL_DIR = BASE_DIR / ".models" / "demo-tiny"
+AUTOGLM_MODELS = parse_models(envstr("AUTOGLM_MODELS", f"autoglm-demo={AUTOGLM_DEMO_MODEL_DIR}"))
+AUTOGLM_DEFAULT_MODEL = envstr("AUTOGLM_DEFAULT_MODEL", next(iter(AUTOGLM_MODELS)))
+if AUTOGLM_DEFAULT_MODEL not in AUTOGLM_MODELS:
+    raise ConfigError(f"AUTOGLM_DEFAULT_MODEL={AUTOGLM_DEFAULT_MODEL!r} is not in AUTOGLM_MODELS")
+AUTOGLM_QUEUE_PREFIX = envstr("AUTOGLM_QUEUE_PREFIX", "autoglm.model.")
+# Upper bound on max_tokens accepted at the door; the worker also checks the model's window.
+AUTOGLM_MAX_TOKENS_LIMIT = envint("AUTOGLM_MAX_TOKENS_LIMIT", 4096, minimum=1)
+AUTOGLM_DEFAULT_MAX_TOKENS = envint("AUTOGLM_DEFAULT_MAX_TOKENS", 256, minimum=1)
+AUTOGLM_MAX_CONTENT_CHARS = envint("AUTOGLM_MAX_CONTENT_CHARS", 100_000, minimum=1)
+
+# Celery: Redis broker, long tasks, redelivery when a worker dies mid-job.
+CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", REDIS_URL)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # An unacknowledged job of a dead worker goes back to the queue after this many seconds.
+    "visibility_timeout": envint("AUTOGLM_VISIBILITY_TIMEOUT", 3600, minimum=10),
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "autoglm_site.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "autoglm API",
+    "DESCRIPTION": "Native chat API and OpenAI-compatible endpoints.",
+    "VERSION": "0.1.0",
+}
+
+LOG_LEVEL = envstr("AUTOGLM_LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"trace": {"()": "autoglm_site.tracing.TraceIdFilter"}},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "timestamp", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["trace"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "httpx": {"level": "WARNING"},
+    },
+}

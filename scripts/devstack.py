@@ -1,0 +1,114 @@
+"""`make run`: set up and run the whole stack on embedded defaults, under one supervisor.
+
+Migrates (SQLite unless DATABASE_URL is set), builds the demo model when no model is
+configured, creates the demo tenant/user/key, then runs Redis (unless REDIS_URL is set), the
+ASGI web server and a Celery worker with honcho. Ctrl-C stops all of them.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from honcho.manager import Manager  # noqa: E402
+
+from autoglm_site.localservices import port_open, redis_server_command  # noqa: E402
+
+
+def manage(*args: str, env: dict[str, str]) -> str:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    return result.stdout
+
+
+def main() -> int:
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if not env.get("SECRET_KEY"):
+        env.setdefault("AUTOGLM_DEBUG", "1")  # Embedded defaults: a local development run.
+    host = env.get("AUTOGLM_HOST", "127.0.0.1")
+    port = int(env.get("PORT", "8000"))
+    data_dir = Path(env.get("AUTOGLM_DATA_DIR", ROOT / ".data")).resolve()
+    env["AUTOGLM_DATA_DIR"] = str(data_dir)
+
+    if not env.get("AUTOGLM_MODELS"):
+        size = env.get("AUTOGLM_DEMO_SIZE", "tiny")
+        model_dir = ROOT / ".models" / f"demo-{size}"
+        print(f"==> no AUTOGLM_MODELS set: using the demo model ({size}) at {model_dir}")
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "manage.py"),
+                "build_demo_model",
+                str(model_dir),
+                "--size",
+                size,
+            ],
+            env={**env, "AUTOGLM_MODELS": f"autoglm-demo={model_dir}"},
+            cwd=ROOT,
+            check=True,
+        )
+        env["AUTOGLM_MODELS"] = f"autoglm-demo={model_dir}"
+
+    if port_open(port, host):
+        print(f"error: {host}:{port} is already in use; set PORT to another port", file=sys.stderr)
+        return 1
+
+    manager = Manager()
+    if not env.get("REDIS_URL"):
+        redis_port = int(env.get("AUTOGLM_REDIS_PORT", "6379"))
+        if port_open(redis_port):
+            print(
+                f"error: port {redis_port} is taken; set AUTOGLM_REDIS_PORT or REDIS_URL",
+                file=sys.stderr,
+            )
+            return 1
+        redis_dir = data_dir / "redis"
+        redis_dir.mkdir(parents=True, exist_ok=True)
+        command = " ".join(f"'{part}'" for part in redis_server_command(redis_port, redis_dir))
+        manager.add_process("redis", command, env=env, cwd=str(ROOT))
+        env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+
+    print("==> migrating the database")
+    manage("migrate", "--noinput", env=env)
+    demo = json.loads(manage("bootstrap_demo", "--json", env=env))
+
+    python = sys.executable
+    manager.add_process(
+        "web",
+        f"'{python}' -m uvicorn autoglm_site.asgi:application --host {host} --port {port} "
+        "--no-access-log",
+        env=env,
+        cwd=str(ROOT),
+    )
+    manager.add_process("worker", f"'{python}' manage.py worker", env=env, cwd=str(ROOT))
+
+    base = f"http://{host}:{port}"
+    print(
+        "\n"
+        f"==> autoglm is starting at {base}\n"
+        f"    admin/login: {base}/admin/  user {demo['username']}  password {demo['password']}\n"
+        f"    API key:     {demo['api_key']}\n"
+        f"    API docs:    {base}/api/docs/\n"
+        f"    try:         curl -s -X POST {base}/api/v1/sessions "
+        f"-H 'Authorization: Bearer {demo['api_key']}'\n"
+        "    Ctrl-C stops everything.\n",
+        flush=True,
+    )
+    manager.loop()
+    return manager.returncode or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""`make test`: start real PostgreSQL and Redis on loopback, run the suite, stop them."""
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from autoglm_site.localservices import PostgresServer, RedisServer  # noqa: E402
+
+
+def main(argv: list[str]) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="autoglm-test-"))
+    os.chmod(workdir, 0o755)  # PostgreSQL runs as its own user and must reach its data dir.
+    postgres = PostgresServer(workdir / "pg")
+    redis = RedisServer(workdir / "redis")
+    try:
+        print(f"==> starting PostgreSQL and Redis under {workdir}", flush=True)
+        postgres.start()
+        redis.start()
+        env = {
+            **os.environ,
+            "DATABASE_URL": postgres.url,
+            "REDIS_URL": redis.url,
+            "SECRET_KEY": "test-secret-key-not-for-production",
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.pop("AUTOGLM_MODELS", None)
+        env.pop("CELERY_BROKER_URL", None)
+        python = sys.executable
+        print("==> checking migrations", flush=True)
+        check = subprocess.run(
+            [python, "manage.py", "makemigrations", "--check", "--dry-run"], env=env, cwd=ROOT
+        )
+        if check.returncode != 0:
+            print("error: models changed without a migration", file=sys.stderr)
+            return check.returncode
+        print("==> running the suite", flush=True)
+        return subprocess.run([python, "-m", "pytest", *argv], env=env, cwd=ROOT).returncode
+    finally:
+        redis.stop()
+        postgres.stop()
+        subprocess.run(["rm", "-rf", str(workdir)], check=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,96 @@
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
+
+KEY_PREFIX = "sk-"
+
+
+class Tenant(models.Model):
+    """An organisation: owns its members, keys, chats and quotas."""
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    is_active = models.BooleanField(
+        default=True,
+        help_text="A suspended tenant's keys and users are refused; nothing is deleted.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Limits; empty means unlimited. Enforcement lives in the quota service.
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
+    max_concurrent_jobs = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("slug",)
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner"
+        ADMIN = "admin"
+        MEMBER = "member"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "user"], name="membership_unique_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.tenant} ({self.role})"
+
+
+class ApiKeyManager(BaseAPIKeyManager):
+    def get_usable_keys(self) -> models.QuerySet:
+        return super().get_usable_keys().select_related("tenant")
+
+
+class ApiKey(AbstractAPIKey):
+    """A tenant's API key: ``sk-<prefix>.<secret>``, stored as a SHA-512 hash only.
+
+    djangorestframework-api-key generates, hashes and verifies (constant-time) the
+    ``<prefix>.<secret>`` part; we add the ``sk-`` marker that OpenAI-style clients expect.
+    """
+
+    objects = ApiKeyManager()
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    allowed_models = models.JSONField(
+        default=list, blank=True, help_text="Model names this key may use; empty means all."
+    )
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"
+
+    @property
+    def masked(self) -> str:
+        return f"{KEY_PREFIX}{self.prefix}.{'*' * 8}"
+
+    @property
+    def is_usable(self) -> bool:
+        return not self.revoked and not self.has_expired
+
+    def allows_model(self, model: str) -> bool:
+        return not self.allowed_models or model in self.allowed_models
+
+    def touch(self) -> None:
+        """Record use, at most once a minute per key so busy keys do not write on every call."""
+        now = timezone.now()
+        if self.last_used_at and (now - self.last_used_at).total_seconds() < 60:
+            return
+        type(self).objects.filter(pk=self.pk).update(last_used_at=now)
+        self.last_used_at = now

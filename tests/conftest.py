@@ -1,0 +1,149 @@
+"""Shared fixtures: tenant A (alice owner, bob member) and tenant B (charlie, the outsider);
+the demo model; a real Celery worker process on the test database."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from tenants.models import Membership
+from tenants.services import api_key_create, membership_ensure, tenant_create
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_MODEL = "autoglm-demo"
+
+
+@pytest.fixture
+def tenant_a(db):
+    tenant = tenant_create(slug="tenant-a", name="Tenant A")
+    membership_ensure(
+        tenant=tenant, username="alice", password="alice-pw", role=Membership.Role.OWNER
+    )
+    membership_ensure(tenant=tenant, username="bob", password="bob-pw", role=Membership.Role.MEMBER)
+    return tenant
+
+
+@pytest.fixture
+def tenant_b(db):
+    tenant = tenant_create(slug="tenant-b", name="Tenant B")
+    membership_ensure(
+        tenant=tenant, username="charlie", password="charlie-pw", role=Membership.Role.OWNER
+    )
+    return tenant
+
+
+@pytest.fixture
+def key_a(tenant_a) -> str:
+    return api_key_create(tenant=tenant_a, name="a")[1]
+
+
+@pytest.fixture
+def key_b(tenant_b) -> str:
+    return api_key_create(tenant=tenant_b, name="b")[1]
+
+
+def api_client(key: str | None = None) -> APIClient:
+    client = APIClient()
+    if key:
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client
+
+
+@pytest.fixture
+def client_a(key_a) -> APIClient:
+    return api_client(key_a)
+
+
+@pytest.fixture
+def client_b(key_b) -> APIClient:
+    return api_client(key_b)
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir() -> Path:
+    """The tiny demo model where the default settings look for it (built once, then reused)."""
+    from workers.demo_model import build_demo_model
+
+    path = Path(settings.AUTOGLM_MODELS[DEMO_MODEL])
+    return build_demo_model(path, "tiny", progress=lambda message: None)
+
+
+def _test_database_url() -> str:
+    """DATABASE_URL of the test database pytest-django made, for the worker process."""
+    from django.db import connection
+
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
+
+
+class WorkerProcess:
+    def __init__(self, log_path: Path, env: dict[str, str]):
+        self.log_path = log_path
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> "WorkerProcess":
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "manage.py",
+                "worker",
+                "--concurrency",
+                "2",
+                "--hostname",
+                f"test-{os.getpid()}@%h",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if b" ready." in self.log_path.read_bytes():
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+        raise TimeoutError(f"worker not ready:\n{self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, demo_model_dir, tmp_path_factory):
+    """A real Celery worker process (threads pool, demo model) on the test database."""
+    with django_db_blocker.unblock():
+        database_url = _test_database_url()
+    env = {**os.environ, "DATABASE_URL": database_url, "AUTOGLM_TORCH_THREADS": "1"}
+    worker = WorkerProcess(tmp_path_factory.mktemp("worker") / "worker.log", env).start()
+    yield worker
+    worker.stop()
+
+
+def wait_for_job(client: APIClient, job_id: str, timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(f"/api/v1/jobs/{job_id}").json()
+        if body["status"] in ("succeeded", "failed", "cancelled"):
+            return body
+        time.sleep(0.1)
+    raise TimeoutError(f"job {job_id} still {body['status']} after {timeout}s")

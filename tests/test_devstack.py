@@ -1,0 +1,88 @@
+"""`make run` smoke test: start the stack exactly as `make run` does (embedded SQLite and a
+local Redis), get an answer through the API with the printed key, then Ctrl-C it."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from autoglm_site.localservices import free_port, port_open
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def test_it_runs_the_stack_and_answers(tmp_path, demo_model_dir):
+    port, redis_port = free_port(), free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "AUTOGLM_MODELS")
+    }
+    env.update(
+        PORT=str(port),
+        AUTOGLM_REDIS_PORT=str(redis_port),
+        AUTOGLM_DATA_DIR=str(tmp_path / "data"),
+        AUTOGLM_TORCH_THREADS="1",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "scripts/devstack.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        key = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and key is None:
+            match = re.search(r"API key:\s+(sk-\S+)", "".join(output))
+            key = match and match.group(1)
+            assert proc.poll() is None, "".join(output)
+            time.sleep(0.2)
+        assert key, "".join(output)
+        assert (tmp_path / "data" / "db.sqlite3").exists()
+
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=10
+        ) as client:
+            while time.monotonic() < deadline:
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            session = client.post("/api/v1/sessions", json={"title": "smoke"}).json()
+            job = client.post(
+                f"/api/v1/sessions/{session['id']}/messages",
+                json={"content": "Hello!", "max_tokens": 8},
+            ).json()
+            while time.monotonic() < deadline:
+                job = client.get(f"/api/v1/jobs/{job['id']}").json()
+                if job["status"] in ("succeeded", "failed", "cancelled"):
+                    break
+                time.sleep(0.2)
+        assert job["status"] == "succeeded", (job, "".join(output)[-4000:])
+        assert job["message"]["content"].strip()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    # Ctrl-C stopped everything it started.
+    assert not port_open(port) and not port_open(redis_port)

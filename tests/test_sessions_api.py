@@ -1,0 +1,144 @@
+"""Native API without a worker: sessions, messages and jobs, bad input and isolation."""
+
+import pytest
+
+from chat.models import ChatJob, ChatSession, Message
+
+pytestmark = pytest.mark.django_db
+
+
+def error_of(response, status: int) -> dict:
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    return body["error"]
+
+
+@pytest.fixture
+def session_a(client_a) -> dict:
+    response = client_a.post("/api/v1/sessions", {"title": "first"}, format="json")
+    assert response.status_code == 201
+    return response.json()
+
+
+def test_it_creates_and_lists_sessions(client_a, client_b):
+    created = client_a.post("/api/v1/sessions", {"title": "hello"}, format="json").json()
+    assert created["object"] == "chat.session"
+    assert created["title"] == "hello"
+    assert created["model"] == "autoglm-demo"
+    listed = client_a.get("/api/v1/sessions").json()
+    assert [s["id"] for s in listed["data"]] == [created["id"]]
+    assert client_b.get("/api/v1/sessions").json()["data"] == []
+
+
+def test_it_posts_a_message_and_queues_a_job(client_a, session_a):
+    response = client_a.post(
+        f"/api/v1/sessions/{session_a['id']}/messages",
+        {"content": "Hi there", "max_tokens": 32},
+        format="json",
+    )
+    assert response.status_code == 202
+    job = response.json()
+    assert job["status"] == "queued"
+    assert job["object"] == "chat.job"
+    assert job["links"]["self"].endswith(f"/api/v1/jobs/{job['id']}")
+    assert ChatJob.objects.get(pk=job["id"]).params["max_tokens"] == 32
+    history = client_a.get(f"/api/v1/sessions/{session_a['id']}/messages").json()["data"]
+    assert [(m["role"], m["content"]) for m in history] == [("user", "Hi there")]
+    assert client_a.get(f"/api/v1/jobs/{job['id']}").json()["status"] == "queued"
+
+
+def test_it_hides_tenant_a_objects_from_tenant_b(client_a, client_b, session_a):
+    job = client_a.post(
+        f"/api/v1/sessions/{session_a['id']}/messages", {"content": "x"}, format="json"
+    ).json()
+    paths = [
+        ("get", f"/api/v1/sessions/{session_a['id']}"),
+        ("get", f"/api/v1/sessions/{session_a['id']}/messages"),
+        ("post", f"/api/v1/sessions/{session_a['id']}/messages"),
+        ("get", f"/api/v1/jobs/{job['id']}"),
+    ]
+    for method, path in paths:
+        foreign = getattr(client_b, method)(path, {"content": "steal"}, format="json")
+        missing = getattr(client_b, method)(
+            path.replace(session_a["id"], "00000000-0000-0000-0000-000000000000").replace(
+                job["id"], "00000000-0000-0000-0000-000000000000"
+            ),
+            {"content": "steal"},
+            format="json",
+        )
+        assert foreign.status_code == 404, path
+        assert foreign.json()["error"]["code"] == missing.json()["error"]["code"] == "not_found"
+    assert Message.objects.filter(content="steal").count() == 0
+
+
+@pytest.mark.parametrize(
+    "payload, param",
+    [
+        ({"content": ""}, "content"),
+        ({"content": "   "}, "content"),
+        ({}, "content"),
+        ({"content": 123}, "content"),
+        ({"content": ["a"]}, "content"),
+        ({"content": "hi", "max_tokens": 0}, "max_tokens"),
+        ({"content": "hi", "max_tokens": 10**9}, "max_tokens"),
+        ({"content": "hi", "max_tokens": "32"}, "max_tokens"),
+        ({"content": "hi", "max_tokens": 3.5}, "max_tokens"),
+        ({"content": "hi", "max_tokens": True}, "max_tokens"),
+        ({"content": "hi", "temperature": 5}, "temperature"),
+        ({"content": "hi", "temperature": "hot"}, "temperature"),
+        ({"content": "hi", "top_p": 0}, "top_p"),
+        ({"content": "hi", "top_p": 1.5}, "top_p"),
+        ({"content": "hi", "seed": "x"}, "seed"),
+    ],
+)
+def test_it_rejects_bad_message_input_and_stores_nothing(client_a, session_a, payload, param):
+    response = client_a.post(f"/api/v1/sessions/{session_a['id']}/messages", payload, format="json")
+    error = error_of(response, 400)
+    assert error["param"] == param
+    assert error["type"] == "invalid_request_error"
+    assert Message.objects.count() == 0 and ChatJob.objects.count() == 0
+
+
+def test_it_rejects_a_body_that_is_not_json(client_a, session_a):
+    response = client_a.generic(
+        "POST",
+        f"/api/v1/sessions/{session_a['id']}/messages",
+        "{not json",
+        content_type="application/json",
+    )
+    assert error_of(response, 400)["code"] == "invalid_json"
+    response = client_a.post(
+        f"/api/v1/sessions/{session_a['id']}/messages", ["content"], format="json"
+    )
+    error_of(response, 400)
+    assert Message.objects.count() == 0
+
+
+def test_it_answers_404_for_an_unknown_session(client_a):
+    for session_id in ("00000000-0000-0000-0000-000000000000", "not-a-uuid"):
+        response = client_a.post(
+            f"/api/v1/sessions/{session_id}/messages", {"content": "hi"}, format="json"
+        )
+        assert error_of(response, 404)["code"] == "not_found"
+    assert Message.objects.count() == 0
+
+
+def test_it_refuses_an_unknown_model(client_a):
+    response = client_a.post("/api/v1/sessions", {"model": "gpt-17"}, format="json")
+    error = error_of(response, 404)
+    assert error["code"] == "model_not_found" and error["param"] == "model"
+    assert ChatSession.objects.count() == 0
+
+
+def test_it_rejects_bad_session_input(client_a):
+    error = error_of(client_a.post("/api/v1/sessions", {"title": 5}, format="json"), 400)
+    assert error["param"] == "title"
+    error = error_of(client_a.post("/api/v1/sessions", {"title": "x" * 201}, format="json"), 400)
+    assert error["param"] == "title"
+    assert ChatSession.objects.count() == 0
+
+
+def test_it_answers_405_in_the_error_shape(client_a, session_a):
+    response = client_a.delete("/api/v1/sessions")
+    assert error_of(response, 405)["code"] == "method_not_allowed"

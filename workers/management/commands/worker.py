@@ -1,0 +1,50 @@
+import os
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from autoglm_site.celery import app
+from chat.services import model_queue
+
+
+class Command(BaseCommand):
+    help = (
+        "Run a Celery GPU worker for one or more models: --pool threads (one model copy per "
+        "process), one queue per model, the models loaded before the first job."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--models", default="", help="Comma-separated model names (default: all configured)."
+        )
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=int(os.environ.get("AUTOGLM_WORKER_CONCURRENCY", 4)),
+            help="Jobs in flight per process (threads).",
+        )
+        parser.add_argument("--hostname", default="", help="Celery node name.")
+        parser.add_argument("--loglevel", default="INFO")
+
+    def handle(self, *args, models: str, concurrency: int, hostname: str, loglevel: str, **opts):
+        names = [m.strip() for m in models.split(",") if m.strip()] or list(settings.AUTOGLM_MODELS)
+        unknown = [m for m in names if m not in settings.AUTOGLM_MODELS]
+        if unknown:
+            raise CommandError(
+                f"Unknown model(s) {unknown}; configured: {list(settings.AUTOGLM_MODELS)}"
+            )
+        if concurrency < 1:
+            raise CommandError("--concurrency must be at least 1")
+        os.environ["AUTOGLM_WORKER_MODELS"] = ",".join(names)
+        argv = [
+            "worker",
+            "--pool=threads",
+            f"--concurrency={concurrency}",
+            f"--queues={','.join(model_queue(m) for m in names)}",
+            f"--loglevel={loglevel}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+        if hostname:
+            argv.append(f"--hostname={hostname}")
+        app.worker_main(argv)
