@@ -30,6 +30,7 @@ def chat_job_run(job_id: str) -> None:
 
 def _run(job) -> None:
     from .generation import GenerationError, generate
+    from .registry import UnknownModelError
     from .runtime import get_registry
 
     params = job.params
@@ -38,6 +39,11 @@ def _run(job) -> None:
     )
     try:
         loaded = get_registry().get(job.model)
+    except (UnknownModelError, OSError):
+        logger.exception("model unavailable", extra={"job_id": str(job.id), "model": job.model})
+        job_fail(job=job, reason=f"The model '{job.model}' could not be loaded on the worker.")
+        return
+    try:
         result = generate(
             loaded,
             job_prompt_messages(job=job),

@@ -1,0 +1,243 @@
+"""Process-wide registry of resident models.
+
+Loading a model costs seconds (or minutes for a real one) and gigabytes of
+memory, so each worker process loads a model at most once, on first use, and
+keeps it for the life of the process. Many worker threads may ask for the same
+model at once when a process starts; the registry makes sure exactly one of
+them performs the load while the others wait for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# huggingface_hub reads these once, when it is first imported, so they must be
+# set before anything imports transformers. Models are always local here: a
+# missing file must fail fast, not turn into a network request or a hang.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# from_pretrained draws a tqdm bar on stderr, which would garble worker logs.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import torch  # noqa: E402  (must come after the environment defaults above)
+
+logger = logging.getLogger(__name__)
+
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+_threads_lock = threading.Lock()
+_threads_configured = False
+
+
+class UnknownModelError(LookupError):
+    """Raised when a model name is not in the registry's configuration."""
+
+
+@dataclass(eq=False)  # identity semantics: two loads of one checkpoint are different objects
+class LoadedModel:
+    """A model and its tokenizer, resident on a device and ready to generate."""
+
+    name: str
+    path: Path
+    model: Any
+    tokenizer: Any
+    device: torch.device
+    dtype: torch.dtype
+    context_window: int
+    load_seconds: float
+    # Serialises generate() calls on this model: HF generate is not designed for
+    # concurrent use of one model instance, and running two at once would only
+    # split the same compute anyway.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+def select_device_and_dtype(
+    env: Mapping[str, str] | None = None,
+) -> tuple[torch.device, torch.dtype]:
+    """Choose where and in which precision to run models.
+
+    Defaults to CUDA with bfloat16 (half the memory, native tensor-core format)
+    when a GPU is present, otherwise CPU with float32 (CPU half-precision
+    matmuls are often slower than fp32). ``AUTOGLM_DEVICE`` (``cpu``/``cuda``/
+    ``cuda:N``) and ``AUTOGLM_DTYPE`` (``float32``/``bfloat16``/``float16``)
+    override the choice, e.g. to benchmark one configuration against another.
+    """
+    env = os.environ if env is None else env
+    device_name = env.get("AUTOGLM_DEVICE", "").strip().lower()
+    if not device_name:
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_name != "cpu" and not device_name.startswith("cuda"):
+        raise ValueError(f"AUTOGLM_DEVICE must be 'cpu' or 'cuda', got {device_name!r}")
+    device = torch.device(device_name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("AUTOGLM_DEVICE asks for CUDA but torch sees no CUDA device")
+
+    dtype_name = env.get("AUTOGLM_DTYPE", "").strip().lower()
+    if dtype_name:
+        try:
+            dtype = _DTYPES[dtype_name]
+        except KeyError:
+            raise ValueError(
+                f"AUTOGLM_DTYPE must be float32, bfloat16 or float16, got {dtype_name!r}"
+            ) from None
+    elif device.type == "cuda":
+        # Pre-Ampere GPUs emulate bf16 slowly; fp16 is their native half type.
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        dtype = torch.float32
+    return device, dtype
+
+
+def _available_cpus() -> int:
+    # os.cpu_count() reports every CPU on the host, even when a container or
+    # taskset restricts us to a few; oversubscribing threads slows torch down.
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _configure_cpu_threads() -> None:
+    # torch's intra-op pool size is process-wide; set it once so that several
+    # models loading in parallel do not fight over it.
+    global _threads_configured
+    with _threads_lock:
+        if _threads_configured:
+            return
+        threads = int(os.environ.get("AUTOGLM_TORCH_THREADS", _available_cpus()))
+        torch.set_num_threads(threads)
+        _threads_configured = True
+        logger.info("torch cpu threads configured", extra={"torch_threads": threads})
+
+
+def _context_window(model: Any, tokenizer: Any) -> int:
+    config = model.config
+    # Multimodal configs nest the language model's settings.
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    window = getattr(config, "max_position_embeddings", None)
+    if window is None:
+        # Tokenizers without a limit report a huge sentinel (int(1e30)).
+        window = tokenizer.model_max_length
+        if window is None or window > 10_000_000:
+            raise ValueError(f"cannot determine the context window of {model.name_or_path}")
+    return int(window)
+
+
+def load_model(name: str, path: str | os.PathLike[str]) -> LoadedModel:
+    """Load one model from a local directory onto the configured device.
+
+    Uses the plain ``from_pretrained`` path so that the demo model and real
+    checkpoints are loaded identically. Most callers want
+    :meth:`ModelRegistry.get`, which caches the result.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path).expanduser()
+    # A missing local directory would otherwise be taken for a hub repo id and
+    # fail with a confusing "offline mode" error.
+    if not path.is_dir():
+        raise FileNotFoundError(f"model {name!r}: directory {path} does not exist")
+    device, dtype = select_device_and_dtype()
+    if device.type == "cpu":
+        _configure_cpu_threads()
+
+    started = time.perf_counter()
+    # local_files_only in addition to HF_HUB_OFFLINE: the env var is ignored if
+    # huggingface_hub was imported before this module set it.
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+    model.to(device)
+    model.eval()
+    load_seconds = time.perf_counter() - started
+
+    loaded = LoadedModel(
+        name=name,
+        path=path,
+        model=model,
+        tokenizer=tokenizer,
+        device=device,
+        dtype=dtype,
+        context_window=_context_window(model, tokenizer),
+        load_seconds=load_seconds,
+    )
+    logger.info(
+        "model loaded",
+        extra={
+            "model": name,
+            "load_seconds": round(load_seconds, 3),
+            "device": str(device),
+            "dtype": str(dtype).removeprefix("torch."),
+        },
+    )
+    return loaded
+
+
+class ModelRegistry:
+    """Thread-safe, load-once cache of models keyed by name.
+
+    ``specs`` maps each servable model name to its local directory. Nothing is
+    loaded up front, so a worker only pays for the models it is asked to serve.
+    """
+
+    def __init__(self, specs: Mapping[str, str | os.PathLike[str]]) -> None:
+        self._specs: dict[str, Path] = {name: Path(p) for name, p in specs.items()}
+        # One lock per model: loading model A must not block requests for an
+        # already-resident model B.
+        self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in self._specs}
+        self._models: dict[str, LoadedModel] = {}
+        self._state_lock = threading.Lock()
+        self._load_count = 0
+
+    @property
+    def load_count(self) -> int:
+        """Total number of loads performed; lets tests and logs verify load-once."""
+        return self._load_count
+
+    def names(self) -> list[str]:
+        """Names of all configured models, resident or not."""
+        return sorted(self._specs)
+
+    def loaded_names(self) -> list[str]:
+        """Names of the models currently resident in this process."""
+        with self._state_lock:
+            return sorted(self._models)
+
+    def get(self, name: str) -> LoadedModel:
+        """Return the resident model ``name``, loading it first if needed.
+
+        Concurrent first calls for the same model perform a single load; the
+        other callers block until it finishes and then share the result. A
+        failed load is not cached, so a later call retries it.
+        """
+        # Fast path without locking: once loaded, a model is never replaced,
+        # and a single dict lookup is atomic.
+        loaded = self._models.get(name)
+        if loaded is not None:
+            return loaded
+        try:
+            lock = self._locks[name]
+        except KeyError:
+            raise UnknownModelError(
+                f"unknown model {name!r}; configured models: {', '.join(self.names()) or 'none'}"
+            ) from None
+        with lock:
+            loaded = self._models.get(name)
+            if loaded is None:
+                loaded = load_model(name, self._specs[name])
+                with self._state_lock:
+                    self._models[name] = loaded
+                    self._load_count += 1
+        return loaded
