@@ -88,7 +88,7 @@ def main() -> int:
     manager.add_process(
         "web",
         f"'{python}' -m uvicorn autoglm_site.asgi:application --host {host} --port {port} "
-        "--no-access-log",
+        "--no-access-log --lifespan off",
         env=env,
         cwd=str(ROOT),
     )
