@@ -42,6 +42,11 @@ class ModelNotFoundError(NotFoundError):
     code = "model_not_found"
 
 
+class MethodNotAllowedError(ApplicationError):
+    status_code = status.HTTP_405_METHOD_NOT_ALLOWED
+    code = "method_not_allowed"
+
+
 class ConflictError(ApplicationError):
     status_code = status.HTTP_409_CONFLICT
     code = "conflict"
@@ -51,19 +56,19 @@ def error_body(message: str, *, type: str, code: str | None, param: str | None =
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
-def _first_validation_error(detail, path: str = "") -> tuple[str | None, str]:
+def first_validation_error(detail, path: str = "") -> tuple[str | None, str]:
     """Walk DRF's nested error detail to the first message and the dotted path of its field."""
     if isinstance(detail, dict):
         for key, value in detail.items():
             if key in ("non_field_errors", "__all__"):
-                return _first_validation_error(value, path)
+                return first_validation_error(value, path)
             child = f"{path}.{key}" if path else str(key)
-            return _first_validation_error(value, child)
+            return first_validation_error(value, child)
     if isinstance(detail, list):
         for index, value in enumerate(detail):
             if isinstance(value, (dict, list)) and value:
                 child = f"{path}[{index}]" if isinstance(value, dict) else path
-                return _first_validation_error(value, child)
+                return first_validation_error(value, child)
             if value:
                 return path or None, str(value)
     return path or None, str(detail)
@@ -93,7 +98,7 @@ def api_exception_handler(exc, context):
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
     if isinstance(exc, exceptions.ValidationError):
-        param, message = _first_validation_error(exc.detail)
+        param, message = first_validation_error(exc.detail)
         body = error_body(
             message, type="invalid_request_error", code="invalid_request_error", param=param
         )
@@ -115,6 +120,18 @@ def api_exception_handler(exc, context):
             error_body(str(message), type=type_, code=code), status=status_code, headers=headers
         )
     return None  # An unexpected error: Django logs it and answers through handler500.
+
+
+def error_response(exc: ApplicationError, headers: dict[str, str] | None = None) -> JsonResponse:
+    """The error shape as a plain Django response, for views outside DRF (the async ones)."""
+    response = JsonResponse(
+        error_body(exc.message, type=exc.type, code=exc.code, param=exc.param),
+        status=exc.status_code,
+        headers=headers,
+    )
+    if exc.status_code == 401:
+        response["WWW-Authenticate"] = "Bearer"
+    return response
 
 
 def _json_error(status_code: int, message: str, type_: str, code: str) -> JsonResponse:

@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_api_key",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "tenants",
     "chat",
     "workers",
@@ -40,6 +41,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "autoglm_site.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -97,7 +99,11 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = DATA_DIR / "static"
+# Only for `collectstatic` behind a CDN or proxy; by default whitenoise serves from the apps.
+STATIC_ROOT = envstr("AUTOGLM_STATIC_ROOT") or None
+# Every asset ships with the app (no CDN); whitenoise serves them straight from the apps.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
 
 REDIS_URL = envstr("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -112,6 +118,12 @@ AUTOGLM_QUEUE_PREFIX = envstr("AUTOGLM_QUEUE_PREFIX", "autoglm.model.")
 AUTOGLM_MAX_TOKENS_LIMIT = envint("AUTOGLM_MAX_TOKENS_LIMIT", 4096, minimum=1)
 AUTOGLM_DEFAULT_MAX_TOKENS = envint("AUTOGLM_DEFAULT_MAX_TOKENS", 256, minimum=1)
 AUTOGLM_MAX_CONTENT_CHARS = envint("AUTOGLM_MAX_CONTENT_CHARS", 100_000, minimum=1)
+
+# Job event streams: kept this long after a job ends, and at most this long in all.
+AUTOGLM_STREAM_TTL = envint("AUTOGLM_STREAM_TTL", 3600, minimum=1)
+AUTOGLM_STREAM_MAX_AGE = envint("AUTOGLM_STREAM_MAX_AGE", 86400, minimum=60)
+# An idle SSE connection gets a keep-alive comment (and a look at the database) this often.
+AUTOGLM_SSE_KEEPALIVE_MS = envint("AUTOGLM_SSE_KEEPALIVE_MS", 15000, minimum=100)
 
 # Celery: Redis broker, long tasks, redelivery when a worker dies mid-job.
 CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", REDIS_URL)
@@ -140,6 +152,14 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "autoglm API",
     "DESCRIPTION": "Native chat API and OpenAI-compatible endpoints.",
     "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "autoglm_site.schema.add_async_endpoints",
+    ],
 }
 
 LOG_LEVEL = envstr("AUTOGLM_LOG_LEVEL", "INFO").upper()

@@ -1,17 +1,39 @@
 """Native REST API: sessions, their messages, and jobs. Thin views over services/selectors."""
 
+import json
+
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from autoglm_site.errors import ApplicationError, MethodNotAllowedError, error_response
 from autoglm_site.fields import StrictCharField, StrictFloatField, StrictIntegerField
-from tenants.auth import request_tenant
+from tenants.auth import aauthenticate, request_tenant
 
 from . import selectors, services
 from .models import ChatJob, ChatSession, Message
+from .streaming import check_event_id, job_events, sse
+
+
+class ParamsInput(serializers.Serializer):
+    """Sampling parameters, strictly typed: a session's defaults or one message's own."""
+
+    max_tokens = StrictIntegerField(
+        required=False, min_value=1, max_value=settings.AUTOGLM_MAX_TOKENS_LIMIT
+    )
+    temperature = StrictFloatField(required=False, min_value=0.0, max_value=2.0)
+    top_p = StrictFloatField(required=False, min_value=0.0, max_value=1.0)
+    seed = StrictIntegerField(required=False, allow_null=True)
+
+    def validate_top_p(self, value: float) -> float:
+        if value <= 0:
+            raise serializers.ValidationError("top_p must be greater than 0.")
+        return value
 
 
 class SessionOutput(serializers.ModelSerializer):
@@ -19,7 +41,16 @@ class SessionOutput(serializers.ModelSerializer):
 
     class Meta:
         model = ChatSession
-        fields = ("id", "object", "title", "model", "system_prompt", "created_at", "updated_at")
+        fields = (
+            "id",
+            "object",
+            "title",
+            "model",
+            "system_prompt",
+            "params",
+            "created_at",
+            "updated_at",
+        )
 
     def get_object(self, obj) -> str:
         return "chat.session"
@@ -36,57 +67,122 @@ class MessageOutput(serializers.ModelSerializer):
         return "chat.message"
 
 
-def job_representation(job: ChatJob, request) -> dict:
-    usage = None
-    if job.prompt_tokens is not None:
-        completion = job.completion_tokens or 0
-        usage = {
-            "prompt_tokens": job.prompt_tokens,
-            "completion_tokens": completion,
-            "total_tokens": job.prompt_tokens + completion,
+class JobOutput(serializers.Serializer):
+    """A job as clients see it, with the assistant's message once there is one."""
+
+    id = serializers.UUIDField()
+    object = serializers.SerializerMethodField()
+    status = serializers.CharField()
+    model = serializers.CharField()
+    session_id = serializers.UUIDField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    finish_reason = serializers.SerializerMethodField()
+    dropped_messages = serializers.IntegerField()
+    error = serializers.SerializerMethodField()
+    usage = serializers.SerializerMethodField()
+    message = serializers.SerializerMethodField()
+    links = serializers.SerializerMethodField()
+
+    def get_object(self, job) -> str:
+        return "chat.job"
+
+    def get_finish_reason(self, job) -> str | None:
+        return job.finish_reason or None
+
+    def get_error(self, job) -> dict | None:
+        return services.job_error(job)["error"] if job.status == ChatJob.Status.FAILED else None
+
+    def get_usage(self, job) -> dict | None:
+        return services.job_usage(job)
+
+    def get_message(self, job) -> dict | None:
+        return MessageOutput(job.assistant_message).data if job.assistant_message else None
+
+    def get_links(self, job) -> dict:
+        request = self.context["request"]
+
+        def url(name: str, *args) -> str:
+            return request.build_absolute_uri(reverse(name, args=args))
+
+        links = {
+            "self": url("api-job-detail", job.id),
+            "events": url("api-job-events", job.id),
+            "cancel": url("api-job-cancel", job.id),
         }
-    return {
-        "id": str(job.id),
-        "object": "chat.job",
-        "status": job.status,
-        "model": job.model,
-        "session_id": str(job.session_id),
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "finish_reason": job.finish_reason or None,
-        "error": job.error or None,
-        "usage": usage,
-        "message": MessageOutput(job.assistant_message).data if job.assistant_message else None,
-        "links": {
-            "self": request.build_absolute_uri(reverse("api-job-detail", args=[job.id])),
-            "session": request.build_absolute_uri(
-                reverse("api-session-detail", args=[job.session_id])
-            ),
-            "messages": request.build_absolute_uri(
-                reverse("api-session-messages", args=[job.session_id])
-            ),
-        },
-    }
+        if job.session_id:
+            links["session"] = url("api-session-detail", job.session_id)
+            links["messages"] = url("api-session-messages", job.session_id)
+        return links
+
+
+class PageInput(serializers.Serializer):
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=100, default=20)
+    after = serializers.CharField(required=False)
+
+
+def paged(request, queryset, output, *, newest_first: bool) -> Response:
+    query = PageInput(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    rows, has_more = selectors.page(
+        queryset,
+        after=query.validated_data.get("after"),
+        limit=query.validated_data["limit"],
+        newest_first=newest_first,
+    )
+    data = output(rows, many=True).data
+    return Response(
+        {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": has_more,
+        }
+    )
+
+
+PAGE_PARAMETERS = [
+    OpenApiParameter("limit", int, description="1 to 100, default 20"),
+    OpenApiParameter("after", str, description="id of the last item of the previous page"),
+]
+
+
+class SessionCreateInput(serializers.Serializer):
+    title = StrictCharField(required=False, allow_blank=True, max_length=200, default="")
+    model = StrictCharField(required=False, max_length=100)
+    system_prompt = StrictCharField(
+        required=False, allow_blank=True, default="", max_length=settings.AUTOGLM_MAX_CONTENT_CHARS
+    )
+    params = ParamsInput(required=False, default=dict)
+
+
+class SessionUpdateInput(serializers.Serializer):
+    title = StrictCharField(required=False, allow_blank=True, max_length=200)
+    system_prompt = StrictCharField(
+        required=False, allow_blank=True, max_length=settings.AUTOGLM_MAX_CONTENT_CHARS
+    )
+    params = ParamsInput(required=False)
+
+
+class MessageInput(ParamsInput):
+    content = StrictCharField(max_length=settings.AUTOGLM_MAX_CONTENT_CHARS)
 
 
 class SessionListCreateApi(APIView):
-    class Input(serializers.Serializer):
-        title = StrictCharField(required=False, allow_blank=True, max_length=200, default="")
-        model = StrictCharField(required=False, max_length=100)
-        system_prompt = StrictCharField(
-            required=False,
-            allow_blank=True,
-            default="",
-            max_length=settings.AUTOGLM_MAX_CONTENT_CHARS,
-        )
+    Input = SessionCreateInput
 
-    @extend_schema(responses=SessionOutput(many=True))
+    @extend_schema(
+        parameters=PAGE_PARAMETERS,
+        responses=SessionOutput(many=True),
+        summary="List sessions, newest first",
+    )
     def get(self, request):
         sessions = selectors.session_list(tenant=request_tenant(request))
-        return Response({"object": "list", "data": SessionOutput(sessions, many=True).data})
+        return paged(request, sessions, SessionOutput, newest_first=True)
 
-    @extend_schema(request=Input, responses={201: SessionOutput})
+    @extend_schema(request=Input, responses={201: SessionOutput}, summary="Create a session")
     def post(self, request):
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
@@ -97,38 +193,51 @@ class SessionListCreateApi(APIView):
 
 
 class SessionDetailApi(APIView):
-    @extend_schema(responses=SessionOutput)
+    Input = SessionUpdateInput
+
+    @extend_schema(responses=SessionOutput, summary="Get a session")
     def get(self, request, session_id):
         session = selectors.session_get(tenant=request_tenant(request), session_id=session_id)
         return Response(SessionOutput(session).data)
 
+    @extend_schema(
+        request=Input,
+        responses=SessionOutput,
+        summary="Rename a session or change its system prompt or default parameters",
+    )
+    def patch(self, request, session_id):
+        session = selectors.session_get(tenant=request_tenant(request), session_id=session_id)
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        session = services.session_update(session=session, **data.validated_data)
+        return Response(SessionOutput(session).data)
+
+    @extend_schema(responses={204: None}, summary="Delete a session, its messages and jobs")
+    def delete(self, request, session_id):
+        session = selectors.session_get(tenant=request_tenant(request), session_id=session_id)
+        services.session_delete(session=session)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
 
 class SessionMessagesApi(APIView):
-    class Input(serializers.Serializer):
-        content = StrictCharField(max_length=settings.AUTOGLM_MAX_CONTENT_CHARS)
-        max_tokens = StrictIntegerField(
-            required=False,
-            min_value=1,
-            max_value=settings.AUTOGLM_MAX_TOKENS_LIMIT,
-            default=settings.AUTOGLM_DEFAULT_MAX_TOKENS,
-        )
-        temperature = StrictFloatField(required=False, min_value=0.0, max_value=2.0, default=1.0)
-        top_p = StrictFloatField(required=False, min_value=0.0, max_value=1.0, default=1.0)
-        seed = StrictIntegerField(required=False, allow_null=True, default=None)
+    Input = MessageInput
 
-        def validate_top_p(self, value: float) -> float:
-            if value <= 0:
-                raise serializers.ValidationError("top_p must be greater than 0.")
-            return value
-
-    @extend_schema(responses=MessageOutput(many=True))
+    @extend_schema(
+        parameters=PAGE_PARAMETERS,
+        responses=MessageOutput(many=True),
+        summary="A session's history, oldest first",
+    )
     def get(self, request, session_id):
         tenant = request_tenant(request)
         session = selectors.session_get(tenant=tenant, session_id=session_id)
         messages = selectors.message_list(tenant=tenant, session=session)
-        return Response({"object": "list", "data": MessageOutput(messages, many=True).data})
+        return paged(request, messages, MessageOutput, newest_first=False)
 
-    @extend_schema(request=Input, responses={202: dict})
+    @extend_schema(
+        request=Input,
+        responses={202: JobOutput},
+        summary="Post a user message; answers 202 with the job that will reply",
+    )
     def post(self, request, session_id):
         tenant = request_tenant(request)
         session = selectors.session_get(tenant=tenant, session_id=session_id)
@@ -144,11 +253,60 @@ class SessionMessagesApi(APIView):
             api_key=request.auth,
             trace_id=request.request_id,
         )
-        return Response(job_representation(job, request), status=status.HTTP_202_ACCEPTED)
+        return Response(
+            JobOutput(job, context={"request": request}).data, status=status.HTTP_202_ACCEPTED
+        )
 
 
 class JobDetailApi(APIView):
-    @extend_schema(responses=dict)
+    @extend_schema(responses=JobOutput, summary="A job's status and, once ended, its result")
     def get(self, request, job_id):
         job = selectors.job_get(tenant=request_tenant(request), job_id=job_id)
-        return Response(job_representation(job, request))
+        return Response(JobOutput(job, context={"request": request}).data)
+
+
+class JobCancelApi(APIView):
+    @extend_schema(
+        request=None,
+        responses=JobOutput,
+        summary="Cancel a job: a queued one ends now, a running one within a step",
+    )
+    def post(self, request, job_id):
+        job = selectors.job_get(tenant=request_tenant(request), job_id=job_id)
+        job = services.job_cancel(job=job)
+        return Response(JobOutput(job, context={"request": request}).data)
+
+
+@csrf_exempt
+async def job_events_view(request, job_id):
+    """``GET /api/v1/jobs/{id}/events``: the job's events as SSE, resumable by event id.
+
+    A late subscriber gets everything from the start; one that sends ``Last-Event-ID`` gets
+    what came after that event. Disconnecting does not cancel the job (a reload resumes it).
+    """
+    if request.method != "GET":
+        return error_response(MethodNotAllowedError("Use GET."), headers={"Allow": "GET"})
+    try:
+        api_key = await aauthenticate(request)
+        after = check_event_id(
+            request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
+        )
+        job = await sync_to_async(selectors.job_get)(tenant=api_key.tenant, job_id=job_id)
+    except ApplicationError as exc:
+        return error_response(exc)
+    return sse(_job_event_frames(job, after))
+
+
+async def _job_event_frames(job: ChatJob, after: str):
+    yield b"retry: 1000\n\n"
+    async for event in job_events(job, after=after, keepalive=True):
+        if event is None:
+            yield b": keep-alive\n\n"
+            continue
+        yield (
+            f"id: {event.id}\nevent: {event.type}\ndata: ".encode() + _json(event.data) + b"\n\n"
+        )
+
+
+def _json(data) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()

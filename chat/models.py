@@ -13,6 +13,9 @@ class ChatSession(models.Model):
     title = models.CharField(max_length=200, blank=True)
     model = models.CharField(max_length=100)
     system_prompt = models.TextField(blank=True)
+    params = models.JSONField(
+        default=dict, blank=True, help_text="Default sampling parameters of the session's jobs."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -46,7 +49,11 @@ class Message(models.Model):
 
 
 class ChatJob(models.Model):
-    """One generation: queued for a model's workers, then run, then ended one way or another."""
+    """One generation: queued for a model's workers, then run, then ended one way or another.
+
+    A job answers either the last message of a session (native API) or the messages sent with
+    an OpenAI-style completion request (no session; the messages are in ``params``).
+    """
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -59,7 +66,9 @@ class ChatJob(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="chat_jobs")
-    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="jobs")
+    session = models.ForeignKey(
+        ChatSession, on_delete=models.CASCADE, null=True, blank=True, related_name="jobs"
+    )
     api_key = models.ForeignKey(
         ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -74,8 +83,13 @@ class ChatJob(models.Model):
     )
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output = models.TextField(blank=True, help_text="The generated text, partial if cancelled.")
     finish_reason = models.CharField(max_length=16, blank=True)
+    dropped_messages = models.PositiveIntegerField(
+        default=0, help_text="Oldest session messages left out to fit the context window."
+    )
     error = models.TextField(blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
     trace_id = models.CharField(max_length=128, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)

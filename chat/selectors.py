@@ -2,9 +2,9 @@
 
 import uuid
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
-from autoglm_site.errors import NotFoundError
+from autoglm_site.errors import InvalidRequestError, NotFoundError
 from tenants.models import Tenant
 
 from .models import ChatJob, ChatSession, Message
@@ -45,3 +45,25 @@ def job_get(*, tenant: Tenant, job_id) -> ChatJob:
     if job is None:
         raise NotFoundError(f"No job with id {job_id!s}.", code="not_found")
     return job
+
+
+def page(queryset: QuerySet, *, after=None, limit: int, newest_first: bool) -> tuple[list, bool]:
+    """One page of rows ordered by (created_at, id), starting after the row ``after``.
+
+    A cursor rather than an offset, so rows added while a client pages do not shift pages.
+    Returns the rows and whether more follow.
+    """
+    order = ("-created_at", "-id") if newest_first else ("created_at", "id")
+    queryset = queryset.order_by(*order)
+    if after is not None:
+        pk = _as_uuid(after)
+        anchor = queryset.filter(pk=pk).values("created_at", "id").first() if pk else None
+        if anchor is None:
+            raise InvalidRequestError(f"No item with id {after!s} in this list.", param="after")
+        op = "lt" if newest_first else "gt"
+        queryset = queryset.filter(
+            Q(**{f"created_at__{op}": anchor["created_at"]})
+            | Q(created_at=anchor["created_at"], **{f"id__{op}": anchor["id"]})
+        )
+    rows = list(queryset[: limit + 1])
+    return rows[:limit], len(rows) > limit

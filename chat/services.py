@@ -8,9 +8,10 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from autoglm_site.errors import ModelNotFoundError
+from autoglm_site.errors import ModelNotFoundError, error_body
 from tenants.models import ApiKey, Tenant
 
+from . import events
 from .models import ChatJob, ChatSession, Message
 
 logger = logging.getLogger(__name__)
@@ -35,13 +36,43 @@ def session_create(
     model: str | None = None,
     title: str = "",
     system_prompt: str = "",
+    params: dict[str, Any] | None = None,
     api_key: ApiKey | None = None,
 ) -> ChatSession:
-    """Start a conversation on ``model`` (the default model when none is given)."""
+    """Start a conversation on ``model`` (the default model when none is given).
+
+    ``params`` are the default sampling parameters of the session's messages.
+    """
     model = model_check(model=model or settings.AUTOGLM_DEFAULT_MODEL, api_key=api_key)
     return ChatSession.objects.create(
-        tenant=tenant, model=model, title=title, system_prompt=system_prompt
+        tenant=tenant, model=model, title=title, system_prompt=system_prompt, params=params or {}
     )
+
+
+@transaction.atomic
+def session_update(
+    *,
+    session: ChatSession,
+    title: str | None = None,
+    system_prompt: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> ChatSession:
+    """Rename a session or change its system prompt or default parameters."""
+    if title is not None:
+        session.title = title
+    if system_prompt is not None:
+        session.system_prompt = system_prompt
+    if params is not None:
+        session.params = params
+    session.save()
+    return session
+
+
+def session_delete(*, session: ChatSession) -> None:
+    """Delete a session with its messages and jobs, stopping any job still generating."""
+    for job in session.jobs.exclude(status__in=ChatJob.FINISHED):
+        job_cancel(job=job)
+    session.delete()
 
 
 @transaction.atomic
@@ -56,10 +87,12 @@ def message_submit(
 ) -> ChatJob:
     """Store the user's message and queue a job to answer it.
 
+    Parameters the request leaves out come from the session's defaults, then the server's.
     The job is sent to the model's queue only after the transaction commits, so a worker never
     looks for a row that is not there yet.
     """
     model_check(model=session.model, api_key=api_key)
+    params = {**_default_params(), **session.params, **params}
     message = Message.objects.create(
         tenant=tenant, session=session, role=Message.Role.USER, content=content
     )
@@ -78,10 +111,57 @@ def message_submit(
     return job
 
 
+@transaction.atomic
+def completion_submit(
+    *,
+    tenant: Tenant,
+    api_key: ApiKey | None,
+    model: str,
+    messages: list[dict[str, str]],
+    params: dict[str, Any],
+    trace_id: str = "",
+) -> ChatJob:
+    """Queue a job for an OpenAI-style completion: the prompt is the request's messages."""
+    model_check(model=model, api_key=api_key)
+    job = ChatJob.objects.create(
+        tenant=tenant,
+        api_key=api_key,
+        model=model,
+        params={**_default_params(), **params, "messages": messages},
+        trace_id=trace_id,
+    )
+    transaction.on_commit(lambda: job_enqueue(job=job))
+    logger.info("completion queued", extra={"job_id": str(job.id), "model": model})
+    return job
+
+
+def _default_params() -> dict[str, Any]:
+    return {"max_tokens": settings.AUTOGLM_DEFAULT_MAX_TOKENS, "temperature": 1.0, "top_p": 1.0}
+
+
 def job_enqueue(*, job: ChatJob) -> None:
     from workers.tasks import chat_job_run  # Celery task module; it never imports torch.
 
     chat_job_run.apply_async(args=[str(job.id)], queue=model_queue(job.model))
+
+
+def job_cancel(*, job: ChatJob) -> ChatJob:
+    """Stop a job: a queued one ends now; a running one stops at the worker's next step.
+
+    The worker keeps the partial answer and ends the job ``cancelled``. Cancelling a finished
+    job changes nothing.
+    """
+    cancelled_now = ChatJob.objects.filter(pk=job.pk, status=ChatJob.Status.QUEUED).update(
+        status=ChatJob.Status.CANCELLED, finished_at=timezone.now(), finish_reason="cancelled"
+    )
+    if cancelled_now:
+        events.publish(job.id, events.DONE, {"status": ChatJob.Status.CANCELLED,
+                                             "finish_reason": "cancelled", "usage": None})
+        logger.info("job cancelled while queued", extra={"job_id": str(job.id)})
+    else:
+        events.cancel_request(job.id)
+    job.refresh_from_db()
+    return job
 
 
 def job_start(*, job_id: str) -> ChatJob | None:
@@ -99,7 +179,10 @@ def job_start(*, job_id: str) -> ChatJob | None:
 
 
 def job_prompt_messages(*, job: ChatJob) -> list[dict[str, str]]:
-    """The conversation up to the job's user message, as chat-template messages."""
+    """The conversation to answer: the session up to the job's user message, or the
+    request's own messages for a completion job."""
+    if job.session is None:
+        return list(job.params.get("messages", []))
     messages: list[dict[str, str]] = []
     if job.session.system_prompt:
         messages.append({"role": "system", "content": job.session.system_prompt})
@@ -110,52 +193,88 @@ def job_prompt_messages(*, job: ChatJob) -> list[dict[str, str]]:
     return messages
 
 
+def job_usage(job: ChatJob) -> dict[str, int] | None:
+    if job.prompt_tokens is None:
+        return None
+    completion = job.completion_tokens or 0
+    return {
+        "prompt_tokens": job.prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": job.prompt_tokens + completion,
+    }
+
+
 @transaction.atomic
-def job_succeed(
+def job_finish(
     *,
     job: ChatJob,
     text: str,
     prompt_tokens: int,
     completion_tokens: int,
     finish_reason: str,
-) -> ChatJob:
-    """Store the answer and close the job, exactly once even if the job ran twice."""
-    locked = ChatJob.objects.select_for_update().get(pk=job.pk)
-    if locked.is_finished:
+    dropped_messages: int = 0,
+) -> ChatJob | None:
+    """Store the answer (partial when cancelled) and close the job, once even if it ran twice.
+
+    Returns None when the job is gone (its session was deleted while it ran).
+    """
+    locked = ChatJob.objects.select_for_update().filter(pk=job.pk).first()
+    if locked is None or locked.is_finished:
         return locked
-    message = Message.objects.create(
-        tenant_id=job.tenant_id,
-        session_id=job.session_id,
-        role=Message.Role.ASSISTANT,
-        content=text,
-    )
-    locked.assistant_message = message
-    locked.status = ChatJob.Status.SUCCEEDED
+    cancelled = finish_reason == "cancelled"
+    if locked.session_id and (text or not cancelled):
+        locked.assistant_message = Message.objects.create(
+            tenant_id=locked.tenant_id, session_id=locked.session_id,
+            role=Message.Role.ASSISTANT, content=text,
+        )
+    locked.status = ChatJob.Status.CANCELLED if cancelled else ChatJob.Status.SUCCEEDED
+    locked.output = text
     locked.prompt_tokens = prompt_tokens
     locked.completion_tokens = completion_tokens
     locked.finish_reason = finish_reason
+    locked.dropped_messages = dropped_messages
     locked.finished_at = timezone.now()
     locked.save()
+    payload = {
+        "status": locked.status,
+        "finish_reason": finish_reason,
+        "usage": job_usage(locked),
+        "message_id": str(locked.assistant_message_id) if locked.assistant_message_id else None,
+    }
+    transaction.on_commit(lambda: events.publish(locked.id, events.DONE, payload))
     logger.info(
-        "job succeeded",
-        extra={
-            "job_id": str(job.id),
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-        },
+        "job finished",
+        extra={"job_id": str(job.id), "status": locked.status, "prompt_tokens": prompt_tokens,
+               "completion_tokens": completion_tokens, "finish_reason": finish_reason},
     )
     return locked
 
 
 @transaction.atomic
-def job_fail(*, job: ChatJob, reason: str) -> ChatJob:
-    """Close the job as failed with a reason a client can read."""
-    locked = ChatJob.objects.select_for_update().get(pk=job.pk)
-    if locked.is_finished:
+def job_fail(*, job: ChatJob, reason: str, code: str = "internal_error") -> ChatJob | None:
+    """Close the job as failed with a reason a client can read and a stable code."""
+    locked = ChatJob.objects.select_for_update().filter(pk=job.pk).first()
+    if locked is None or locked.is_finished:
         return locked
     locked.status = ChatJob.Status.FAILED
     locked.error = reason
+    locked.error_code = code
     locked.finished_at = timezone.now()
-    locked.save(update_fields=["status", "error", "finished_at"])
-    logger.warning("job failed", extra={"job_id": str(job.id), "reason": reason})
+    locked.save(update_fields=["status", "error", "error_code", "finished_at"])
+    error = job_error(locked)
+    transaction.on_commit(
+        lambda: events.publish(locked.id, events.ERROR, {"status": "failed", **error})
+    )
+    logger.warning("job failed", extra={"job_id": str(job.id), "reason": reason, "code": code})
     return locked
+
+
+def job_error(job: ChatJob) -> dict[str, Any]:
+    """A failed job's error, in the API's error shape."""
+    client_fault = job.error_code in ("context_length_exceeded", "invalid_request_error")
+    return error_body(
+        job.error or "The job failed.",
+        type="invalid_request_error" if client_fault else "server_error",
+        code=job.error_code or "internal_error",
+        param="messages" if job.error_code == "context_length_exceeded" else None,
+    )

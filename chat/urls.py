@@ -11,4 +11,6 @@ urlpatterns = [
         name="api-session-messages",
     ),
     path("jobs/<str:job_id>", api.JobDetailApi.as_view(), name="api-job-detail"),
+    path("jobs/<str:job_id>/cancel", api.JobCancelApi.as_view(), name="api-job-cancel"),
+    path("jobs/<str:job_id>/events", api.job_events_view, name="api-job-events"),
 ]

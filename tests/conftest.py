@@ -139,6 +139,44 @@ def celery_worker(django_db_setup, django_db_blocker, demo_model_dir, tmp_path_f
     worker.stop()
 
 
+@pytest.fixture(scope="session")
+def live_server_url(celery_worker, tmp_path_factory):
+    """The ASGI app under uvicorn (as in production) on the test database, with the worker."""
+    from autoglm_site.localservices import free_port, wait_for_port
+
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("web") / "web.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "autoglm_site.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--lifespan",
+                "off",
+                "--no-access-log",
+            ],
+            cwd=ROOT,
+            env=celery_worker.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_port(port, 30, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def wait_for_job(client: APIClient, job_id: str, timeout: float = 90) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

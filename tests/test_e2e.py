@@ -64,7 +64,8 @@ def test_it_fails_a_job_with_a_reason_when_the_prompt_does_not_fit(
     job = post_message(client_a, session["id"], "word " * 2000, max_tokens=8)
     done = wait_for_job(client_a, job["id"])
     assert done["status"] == "failed"
-    assert "context" in done["error"].lower()
+    assert done["error"]["code"] == "context_length_exceeded"
+    assert "context window" in done["error"]["message"]
     assert done["message"] is None
 
 

@@ -1,5 +1,7 @@
 """Native API without a worker: sessions, messages and jobs, bad input and isolation."""
 
+import re
+
 import pytest
 
 from chat.models import ChatJob, ChatSession, Message
@@ -142,3 +144,116 @@ def test_it_rejects_bad_session_input(client_a):
 def test_it_answers_405_in_the_error_shape(client_a, session_a):
     response = client_a.delete("/api/v1/sessions")
     assert error_of(response, 405)["code"] == "method_not_allowed"
+
+
+def test_it_pages_sessions_newest_first(client_a):
+    ids = [
+        client_a.post("/api/v1/sessions", {"title": f"s{i}"}, format="json").json()["id"]
+        for i in range(5)
+    ]
+    first = client_a.get("/api/v1/sessions?limit=2").json()
+    assert [s["id"] for s in first["data"]] == ids[::-1][:2]
+    assert first["has_more"] is True and first["last_id"] == ids[3]
+    second = client_a.get(f"/api/v1/sessions?limit=2&after={first['last_id']}").json()
+    third = client_a.get(f"/api/v1/sessions?limit=2&after={second['last_id']}").json()
+    assert [s["id"] for s in second["data"] + third["data"]] == ids[::-1][2:]
+    assert third["has_more"] is False
+    assert error_of(client_a.get("/api/v1/sessions?limit=0"), 400)["param"] == "limit"
+    assert error_of(client_a.get("/api/v1/sessions?after=nope"), 400)["param"] == "after"
+
+
+def test_it_pages_the_history_oldest_first(client_a, session_a):
+    for i in range(3):
+        client_a.post(
+            f"/api/v1/sessions/{session_a['id']}/messages", {"content": f"m{i}"}, format="json"
+        )
+    url = f"/api/v1/sessions/{session_a['id']}/messages"
+    first = client_a.get(f"{url}?limit=2").json()
+    rest = client_a.get(f"{url}?limit=2&after={first['last_id']}").json()
+    assert [m["content"] for m in first["data"] + rest["data"]] == ["m0", "m1", "m2"]
+
+
+def test_it_renames_and_deletes_a_session(client_a, session_a):
+    url = f"/api/v1/sessions/{session_a['id']}"
+    renamed = client_a.patch(url, {"title": "renamed", "params": {"temperature": 0}}, format="json")
+    assert renamed.status_code == 200
+    assert renamed.json()["title"] == "renamed"
+    assert client_a.get(url).json()["params"] == {"temperature": 0}
+    assert error_of(client_a.patch(url, {"title": 7}, format="json"), 400)["param"] == "title"
+    client_a.post(f"{url}/messages", {"content": "bye"}, format="json")
+    assert client_a.delete(url).status_code == 204
+    assert error_of(client_a.get(url), 404)["code"] == "not_found"
+    assert Message.objects.count() == 0 and ChatJob.objects.count() == 0
+
+
+def test_it_uses_the_session_defaults_for_a_message(client_a):
+    session = client_a.post(
+        "/api/v1/sessions", {"params": {"max_tokens": 7, "temperature": 0.5}}, format="json"
+    ).json()
+    job = client_a.post(
+        f"/api/v1/sessions/{session['id']}/messages",
+        {"content": "hi", "temperature": 0},
+        format="json",
+    ).json()
+    params = ChatJob.objects.get(pk=job["id"]).params
+    assert params["max_tokens"] == 7 and params["temperature"] == 0
+
+
+def test_it_cancels_a_queued_job_at_once(client_a, session_a):
+    job = client_a.post(
+        f"/api/v1/sessions/{session_a['id']}/messages", {"content": "x"}, format="json"
+    ).json()
+    cancelled = client_a.post(f"/api/v1/jobs/{job['id']}/cancel")
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    # Cancelling again changes nothing.
+    assert client_a.post(f"/api/v1/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
+
+
+def test_it_hides_tenant_a_objects_from_tenant_b_on_every_endpoint(client_a, client_b, session_a):
+    job = client_a.post(
+        f"/api/v1/sessions/{session_a['id']}/messages", {"content": "x"}, format="json"
+    ).json()
+    sid, jid = session_a["id"], job["id"]
+    attempts = [
+        ("get", f"/api/v1/sessions/{sid}", None),
+        ("patch", f"/api/v1/sessions/{sid}", {"title": "stolen"}),
+        ("delete", f"/api/v1/sessions/{sid}", None),
+        ("get", f"/api/v1/sessions/{sid}/messages", None),
+        ("post", f"/api/v1/sessions/{sid}/messages", {"content": "steal"}),
+        ("get", f"/api/v1/jobs/{jid}", None),
+        ("post", f"/api/v1/jobs/{jid}/cancel", None),
+    ]
+    for method, path, body in attempts:
+        response = getattr(client_b, method)(path, body, format="json")
+        assert response.status_code == 404, (method, path)
+        assert response.json()["error"]["code"] == "not_found"
+    assert client_a.get(f"/api/v1/sessions/{sid}").json()["title"] == "first"
+    assert client_a.get(f"/api/v1/jobs/{jid}").json()["status"] == "queued"
+    assert Message.objects.filter(content="steal").count() == 0
+
+
+def test_it_serves_the_openapi_schema_and_docs(client_a):
+    schema = client_a.get("/api/schema/?format=json")
+    assert schema.status_code == 200
+    paths = schema.json()["paths"]
+    for path in (
+        "/api/v1/sessions",
+        "/api/v1/sessions/{session_id}",
+        "/api/v1/sessions/{session_id}/messages",
+        "/api/v1/jobs/{job_id}",
+        "/api/v1/jobs/{job_id}/cancel",
+        "/api/v1/jobs/{job_id}/events",
+        "/v1/chat/completions",
+        "/v1/models",
+    ):
+        assert path in paths, path
+        for operation in paths[path].values():
+            assert {"401", "404"} <= set(operation["responses"]), path
+    docs = client_a.get("/api/docs/")
+    assert docs.status_code == 200 and b"swagger" in docs.content.lower()
+    assert b"cdn" not in docs.content.lower()
+    # Its assets ship with the app and are served by it (no internet needed).
+    bundle = re.search(rb'src="([^"]*swagger-ui-bundle\.js)"', docs.content).group(1).decode()
+    assert bundle.startswith("/static/")
+    assert client_a.get(bundle).status_code == 200

@@ -3,14 +3,19 @@
 One request at a time per model for now (each model has a lock); continuous
 batching will replace this, but the request/response shapes here are what the
 API layer depends on and should stay stable.
+
+Generation can stream: a single stopping-criteria hook, run by
+``model.generate`` after every decode step, detokenizes the completion so far,
+hands new text to an ``on_text`` callback, watches for stop strings and asks a
+``should_stop`` callback whether the client has cancelled.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -19,6 +24,14 @@ import torch
 from workers.registry import LoadedModel
 
 _SEED_MASK = (1 << 64) - 1
+
+MAX_STOP_SEQUENCES = 4  # as in the OpenAI API
+
+# What a byte-level BPE decode shows for a UTF-8 sequence whose remaining bytes
+# are still to come.
+_REPLACEMENT_CHAR = "\ufffd"
+
+FinishReason = Literal["stop", "length", "cancelled"]
 
 
 class GenerationError(Exception):
@@ -49,7 +62,9 @@ class GenerationResult:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str  # "stop" (end-of-turn token produced) or "length" (hit max_tokens)
+    # "stop": end-of-turn token or stop string; "length": hit max_tokens;
+    # "cancelled": should_stop() asked to stop early.
+    finish_reason: FinishReason
 
 
 class _GumbelMaxSampler:
@@ -125,13 +140,223 @@ def _eos_token_ids(loaded: LoadedModel) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
-def _validate_sampling(max_tokens: int, temperature: float, top_p: float) -> None:
+def _validate_max_tokens(max_tokens: int) -> None:
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise InvalidGenerationRequest(f"max_tokens must be a positive integer, got {max_tokens!r}")
+
+
+def _validate_sampling(max_tokens: int, temperature: float, top_p: float) -> None:
+    _validate_max_tokens(max_tokens)
     if not (math.isfinite(temperature) and temperature >= 0):
         raise InvalidGenerationRequest(f"temperature must be >= 0, got {temperature!r}")
     if not (math.isfinite(top_p) and 0 < top_p <= 1):
         raise InvalidGenerationRequest(f"top_p must be in (0, 1], got {top_p!r}")
+
+
+def _validate_stop(stop: str | Sequence[str]) -> tuple[str, ...]:
+    # OpenAI accepts a bare string as well as a list of them; a str is also a
+    # Sequence[str] of its characters, which is never what the caller means.
+    if isinstance(stop, str):
+        stop = (stop,)
+    try:
+        stops = tuple(stop)
+    except TypeError:
+        raise InvalidGenerationRequest("stop must be a string or a list of strings") from None
+    if len(stops) > MAX_STOP_SEQUENCES:
+        raise InvalidGenerationRequest(
+            f"stop may hold at most {MAX_STOP_SEQUENCES} sequences, got {len(stops)}"
+        )
+    for index, value in enumerate(stops):
+        if not isinstance(value, str) or not value:
+            raise InvalidGenerationRequest(f"stop[{index}] must be a non-empty string")
+    return tuple(dict.fromkeys(stops))
+
+
+def _common_prefix_length(a: str, b: str) -> int:
+    length = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        length += 1
+    return length
+
+
+class _CompletionMonitor:
+    """Follows a completion token by token, as a ``model.generate`` stopping criterion.
+
+    After every decode step ``generate`` calls it with all ids so far; it
+    records the new token(s) and decides whether to stop: end-of-turn token or
+    stop string ("stop"), ``should_stop()`` ("cancelled"), ``max_tokens``
+    ("length"). When streaming (``on_text``) or matching stop strings it
+    decodes the whole completion each step and emits only the new suffix,
+    holding back a trailing incomplete UTF-8 character (shown as U+FFFD) and
+    any tail that could be the start of a stop string. Whatever was held back
+    is released when generation ends, so the deltas always add up to ``text``.
+
+    Duck-typed rather than a ``StoppingCriteria`` subclass for the same reason
+    as _GumbelMaxSampler. Once finished it ignores further calls (and keeps
+    answering "stop"), in case ``generate`` runs a step past the decision.
+    """
+
+    def __init__(
+        self,
+        *,
+        decode: Callable[[list[int]], str],
+        prompt_tokens: int,
+        max_tokens: int,
+        eos_ids: Sequence[int],
+        stop: tuple[str, ...],
+        on_text: Callable[[str], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        self._decode = decode
+        self._prompt_tokens = prompt_tokens
+        self._max_tokens = max_tokens
+        self._eos_ids = frozenset(eos_ids)
+        self._stop = stop
+        self._on_text = on_text
+        self._should_stop = should_stop
+        # Decoding every step costs O(length) per step; skip it unless needed.
+        self._incremental = bool(stop) or on_text is not None
+        self.ids: list[int] = []
+        self.emitted = ""
+        self.finish_reason: FinishReason | None = None
+        self.text = ""
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any = None, **kwargs: Any) -> torch.Tensor:
+        if self.finish_reason is None:
+            start = self._prompt_tokens + len(self.ids)
+            self._step(input_ids[0, start:].tolist())
+        return torch.full(
+            (input_ids.shape[0],),
+            self.finish_reason is not None,
+            dtype=torch.bool,
+            device=input_ids.device,
+        )
+
+    def cancelled_before_start(self) -> bool:
+        """Asks should_stop() once before the (possibly long) prefill."""
+        if self._should_stop is not None and self._should_stop():
+            self._finish("cancelled", "")
+        return self.finish_reason is not None
+
+    def finish(self) -> None:
+        """Called after ``generate`` returns; it only ends unannounced at max length."""
+        if self.finish_reason is None:
+            self._finish("length", None)
+
+    def _step(self, new_ids: list[int]) -> None:
+        eos_hit = False
+        for index, token in enumerate(new_ids):
+            if token in self._eos_ids:
+                # Count the end-of-turn token (it was generated, like vLLM
+                # does) but drop anything after it.
+                new_ids = new_ids[: index + 1]
+                eos_hit = True
+                break
+        self.ids.extend(new_ids)
+        text = self._decode(self.ids) if self._incremental else None
+        if text is not None and self._stop:
+            cut = self._find_stop(text)
+            if cut is not None:
+                self._finish("stop", text[:cut])
+                return
+        if eos_hit:
+            self._finish("stop", text)
+        elif self._should_stop is not None and self._should_stop():
+            self._finish("cancelled", text)
+        elif len(self.ids) >= self._max_tokens:
+            self._finish("length", text)
+        elif text is not None and self._on_text is not None:
+            self._emit_partial(text)
+
+    def _find_stop(self, text: str) -> int | None:
+        # Emitted text never holds the start of a stop string, so only look
+        # past it: a match there could not be retracted anyway.
+        start = len(self.emitted) if text.startswith(self.emitted) else 0
+        found = [pos for s in self._stop if (pos := text.find(s, start)) >= 0]
+        return min(found) if found else None
+
+    def _stop_prefix_length(self, text: str) -> int:
+        """Length of the longest tail of ``text`` that a stop string starts with."""
+        longest = 0
+        for s in self._stop:
+            for length in range(min(len(s) - 1, len(text)), longest, -1):
+                if text.endswith(s[:length]):
+                    longest = length
+                    break
+        return longest
+
+    def _emit_partial(self, text: str) -> None:
+        ready = text.rstrip(_REPLACEMENT_CHAR)
+        ready = ready[: len(ready) - self._stop_prefix_length(ready)]
+        # A decode that rewrote already-emitted text (which byte-level BPE
+        # never does once incomplete characters are held back) waits here.
+        if len(ready) > len(self.emitted) and ready.startswith(self.emitted):
+            delta = ready[len(self.emitted) :]
+            self.emitted = ready
+            assert self._on_text is not None
+            self._on_text(delta)
+
+    def _finish(self, reason: FinishReason, text: str | None) -> None:
+        self.finish_reason = reason
+        if text is None:
+            text = self._decode(self.ids)
+        if not text.startswith(self.emitted):
+            # Deltas cannot be taken back: keep what was sent and append the
+            # part of the final decode that differs from it.
+            text = self.emitted + text[_common_prefix_length(text, self.emitted) :]
+        delta = text[len(self.emitted) :]
+        self.text = self.emitted = text
+        if delta and self._on_text is not None:
+            self._on_text(delta)
+
+
+def fit_messages(
+    loaded: LoadedModel,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    max_tokens: int,
+) -> tuple[list[dict], int]:
+    """Drop the oldest turns of a conversation until it fits the context window.
+
+    Removes non-system messages oldest first until the chat-formatted prompt
+    plus ``max_tokens`` fits; system messages and the last message are always
+    kept. Returns the kept messages (in order) and how many were dropped.
+    Raises PromptTooLongError if the prompt does not fit even with everything
+    droppable dropped, InvalidGenerationRequest for malformed input.
+
+    Equivalent to dropping one message at a time, but binary-searches the
+    number to drop (prompt length only shrinks as messages go), so trimming a
+    long session costs O(log n) chat-template renders instead of O(n).
+    """
+    _validate_max_tokens(max_tokens)
+    messages = list(messages)
+    _validate_messages(messages)
+    budget = loaded.context_window - max_tokens
+    droppable = [i for i, m in enumerate(messages[:-1]) if m["role"] != "system"]
+
+    def keep(count: int) -> list[dict]:
+        dropped = set(droppable[:count])
+        return [dict(m) for i, m in enumerate(messages) if i not in dropped]
+
+    def fits(count: int) -> tuple[bool, int]:
+        tokens = len(_encode_prompt(loaded, keep(count)))
+        return tokens <= budget, tokens
+
+    if fits(0)[0]:
+        return keep(0), 0
+    ok, tokens = fits(len(droppable))
+    if not ok:
+        raise PromptTooLongError(tokens, max_tokens, loaded.context_window)
+    too_few, enough = 0, len(droppable)  # fits(too_few) is False, fits(enough) is True
+    while enough - too_few > 1:
+        middle = (too_few + enough) // 2
+        if fits(middle)[0]:
+            enough = middle
+        else:
+            too_few = middle
+    return keep(enough), enough
 
 
 def generate(
@@ -142,6 +367,9 @@ def generate(
     temperature: float = 1.0,
     top_p: float = 1.0,
     seed: int | None = None,
+    stop: Sequence[str] = (),
+    on_text: Callable[[str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> GenerationResult:
     """Produce the assistant's reply to a chat conversation.
 
@@ -151,10 +379,21 @@ def generate(
     what other threads are doing. Blocks while another thread is generating
     with the same model.
 
+    ``stop`` (a string or up to 4 of them) ends generation as soon as the
+    completion contains one; the text is cut before its earliest occurrence.
+    ``on_text`` is called with each new piece of text as it is generated (at
+    most once per decode step, never with ""); the pieces concatenate to the
+    returned ``text`` exactly. ``should_stop`` is asked once before the prompt
+    is processed and once per decode step; when it returns True generation
+    ends with finish_reason "cancelled" and the text so far. Both callbacks
+    run on this thread while the model's lock is held, so they should be
+    quick; an exception from either aborts generation and propagates.
+
     Raises PromptTooLongError if the prompt leaves no room for ``max_tokens``
     new tokens, InvalidGenerationRequest for malformed input.
     """
     _validate_sampling(max_tokens, temperature, top_p)
+    stops = _validate_stop(stop)
     prompt_ids = _encode_prompt(loaded, messages)
     prompt_tokens = len(prompt_ids)
     if prompt_tokens > loaded.context_window - max_tokens:
@@ -165,7 +404,12 @@ def generate(
     if pad_id is None:
         pad_id = eos_ids[0] if eos_ids else 0
 
-    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+    from transformers import (
+        LogitsProcessorList,
+        StoppingCriteriaList,
+        TemperatureLogitsWarper,
+        TopPLogitsWarper,
+    )
 
     processors = LogitsProcessorList()
     if temperature > 0:
@@ -180,38 +424,48 @@ def generate(
             processors.append(TopPLogitsWarper(float(top_p)))
         processors.append(_GumbelMaxSampler(generator))
 
-    input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=loaded.device)
-    with loaded.lock, torch.inference_mode():
-        output = loaded.model.generate(
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            max_new_tokens=max_tokens,
-            # Always "greedy" from HF's point of view: when sampling, the
-            # randomness comes from _GumbelMaxSampler. Passing do_sample
-            # explicitly also overrides a checkpoint's own sampling defaults
-            # (temperature/top_k in generation_config.json), which the API's
-            # parameters replace.
-            do_sample=False,
-            num_beams=1,
-            eos_token_id=eos_ids or None,
-            pad_token_id=pad_id,
-            logits_processor=processors,
+    def decode(ids: list[int]) -> str:
+        # No clean-up of "spaces before punctuation": it would rewrite text
+        # already streamed (and mangles code), so neither path applies it.
+        return loaded.tokenizer.decode(
+            ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
 
-    new_ids = output[0, prompt_tokens:].tolist()
-    finish_reason = "length"
-    eos_set = set(eos_ids)
-    for index, token in enumerate(new_ids):
-        if token in eos_set:
-            # Count the end-of-turn token (it was generated, like vLLM does) but
-            # drop anything after it.
-            new_ids = new_ids[: index + 1]
-            finish_reason = "stop"
-            break
-    text = loaded.tokenizer.decode(new_ids, skip_special_tokens=True)
-    return GenerationResult(
-        text=text,
+    monitor = _CompletionMonitor(
+        decode=decode,
         prompt_tokens=prompt_tokens,
-        completion_tokens=len(new_ids),
-        finish_reason=finish_reason,
+        max_tokens=max_tokens,
+        eos_ids=eos_ids,
+        stop=stops,
+        on_text=on_text,
+        should_stop=should_stop,
+    )
+    input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=loaded.device)
+    with loaded.lock, torch.inference_mode():
+        # A request cancelled while it waited for the lock skips the prefill.
+        if not monitor.cancelled_before_start():
+            loaded.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=max_tokens,
+                # Always "greedy" from HF's point of view: when sampling, the
+                # randomness comes from _GumbelMaxSampler. Passing do_sample
+                # explicitly also overrides a checkpoint's own sampling defaults
+                # (temperature/top_k in generation_config.json), which the API's
+                # parameters replace.
+                do_sample=False,
+                num_beams=1,
+                eos_token_id=eos_ids or None,
+                pad_token_id=pad_id,
+                logits_processor=processors,
+                stopping_criteria=StoppingCriteriaList([monitor]),
+            )
+            monitor.finish()
+
+    assert monitor.finish_reason is not None
+    return GenerationResult(
+        text=monitor.text,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=len(monitor.ids),
+        finish_reason=monitor.finish_reason,
     )

@@ -9,14 +9,15 @@ import logging
 from celery import shared_task
 
 from autoglm_site.tracing import trace_id_var
-from chat.services import job_fail, job_prompt_messages, job_start, job_succeed
+from chat import events
+from chat.services import job_fail, job_finish, job_prompt_messages, job_start
 
 logger = logging.getLogger(__name__)
 
 
 @shared_task(name="workers.chat_job_run", acks_late=True, reject_on_worker_lost=True)
 def chat_job_run(job_id: str) -> None:
-    """Generate the answer of one chat job and store it."""
+    """Generate the answer of one chat job, streaming it as job events, and store it."""
     job = job_start(job_id=job_id)
     if job is None:
         logger.info("job already finished, skipping", extra={"job_id": job_id})
@@ -24,12 +25,17 @@ def chat_job_run(job_id: str) -> None:
     token = trace_id_var.set(job.trace_id)
     try:
         _run(job)
+    except Exception:
+        # Whatever broke, the job must not stay "running": fail it with a reason. The
+        # traceback goes to the worker log, not to the client.
+        logger.exception("job crashed", extra={"job_id": job_id})
+        job_fail(job=job, reason="The worker hit an internal error while generating.")
     finally:
         trace_id_var.reset(token)
 
 
 def _run(job) -> None:
-    from .generation import GenerationError, generate
+    from .generation import GenerationError, PromptTooLongError, fit_messages, generate
     from .registry import UnknownModelError
     from .runtime import get_registry
 
@@ -43,27 +49,35 @@ def _run(job) -> None:
         logger.exception("model unavailable", extra={"job_id": str(job.id), "model": job.model})
         job_fail(job=job, reason=f"The model '{job.model}' could not be loaded on the worker.")
         return
+    if job.attempts > 1:
+        # A redelivered job starts over: tell listeners to drop what the first attempt sent.
+        events.publish(job.id, events.RESET, {"attempt": job.attempts})
     try:
+        messages, dropped = job_prompt_messages(job=job), 0
+        if job.session_id is not None:
+            messages, dropped = fit_messages(loaded, messages, max_tokens=params["max_tokens"])
         result = generate(
             loaded,
-            job_prompt_messages(job=job),
+            messages,
             max_tokens=params["max_tokens"],
             temperature=params.get("temperature", 1.0),
             top_p=params.get("top_p", 1.0),
             seed=params.get("seed"),
+            stop=params.get("stop") or (),
+            on_text=lambda text: events.publish(job.id, events.TOKEN, {"text": text}),
+            should_stop=lambda: events.cancel_requested(job.id),
         )
+    except PromptTooLongError as exc:
+        job_fail(job=job, reason=str(exc), code="context_length_exceeded")
+        return
     except GenerationError as exc:
-        job_fail(job=job, reason=str(exc))
+        job_fail(job=job, reason=str(exc), code="invalid_request_error")
         return
-    except Exception:
-        # The job must end either way; the traceback goes to the worker log, not the client.
-        logger.exception("job crashed", extra={"job_id": str(job.id)})
-        job_fail(job=job, reason="The worker hit an internal error while generating.")
-        return
-    job_succeed(
+    job_finish(
         job=job,
         text=result.text,
         prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens,
         finish_reason=result.finish_reason,
+        dropped_messages=dropped,
     )

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from workers.demo_model import MARKER_FILE, SIZES, build_demo_model
+from workers.demo_model import BUILD_VERSION, MARKER_FILE, SIZES, build_demo_model
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
@@ -31,7 +31,7 @@ def test_it_builds_offline_and_loads_through_from_pretrained(tiny_model_path: Pa
     assert json.loads((tiny_model_path / MARKER_FILE).read_text()) == {
         "size": "tiny",
         "seed": 0,
-        "version": 1,
+        "version": BUILD_VERSION,
     }
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path, local_files_only=True)

@@ -1,0 +1,117 @@
+"""Job events: one Redis Stream per job carrying ``token``, ``reset``, ``done`` and ``error``.
+
+The worker appends (sync client); web processes read with ``XREAD BLOCK`` (asyncio client), so
+a late subscriber replays what already happened and a resumed one continues after the last
+event id it saw. The stream expires a while after the job ends; the final answer and usage live
+in the database, so nothing depends on Redis keeping them.
+"""
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+TOKEN, RESET, DONE, ERROR = "token", "reset", "done", "error"
+FINAL = (DONE, ERROR)
+
+
+def stream_key(job_id) -> str:
+    return f"autoglm:job:{job_id}:events"
+
+
+def cancel_key(job_id) -> str:
+    return f"autoglm:job:{job_id}:cancel"
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    type: str
+    data: dict[str, Any]
+
+    @property
+    def is_final(self) -> bool:
+        return self.type in FINAL
+
+
+_sync_client: redis.Redis | None = None
+_async_clients: dict[int, aioredis.Redis] = {}
+
+
+def redis_client() -> redis.Redis:
+    """The process's Redis client (thread-safe; it pools connections)."""
+    global _sync_client
+    if _sync_client is None:
+        _sync_client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+    return _sync_client
+
+
+def async_redis_client() -> aioredis.Redis:
+    """An asyncio Redis client for the running event loop (connections are bound to a loop)."""
+    loop_id = id(asyncio.get_running_loop())
+    client = _async_clients.get(loop_id)
+    if client is None:
+        client = aioredis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+        _async_clients[loop_id] = client
+    return client
+
+
+def publish(job_id, type_: str, data: dict[str, Any] | None = None) -> str:
+    """Append one event to the job's stream; a final event starts the stream's expiry."""
+    client = redis_client()
+    key = stream_key(job_id)
+    with client.pipeline(transaction=False) as pipe:
+        pipe.xadd(key, {"type": type_, "data": json.dumps(data or {})})
+        ttl = settings.AUTOGLM_STREAM_TTL if type_ in FINAL else settings.AUTOGLM_STREAM_MAX_AGE
+        pipe.expire(key, ttl)
+        event_id = pipe.execute()[0]
+    return event_id
+
+
+def cancel_request(job_id) -> None:
+    """Ask the worker running this job to stop at its next decode step."""
+    redis_client().set(cancel_key(job_id), "1", ex=settings.AUTOGLM_STREAM_MAX_AGE)
+
+
+def cancel_requested(job_id) -> bool:
+    return bool(redis_client().exists(cancel_key(job_id)))
+
+
+async def acancel_request(job_id) -> None:
+    await async_redis_client().set(cancel_key(job_id), "1", ex=settings.AUTOGLM_STREAM_MAX_AGE)
+
+
+async def stream_exists(job_id) -> bool:
+    return bool(await async_redis_client().exists(stream_key(job_id)))
+
+
+async def read_events(
+    job_id, *, after: str = "0-0", block_ms: int | None = None
+) -> AsyncIterator[Event | None]:
+    """Yield the job's events after ``after`` until a final one; ``None`` on each idle wait.
+
+    The idle ``None`` lets a caller send an SSE keep-alive and check the database, in case the
+    stream is gone (expired, or Redis lost it) while the job is already finished.
+    """
+    client = async_redis_client()
+    key = stream_key(job_id)
+    block = block_ms if block_ms is not None else settings.AUTOGLM_SSE_KEEPALIVE_MS
+    while True:
+        response = await client.xread({key: after}, block=block, count=256)
+        if not response:
+            yield None
+            continue
+        for event_id, fields in response[0][1]:
+            after = event_id
+            event = Event(event_id, fields.get("type", ""), json.loads(fields.get("data") or "{}"))
+            yield event
+            if event.is_final:
+                return

@@ -1,0 +1,324 @@
+"""OpenAI-compatible API: ``POST /v1/chat/completions`` (stream and not) and ``/v1/models``.
+
+Each completion runs as a queued ChatJob through the model's Celery workers. These views are
+async so that a stream is relayed from Redis as it is produced, holding no thread per client.
+"""
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from autoglm_site.errors import (
+    ApplicationError,
+    InvalidRequestError,
+    MethodNotAllowedError,
+    error_response,
+)
+from autoglm_site.fields import (
+    StrictBooleanField,
+    StrictCharField,
+    StrictFloatField,
+    StrictIntegerField,
+)
+from tenants.auth import aauthenticate
+
+from . import events, services
+from .models import ChatJob
+from .streaming import job_events, sse, validate_or_raise
+
+logger = logging.getLogger(__name__)
+
+ROLES = ("system", "developer", "user", "assistant")
+
+
+def _no_nul(text: str) -> str:
+    # PostgreSQL cannot store NUL in text or JSON; refuse it at the door, not with a 500.
+    if "\x00" in text:
+        raise serializers.ValidationError("Null characters are not allowed.")
+    return text
+
+
+class ContentField(serializers.Field):
+    """OpenAI message content: a string, or a list of ``{"type": "text", "text": ...}`` parts."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            return _no_nul(data)
+        if isinstance(data, list) and data:
+            texts = []
+            for part in data:
+                if not isinstance(part, dict) or part.get("type") != "text":
+                    raise serializers.ValidationError("Only text content parts are supported.")
+                if not isinstance(part.get("text"), str):
+                    raise serializers.ValidationError("A text part needs a string 'text'.")
+                texts.append(part["text"])
+            return _no_nul("".join(texts))
+        raise serializers.ValidationError("Content must be a string or a list of text parts.")
+
+    def to_representation(self, value):
+        return value
+
+
+class ChatMessageInput(serializers.Serializer):
+    role = serializers.ChoiceField(choices=ROLES)
+    content = ContentField()
+
+
+class StopField(serializers.Field):
+    def to_internal_value(self, data):
+        stops = [data] if isinstance(data, str) else data
+        if not isinstance(stops, list) or not 1 <= len(stops) <= 4:
+            raise serializers.ValidationError("stop must be a string or a list of 1 to 4 strings.")
+        if not all(isinstance(s, str) and s for s in stops):
+            raise serializers.ValidationError("Each stop sequence must be a non-empty string.")
+        for stop in stops:
+            _no_nul(stop)
+        return stops
+
+    def to_representation(self, value):
+        return value
+
+
+class StreamOptionsInput(serializers.Serializer):
+    include_usage = StrictBooleanField(required=False, default=False)
+
+
+class ChatCompletionInput(serializers.Serializer):
+    model = StrictCharField(max_length=100)
+    messages = ChatMessageInput(many=True, allow_empty=False)
+    temperature = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=2)
+    top_p = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=1)
+    max_tokens = StrictIntegerField(
+        required=False, allow_null=True, min_value=1, max_value=settings.AUTOGLM_MAX_TOKENS_LIMIT
+    )
+    max_completion_tokens = StrictIntegerField(
+        required=False, allow_null=True, min_value=1, max_value=settings.AUTOGLM_MAX_TOKENS_LIMIT
+    )
+    stop = StopField(required=False, allow_null=True)
+    seed = StrictIntegerField(required=False, allow_null=True)
+    n = StrictIntegerField(required=False, allow_null=True)
+    stream = StrictBooleanField(required=False, allow_null=True, default=False)
+    stream_options = StreamOptionsInput(required=False, allow_null=True)
+    user = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=256)
+
+    def validate_top_p(self, value):
+        if value is not None and value <= 0:
+            raise serializers.ValidationError("top_p must be greater than 0.")
+        return value
+
+    def validate_n(self, value):
+        if value not in (None, 1):
+            raise serializers.ValidationError("Only n=1 is supported.")
+        return value
+
+    def validate_messages(self, value):
+        total = sum(len(m["content"]) for m in value)
+        if total > settings.AUTOGLM_MAX_CONTENT_CHARS:
+            raise serializers.ValidationError("The messages are too long.")
+        return value
+
+    def job_params(self) -> dict:
+        data = self.validated_data
+        params = {
+            key: data[key]
+            for key in ("temperature", "top_p", "seed", "stop")
+            if data.get(key) is not None
+        }
+        max_tokens = data.get("max_completion_tokens") or data.get("max_tokens")
+        if max_tokens is not None:
+            params["max_tokens"] = max_tokens
+        return params
+
+    def job_messages(self) -> list[dict[str, str]]:
+        # OpenAI's "developer" role is the system role of newer models.
+        return [
+            {"role": "system" if m["role"] == "developer" else m["role"], "content": m["content"]}
+            for m in self.validated_data["messages"]
+        ]
+
+
+def completion_id(job: ChatJob) -> str:
+    return f"chatcmpl-{job.id.hex}"
+
+
+def openai_finish_reason(reason: str | None) -> str:
+    # OpenAI knows only stop and length; a cancelled answer ended early, as with a stop.
+    return "length" if reason == "length" else "stop"
+
+
+def completion_body(job: ChatJob) -> dict:
+    return {
+        "id": completion_id(job),
+        "object": "chat.completion",
+        "created": int(job.created_at.timestamp()),
+        "model": job.model,
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": job.output, "refusal": None},
+                "logprobs": None,
+                "finish_reason": openai_finish_reason(job.finish_reason),
+            }
+        ],
+        "usage": services.job_usage(job),
+    }
+
+
+def _parse_json(request) -> object:
+    try:
+        return json.loads(request.body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InvalidRequestError(
+            "We could not parse the JSON body of your request.", code="invalid_json"
+        ) from None
+
+
+@csrf_exempt
+async def chat_completions(request) -> HttpResponse:
+    if request.method != "POST":
+        return error_response(
+            MethodNotAllowedError("Use POST for chat completions."), headers={"Allow": "POST"}
+        )
+    try:
+        api_key = await aauthenticate(request)
+        data = validate_or_raise(ChatCompletionInput, _parse_json(request))
+        job = await sync_to_async(services.completion_submit)(
+            tenant=api_key.tenant,
+            api_key=api_key,
+            model=data.validated_data["model"],
+            messages=data.job_messages(),
+            params=data.job_params(),
+            trace_id=request.request_id,
+        )
+    except ApplicationError as exc:
+        return error_response(exc)
+    if data.validated_data.get("stream"):
+        options = data.validated_data.get("stream_options") or {}
+        return sse(completion_chunks(job, include_usage=options.get("include_usage", False)))
+    try:
+        job = await wait_for_end(job)
+    except asyncio.CancelledError:
+        await sync_to_async(services.job_cancel)(job=job)  # the client went away
+        raise
+    if job.status == ChatJob.Status.FAILED:
+        error = services.job_error(job)
+        status = 400 if error["error"]["type"] == "invalid_request_error" else 500
+        return JsonResponse(error, status=status)
+    return JsonResponse(completion_body(job))
+
+
+async def wait_for_end(job: ChatJob) -> ChatJob:
+    """Wait for the job's final event, then read the stored result."""
+    async for event in job_events(job):
+        if event.is_final:
+            break
+    return await ChatJob.objects.aget(pk=job.pk)
+
+
+async def completion_chunks(job: ChatJob, *, include_usage: bool) -> AsyncIterator[bytes]:
+    """The job's events as OpenAI ``chat.completion.chunk`` SSE frames.
+
+    One token is held back so that ``finish_reason`` rides on the last content chunk. A client
+    that disconnects before the end cancels the job.
+    """
+    base = {
+        "id": completion_id(job),
+        "object": "chat.completion.chunk",
+        "created": int(job.created_at.timestamp()),
+        "model": job.model,
+        "system_fingerprint": None,
+    }
+
+    def chunk(delta: dict, finish_reason: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return frame({**base, "choices": [choice]})
+
+    ended = False
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        pending: str | None = None
+        sent_text = False
+        async for event in job_events(job, keepalive=True):
+            if event is None:
+                yield b": keep-alive\n\n"
+            elif event.type == events.TOKEN:
+                if pending is not None:
+                    yield chunk({"content": pending})
+                    sent_text = True
+                pending = event.data["text"]
+            elif event.type == events.RESET:
+                if sent_text:
+                    ended = True
+                    yield frame(_restart_error())
+                    break
+                pending = None
+            elif event.type == events.DONE:
+                reason = openai_finish_reason(event.data.get("finish_reason"))
+                yield chunk({"content": pending} if pending else {}, reason)
+                if include_usage:
+                    yield frame({**base, "choices": [], "usage": event.data.get("usage")})
+                ended = True
+            elif event.type == events.ERROR:
+                ended = True
+                yield frame({"error": event.data["error"]})
+        yield b"data: [DONE]\n\n"
+    finally:
+        if not ended:
+            logger.info("stream closed early, cancelling", extra={"job_id": str(job.id)})
+            await sync_to_async(services.job_cancel)(job=job)
+
+
+def _restart_error() -> dict:
+    return {
+        "error": {
+            "message": "The worker restarted this generation; retry the request.",
+            "type": "server_error",
+            "param": None,
+            "code": "generation_restarted",
+        }
+    }
+
+
+def frame(payload: dict) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+class ModelOutput(serializers.Serializer):
+    id = serializers.CharField()
+    object = serializers.CharField(default="model")
+    created = serializers.IntegerField()
+    owned_by = serializers.CharField()
+
+
+class ModelListApi(APIView):
+    """OpenAI's model list: the configured models this key may use."""
+
+    @extend_schema(responses=ModelOutput(many=True), summary="List models (OpenAI-compatible)")
+    def get(self, request):
+        return Response({"object": "list", "data": [_model(m) for m in _models_for(request)]})
+
+
+class ModelDetailApi(APIView):
+    @extend_schema(responses=ModelOutput, summary="Get a model (OpenAI-compatible)")
+    def get(self, request, model_id: str):
+        services.model_check(model=model_id, api_key=request.auth)
+        return Response(_model(model_id))
+
+
+def _models_for(request) -> list[str]:
+    return [m for m in settings.AUTOGLM_MODELS if request.auth.allows_model(m)]
+
+
+def _model(name: str) -> dict:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "autoglm"}

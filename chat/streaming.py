@@ -1,0 +1,89 @@
+"""Server-sent events: relaying a job's Redis Stream to HTTP clients from async iterators."""
+
+import re
+from collections.abc import AsyncIterator
+
+from django.http import StreamingHttpResponse
+from rest_framework import serializers
+
+from autoglm_site.errors import InvalidRequestError, first_validation_error
+
+from . import events
+from .models import ChatJob
+from .services import job_error, job_usage
+
+_EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+def sse(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    """An SSE response; its headers (x-request-id included) go out before the first frame."""
+    response = StreamingHttpResponse(frames, content_type="text/event-stream; charset=utf-8")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # tell proxies such as nginx not to buffer
+    return response
+
+
+def validate_or_raise(serializer_class, data) -> serializers.Serializer:
+    """Validate with a DRF serializer outside a DRF view; errors become the one error shape."""
+    serializer = serializer_class(data=data)
+    if not serializer.is_valid():
+        param, message = first_validation_error(serializer.errors)
+        raise InvalidRequestError(message, param=param)
+    return serializer
+
+
+def check_event_id(value: str | None) -> str:
+    if not value:
+        return "0-0"
+    if not _EVENT_ID.match(value):
+        raise InvalidRequestError("Last-Event-ID is not an event id.", param="Last-Event-ID")
+    return value
+
+
+def final_events(job: ChatJob) -> list[events.Event]:
+    """A finished job's events rebuilt from the database, for when its stream is gone."""
+    result = []
+    if job.output:
+        result.append(events.Event("0-1", events.TOKEN, {"text": job.output}))
+    if job.status == ChatJob.Status.FAILED:
+        result.append(events.Event("0-2", events.ERROR, {"status": job.status, **job_error(job)}))
+    else:
+        result.append(
+            events.Event(
+                "0-2",
+                events.DONE,
+                {
+                    "status": job.status,
+                    "finish_reason": job.finish_reason or None,
+                    "usage": job_usage(job),
+                    "message_id": str(job.assistant_message_id)
+                    if job.assistant_message_id
+                    else None,
+                },
+            )
+        )
+    return result
+
+
+async def job_events(
+    job: ChatJob, *, after: str = "0-0", keepalive: bool = False
+) -> AsyncIterator[events.Event | None]:
+    """The job's events after ``after``, ending with its final event.
+
+    While idle, checks the database: a finished job whose stream has expired is replayed from
+    the stored result instead of waiting forever. With ``keepalive`` the idle ticks are yielded
+    as ``None`` so the caller can send a keep-alive comment.
+    """
+    async for event in events.read_events(job.id, after=after):
+        if event is not None:
+            yield event
+            continue
+        fresh = await ChatJob.objects.filter(pk=job.pk).afirst()
+        if fresh is None:
+            return  # deleted with its session
+        if fresh.is_finished and not await events.stream_exists(job.id):
+            for replayed in final_events(fresh):
+                yield replayed
+            return
+        if keepalive:
+            yield None

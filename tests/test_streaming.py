@@ -1,0 +1,189 @@
+"""SSE on the running stack: tokens arrive while generating, resume without gaps, and
+disconnecting or cancelling stops the worker with the partial answer kept."""
+
+import json
+import time
+
+import httpx
+import pytest
+
+from chat.models import ChatJob
+
+from .conftest import wait_for_job
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
+
+LONG = 1500  # far more tokens than a test waits for: the job is still generating meanwhile
+
+
+def sse_events(response: httpx.Response):
+    """Parse an SSE response into dicts of its fields, one per event."""
+    event: dict = {}
+    for line in response.iter_lines():
+        if not line:
+            if event:
+                yield event
+            event = {}
+        elif not line.startswith(":"):
+            field, _, value = line.partition(":")
+            event[field] = value.removeprefix(" ")
+
+
+@pytest.fixture
+def http(live_server_url, key_a):
+    with httpx.Client(
+        base_url=live_server_url, headers={"Authorization": f"Bearer {key_a}"}, timeout=60
+    ) as client:
+        yield client
+
+
+def start_job(http, max_tokens: int, content: str = "Tell me a long story.") -> dict:
+    session = http.post("/api/v1/sessions", json={}).json()
+    job = http.post(
+        f"/api/v1/sessions/{session['id']}/messages",
+        json={"content": content, "max_tokens": max_tokens, "temperature": 0},
+    )
+    assert job.status_code == 202
+    return job.json()
+
+
+def test_it_streams_chunks_while_the_job_runs(http):
+    body = {
+        "model": "autoglm-demo",
+        "stream": True,
+        "max_tokens": LONG,
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "Count to a thousand."}],
+    }
+    with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["x-request-id"]
+        contents = []
+        for event in sse_events(response):
+            chunk = json.loads(event["data"])
+            if chunk["choices"][0]["delta"].get("content"):
+                contents.append(chunk)
+                if len(contents) == 3:
+                    break
+        job = ChatJob.objects.get(pk=contents[0]["id"].removeprefix("chatcmpl-"))
+        # Three chunks in hand while the job is still generating: nothing waited for the end.
+        assert job.status == "running"
+
+
+def test_it_cancels_the_job_when_the_client_disconnects(http):
+    body = {
+        "model": "autoglm-demo",
+        "stream": True,
+        "max_tokens": LONG,
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "Count to a thousand."}],
+    }
+    with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        for event in sse_events(response):
+            chunk = json.loads(event["data"])
+            if chunk["choices"][0]["delta"].get("content"):
+                break
+    job_id = chunk["id"].removeprefix("chatcmpl-")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        job = ChatJob.objects.get(pk=job_id)
+        if job.is_finished:
+            break
+        time.sleep(0.05)
+    assert job.status == "cancelled"
+    assert 0 < job.completion_tokens < LONG
+    assert job.output  # the partial answer is kept
+
+
+def test_it_resumes_events_after_the_last_event_id(http):
+    job = start_job(http, max_tokens=60)
+    first: list[dict] = []
+    with http.stream("GET", f"/api/v1/jobs/{job['id']}/events") as response:
+        assert response.status_code == 200
+        for event in sse_events(response):
+            if event.get("event") == "token":
+                first.append(event)
+                if len(first) == 5:
+                    break
+    rest: list[dict] = []
+    with http.stream(
+        "GET", f"/api/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": first[-1]["id"]}
+    ) as response:
+        for event in sse_events(response):
+            if "event" in event:
+                rest.append(event)
+    assert rest[-1]["event"] == "done"
+    tokens = first + [e for e in rest if e["event"] == "token"]
+    ids = [tuple(map(int, e["id"].split("-"))) for e in tokens]
+    assert ids == sorted(set(ids))  # no duplicate, in order
+    text = "".join(json.loads(e["data"])["text"] for e in tokens)
+    done = wait_for_job(http, job["id"])
+    assert text == done["message"]["content"]  # and no gap
+    assert json.loads(rest[-1]["data"])["usage"] == done["usage"]
+
+
+def test_it_replays_everything_to_a_late_subscriber(http):
+    job = start_job(http, max_tokens=20)
+    done = wait_for_job(http, job["id"])
+    with http.stream("GET", f"/api/v1/jobs/{job['id']}/events") as response:
+        events = [e for e in sse_events(response) if "event" in e]
+    text = "".join(json.loads(e["data"])["text"] for e in events if e["event"] == "token")
+    assert text == done["message"]["content"]
+    assert events[-1]["event"] == "done"
+
+
+def test_it_cancels_a_running_job_and_keeps_the_partial_answer(http):
+    job = start_job(http, max_tokens=LONG)
+    with http.stream("GET", f"/api/v1/jobs/{job['id']}/events") as response:
+        for event in sse_events(response):
+            if event.get("event") == "token":
+                cancel = http.post(f"/api/v1/jobs/{job['id']}/cancel")
+                assert cancel.status_code == 200
+            if event.get("event") == "done":
+                final = json.loads(event["data"])
+                break
+    assert final["status"] == "cancelled" and final["finish_reason"] == "cancelled"
+    done = wait_for_job(http, job["id"])
+    assert done["status"] == "cancelled"
+    assert 0 < done["usage"]["completion_tokens"] < LONG
+    assert done["message"]["content"]  # partial answer kept in the history
+    history = http.get(f"/api/v1/sessions/{done['session_id']}/messages").json()["data"]
+    assert history[-1]["content"] == done["message"]["content"]
+
+
+def test_it_rejects_a_malformed_last_event_id(http):
+    job = start_job(http, max_tokens=2)
+    response = http.get(f"/api/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": "x"})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "Last-Event-ID"
+
+
+def test_it_hides_another_tenants_job_events(http, live_server_url, key_b):
+    job = start_job(http, max_tokens=2)
+    response = httpx.get(
+        f"{live_server_url}/api/v1/jobs/{job['id']}/events",
+        headers={"Authorization": f"Bearer {key_b}"},
+    )
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    response = httpx.get(f"{live_server_url}/api/v1/jobs/{job['id']}/events")
+    assert response.status_code == 401
+
+
+def test_it_trims_the_oldest_turns_to_fit_the_context_window(http):
+    session = http.post("/api/v1/sessions", json={"system_prompt": "Be brief."}).json()
+    paragraph = " ".join(f"sentence number {i} about the history of computing." for i in range(60))
+    for turn in range(6):
+        job = http.post(
+            f"/api/v1/sessions/{session['id']}/messages",
+            json={"content": f"{turn}: {paragraph}", "max_tokens": 4},
+        ).json()
+        wait_for_job(http, job["id"])
+    job = http.post(
+        f"/api/v1/sessions/{session['id']}/messages", json={"content": "And now?", "max_tokens": 16}
+    ).json()
+    done = wait_for_job(http, job["id"])
+    assert done["status"] == "succeeded", done
+    assert done["dropped_messages"] > 0
+    assert done["usage"]["prompt_tokens"] + 16 <= 2048
