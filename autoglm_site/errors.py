@@ -91,8 +91,7 @@ def api_exception_handler(exc, context):
     """DRF exception handler: map every error to the one error shape."""
     if isinstance(exc, ApplicationError):
         body = error_body(exc.message, type=exc.type, code=exc.code, param=exc.param)
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-        return Response(body, status=exc.status_code, headers=headers)
+        return Response(body, status=exc.status_code, headers=error_headers(exc))
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -122,16 +121,21 @@ def api_exception_handler(exc, context):
     return None  # An unexpected error: Django logs it and answers through handler500.
 
 
+def error_headers(exc: ApplicationError) -> dict[str, str]:
+    """Headers an error carries: rate-limit state and retry-after, or the auth challenge."""
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return headers
+
+
 def error_response(exc: ApplicationError, headers: dict[str, str] | None = None) -> JsonResponse:
     """The error shape as a plain Django response, for views outside DRF (the async ones)."""
-    response = JsonResponse(
+    return JsonResponse(
         error_body(exc.message, type=exc.type, code=exc.code, param=exc.param),
         status=exc.status_code,
-        headers=headers,
+        headers={**error_headers(exc), **(headers or {})},
     )
-    if exc.status_code == 401:
-        response["WWW-Authenticate"] = "Bearer"
-    return response
 
 
 def _json_error(status_code: int, message: str, type_: str, code: str) -> JsonResponse:

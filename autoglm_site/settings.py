@@ -125,6 +125,11 @@ AUTOGLM_STREAM_MAX_AGE = envint("AUTOGLM_STREAM_MAX_AGE", 86400, minimum=60)
 # An idle SSE connection gets a keep-alive comment (and a look at the database) this often.
 AUTOGLM_SSE_KEEPALIVE_MS = envint("AUTOGLM_SSE_KEEPALIVE_MS", 15000, minimum=100)
 
+# Concurrency leases: a queued job's slot is held this long at most; a running job's lease is
+# renewed by its worker and expires this long after the worker stops renewing it (it died).
+AUTOGLM_QUEUED_LEASE_TTL = envint("AUTOGLM_QUEUED_LEASE_TTL", 900, minimum=1)
+AUTOGLM_LEASE_TTL = envint("AUTOGLM_LEASE_TTL", 30, minimum=1)
+
 # Celery: Redis broker, long tasks, redelivery when a worker dies mid-job.
 CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", REDIS_URL)
 CELERY_TASK_ACKS_LATE = True

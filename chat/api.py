@@ -9,10 +9,11 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from autoglm_site.apiviews import ApiView
 from autoglm_site.errors import ApplicationError, MethodNotAllowedError, error_response
 from autoglm_site.fields import StrictCharField, StrictFloatField, StrictIntegerField
+from tenants import quotas
 from tenants.auth import aauthenticate, request_tenant
 
 from . import selectors, services
@@ -170,7 +171,7 @@ class MessageInput(ParamsInput):
     content = StrictCharField(max_length=settings.AUTOGLM_MAX_CONTENT_CHARS)
 
 
-class SessionListCreateApi(APIView):
+class SessionListCreateApi(ApiView):
     Input = SessionCreateInput
 
     @extend_schema(
@@ -192,7 +193,7 @@ class SessionListCreateApi(APIView):
         return Response(SessionOutput(session).data, status=status.HTTP_201_CREATED)
 
 
-class SessionDetailApi(APIView):
+class SessionDetailApi(ApiView):
     Input = SessionUpdateInput
 
     @extend_schema(responses=SessionOutput, summary="Get a session")
@@ -219,7 +220,7 @@ class SessionDetailApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class SessionMessagesApi(APIView):
+class SessionMessagesApi(ApiView):
     Input = MessageInput
 
     @extend_schema(
@@ -245,7 +246,7 @@ class SessionMessagesApi(APIView):
         data.is_valid(raise_exception=True)
         params = dict(data.validated_data)
         content = params.pop("content")
-        job = services.message_submit(
+        job, limits = services.message_submit(
             tenant=tenant,
             session=session,
             content=content,
@@ -254,18 +255,20 @@ class SessionMessagesApi(APIView):
             trace_id=request.request_id,
         )
         return Response(
-            JobOutput(job, context={"request": request}).data, status=status.HTTP_202_ACCEPTED
+            JobOutput(job, context={"request": request}).data,
+            status=status.HTTP_202_ACCEPTED,
+            headers=limits.values,
         )
 
 
-class JobDetailApi(APIView):
+class JobDetailApi(ApiView):
     @extend_schema(responses=JobOutput, summary="A job's status and, once ended, its result")
     def get(self, request, job_id):
         job = selectors.job_get(tenant=request_tenant(request), job_id=job_id)
         return Response(JobOutput(job, context={"request": request}).data)
 
 
-class JobCancelApi(APIView):
+class JobCancelApi(ApiView):
     @extend_schema(
         request=None,
         responses=JobOutput,
@@ -292,9 +295,13 @@ async def job_events_view(request, job_id):
             request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
         )
         job = await sync_to_async(selectors.job_get)(tenant=api_key.tenant, job_id=job_id)
+        limits = (await sync_to_async(quotas.peek)(tenant=api_key.tenant, api_key=api_key)).values
     except ApplicationError as exc:
         return error_response(exc)
-    return sse(_job_event_frames(job, after))
+    response = sse(_job_event_frames(job, after))
+    for name, value in limits.items():
+        response[name] = value
+    return response
 
 
 async def _job_event_frames(job: ChatJob, after: str):

@@ -6,16 +6,15 @@ event id it saw. The stream expires a while after the job ends; the final answer
 in the database, so nothing depends on Redis keeping them.
 """
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-import redis.asyncio as aioredis
 from django.conf import settings
+
+from autoglm_site.redisconn import async_redis_client, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -40,28 +39,6 @@ class Event:
     @property
     def is_final(self) -> bool:
         return self.type in FINAL
-
-
-_sync_client: redis.Redis | None = None
-_async_clients: dict[int, aioredis.Redis] = {}
-
-
-def redis_client() -> redis.Redis:
-    """The process's Redis client (thread-safe; it pools connections)."""
-    global _sync_client
-    if _sync_client is None:
-        _sync_client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
-    return _sync_client
-
-
-def async_redis_client() -> aioredis.Redis:
-    """An asyncio Redis client for the running event loop (connections are bound to a loop)."""
-    loop_id = id(asyncio.get_running_loop())
-    client = _async_clients.get(loop_id)
-    if client is None:
-        client = aioredis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
-        _async_clients[loop_id] = client
-    return client
 
 
 def publish(job_id, type_: str, data: dict[str, Any] | None = None) -> str:

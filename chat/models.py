@@ -92,6 +92,9 @@ class ChatJob(models.Model):
     error_code = models.CharField(max_length=64, blank=True)
     trace_id = models.CharField(max_length=128, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    reserved_tokens = models.PositiveIntegerField(
+        default=0, help_text="Tokens held against the quotas at admission; settled at the end."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

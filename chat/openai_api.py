@@ -16,8 +16,8 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from autoglm_site.apiviews import ApiView
 from autoglm_site.errors import (
     ApplicationError,
     InvalidRequestError,
@@ -193,7 +193,7 @@ async def chat_completions(request) -> HttpResponse:
     try:
         api_key = await aauthenticate(request)
         data = validate_or_raise(ChatCompletionInput, _parse_json(request))
-        job = await sync_to_async(services.completion_submit)(
+        job, limits = await sync_to_async(services.completion_submit)(
             tenant=api_key.tenant,
             api_key=api_key,
             model=data.validated_data["model"],
@@ -205,17 +205,22 @@ async def chat_completions(request) -> HttpResponse:
         return error_response(exc)
     if data.validated_data.get("stream"):
         options = data.validated_data.get("stream_options") or {}
-        return sse(completion_chunks(job, include_usage=options.get("include_usage", False)))
-    try:
-        job = await wait_for_end(job)
-    except asyncio.CancelledError:
-        await sync_to_async(services.job_cancel)(job=job)  # the client went away
-        raise
-    if job.status == ChatJob.Status.FAILED:
-        error = services.job_error(job)
-        status = 400 if error["error"]["type"] == "invalid_request_error" else 500
-        return JsonResponse(error, status=status)
-    return JsonResponse(completion_body(job))
+        response = sse(completion_chunks(job, include_usage=options.get("include_usage", False)))
+    else:
+        try:
+            job = await wait_for_end(job)
+        except asyncio.CancelledError:
+            await sync_to_async(services.job_cancel)(job=job)  # the client went away
+            raise
+        if job.status == ChatJob.Status.FAILED:
+            response = JsonResponse(
+                services.job_error(job), status=services.job_error_status(job)
+            )
+        else:
+            response = JsonResponse(completion_body(job))
+    for name, value in limits.values.items():
+        response[name] = value
+    return response
 
 
 async def wait_for_end(job: ChatJob) -> ChatJob:
@@ -301,7 +306,7 @@ class ModelOutput(serializers.Serializer):
     owned_by = serializers.CharField()
 
 
-class ModelListApi(APIView):
+class ModelListApi(ApiView):
     """OpenAI's model list: the configured models this key may use."""
 
     @extend_schema(responses=ModelOutput(many=True), summary="List models (OpenAI-compatible)")
@@ -309,7 +314,7 @@ class ModelListApi(APIView):
         return Response({"object": "list", "data": [_model(m) for m in _models_for(request)]})
 
 
-class ModelDetailApi(APIView):
+class ModelDetailApi(ApiView):
     @extend_schema(responses=ModelOutput, summary="Get a model (OpenAI-compatible)")
     def get(self, request, model_id: str):
         services.model_check(model=model_id, api_key=request.auth)

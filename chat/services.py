@@ -1,6 +1,8 @@
 """Writes of chat data: sessions, messages and the life of a chat job."""
 
 import logging
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -9,10 +11,12 @@ from django.db.models import F
 from django.utils import timezone
 
 from autoglm_site.errors import ModelNotFoundError, error_body
-from tenants.models import ApiKey, Tenant
+from tenants import quotas
+from tenants.models import ApiKey, Tenant, UsageRecord
 
 from . import events
 from .models import ChatJob, ChatSession, Message
+from .tokens import estimate_prompt_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +79,6 @@ def session_delete(*, session: ChatSession) -> None:
     session.delete()
 
 
-@transaction.atomic
 def message_submit(
     *,
     tenant: Tenant,
@@ -84,34 +87,40 @@ def message_submit(
     params: dict[str, Any],
     api_key: ApiKey | None = None,
     trace_id: str = "",
-) -> ChatJob:
-    """Store the user's message and queue a job to answer it.
+) -> tuple[ChatJob, quotas.Headers]:
+    """Store the user's message and queue a job to answer it; returns the job and the
+    rate-limit headers for the response.
 
     Parameters the request leaves out come from the session's defaults, then the server's.
-    The job is sent to the model's queue only after the transaction commits, so a worker never
+    The request is admitted against the quotas first (nothing is stored if it is refused). The
+    job is sent to the model's queue only after the transaction commits, so a worker never
     looks for a row that is not there yet.
     """
     model_check(model=session.model, api_key=api_key)
     params = {**_default_params(), **session.params, **params}
-    message = Message.objects.create(
-        tenant=tenant, session=session, role=Message.Role.USER, content=content
-    )
-    job = ChatJob.objects.create(
+    history = [{"role": m.role, "content": m.content} for m in session.messages.all()]
+    history.append({"role": "user", "content": content})
+    if session.system_prompt:
+        history.insert(0, {"role": "system", "content": session.system_prompt})
+
+    def build() -> ChatJob:
+        message = Message.objects.create(
+            tenant=tenant, session=session, role=Message.Role.USER, content=content
+        )
+        ChatSession.objects.filter(pk=session.pk).update(updated_at=timezone.now())
+        return ChatJob(session=session, user_message=message)
+
+    return _admit_and_create(
         tenant=tenant,
-        session=session,
         api_key=api_key,
         model=session.model,
         params=params,
-        user_message=message,
+        prompt=history,
         trace_id=trace_id,
+        build=build,
     )
-    ChatSession.objects.filter(pk=session.pk).update(updated_at=timezone.now())
-    transaction.on_commit(lambda: job_enqueue(job=job))
-    logger.info("job queued", extra={"job_id": str(job.id), "model": job.model})
-    return job
 
 
-@transaction.atomic
 def completion_submit(
     *,
     tenant: Tenant,
@@ -120,19 +129,63 @@ def completion_submit(
     messages: list[dict[str, str]],
     params: dict[str, Any],
     trace_id: str = "",
-) -> ChatJob:
-    """Queue a job for an OpenAI-style completion: the prompt is the request's messages."""
+) -> tuple[ChatJob, quotas.Headers]:
+    """Queue a job for an OpenAI-style completion: the prompt is the request's messages.
+
+    Admitted against the quotas first, like ``message_submit``.
+    """
     model_check(model=model, api_key=api_key)
-    job = ChatJob.objects.create(
+    params = {**_default_params(), **params, "messages": messages}
+    return _admit_and_create(
         tenant=tenant,
         api_key=api_key,
         model=model,
-        params={**_default_params(), **params, "messages": messages},
+        params=params,
+        prompt=messages,
         trace_id=trace_id,
+        build=ChatJob,
     )
-    transaction.on_commit(lambda: job_enqueue(job=job))
-    logger.info("completion queued", extra={"job_id": str(job.id), "model": model})
-    return job
+
+
+def _admit_and_create(
+    *,
+    tenant: Tenant,
+    api_key: ApiKey | None,
+    model: str,
+    params: dict[str, Any],
+    prompt: list[dict[str, str]],
+    trace_id: str,
+    build: Callable[[], ChatJob],
+) -> tuple[ChatJob, quotas.Headers]:
+    """Admit against the quotas, then store the job (made by ``build``) and enqueue it.
+
+    If storing fails after admission, the reservation is given back, so a failed request
+    costs nothing.
+    """
+    job_id = uuid.uuid4()
+    reserve = params["max_tokens"] + estimate_prompt_tokens(model, prompt)
+    headers = quotas.admit(
+        tenant=tenant, api_key=api_key, job_id=str(job_id), reserve_tokens=reserve
+    )
+    try:
+        with transaction.atomic():
+            job = build()
+            job.id = job_id
+            job.model = model
+            job.tenant = tenant
+            job.api_key = api_key
+            job.params = params
+            job.trace_id = trace_id
+            job.reserved_tokens = reserve
+            job.save(force_insert=True)
+            transaction.on_commit(lambda: job_enqueue(job=job))
+    except BaseException:
+        quotas.settle(
+            tenant=tenant, api_key=api_key, job_id=str(job_id), reserved=reserve, actual=0
+        )
+        raise
+    logger.info("job queued", extra={"job_id": str(job.id), "model": job.model})
+    return job, headers
 
 
 def _default_params() -> dict[str, Any]:
@@ -151,12 +204,25 @@ def job_cancel(*, job: ChatJob) -> ChatJob:
     The worker keeps the partial answer and ends the job ``cancelled``. Cancelling a finished
     job changes nothing.
     """
-    cancelled_now = ChatJob.objects.filter(pk=job.pk, status=ChatJob.Status.QUEUED).update(
-        status=ChatJob.Status.CANCELLED, finished_at=timezone.now(), finish_reason="cancelled"
-    )
+    with transaction.atomic():
+        cancelled_now = ChatJob.objects.filter(pk=job.pk, status=ChatJob.Status.QUEUED).update(
+            status=ChatJob.Status.CANCELLED, finished_at=timezone.now(), finish_reason="cancelled"
+        )
+        if cancelled_now:
+            job.refresh_from_db()
+            _job_ended(job)
+            transaction.on_commit(
+                lambda: events.publish(
+                    job.id,
+                    events.DONE,
+                    {
+                        "status": ChatJob.Status.CANCELLED,
+                        "finish_reason": "cancelled",
+                        "usage": None,
+                    },
+                )
+            )
     if cancelled_now:
-        events.publish(job.id, events.DONE, {"status": ChatJob.Status.CANCELLED,
-                                             "finish_reason": "cancelled", "usage": None})
         logger.info("job cancelled while queued", extra={"job_id": str(job.id)})
     else:
         events.cancel_request(job.id)
@@ -175,7 +241,71 @@ def job_start(*, job_id: str) -> ChatJob | None:
     ).update(status=ChatJob.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1)
     if not updated:
         return None
-    return ChatJob.objects.select_related("session", "user_message").get(pk=job_id)
+    job = ChatJob.objects.select_related("tenant", "api_key", "session", "user_message").get(
+        pk=job_id
+    )
+    job_lease_renew(job=job)
+    return job
+
+
+def job_lease_renew(*, job: ChatJob) -> None:
+    """Hold the running job's concurrency slot for another lease period.
+
+    The worker calls this while it generates; if it dies, the lease runs out and the slot
+    comes back within ``AUTOGLM_LEASE_TTL`` seconds.
+    """
+    quotas.lease_renew(tenant=job.tenant, api_key=job.api_key, job_id=str(job.id))
+
+
+def job_budget(*, job: ChatJob, prompt_tokens: int, max_tokens: int) -> int:
+    """How many tokens the job may generate within what it holds against the quotas.
+
+    Admission reserved an estimate; when the real prompt needs more, the reservation grows if
+    the month has room, else the answer is shortened to fit. Raises QuotaExceededError when
+    not even one token fits.
+    """
+    needed = prompt_tokens + max_tokens
+    if needed <= job.reserved_tokens:
+        return max_tokens
+    extra = needed - job.reserved_tokens
+    if quotas.extend(tenant=job.tenant, api_key=job.api_key, job_id=str(job.id), extra=extra):
+        job.reserved_tokens = needed
+        ChatJob.objects.filter(pk=job.pk).update(reserved_tokens=needed)
+        return max_tokens
+    allowed = job.reserved_tokens - prompt_tokens
+    if allowed < 1:
+        raise quotas.QuotaExceededError(
+            "The monthly token quota has no room for this prompt.", retry_after=0, headers={}
+        )
+    return allowed
+
+
+def _job_ended(job: ChatJob) -> None:
+    """Every ending writes a usage row and, after commit, settles the quota reservation."""
+    prompt, completion = job.prompt_tokens or 0, job.completion_tokens or 0
+    latency = (job.finished_at - job.created_at).total_seconds() * 1000 if job.finished_at else 0
+    UsageRecord.objects.get_or_create(
+        job_id=job.id,
+        defaults={
+            "tenant_id": job.tenant_id,
+            "api_key_id": job.api_key_id,
+            "model": job.model,
+            "status": job.status,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "latency_ms": max(0, int(latency)),
+        },
+    )
+    tenant, api_key = job.tenant, job.api_key
+    transaction.on_commit(
+        lambda: quotas.settle(
+            tenant=tenant,
+            api_key=api_key,
+            job_id=str(job.id),
+            reserved=job.reserved_tokens,
+            actual=prompt + completion,
+        )
+    )
 
 
 def job_prompt_messages(*, job: ChatJob) -> list[dict[str, str]]:
@@ -218,14 +348,21 @@ def job_finish(
 
     Returns None when the job is gone (its session was deleted while it ran).
     """
-    locked = ChatJob.objects.select_for_update().filter(pk=job.pk).first()
+    locked = (
+        ChatJob.objects.select_for_update(of=("self",))
+        .select_related("tenant", "api_key")
+        .filter(pk=job.pk)
+        .first()
+    )
     if locked is None or locked.is_finished:
         return locked
     cancelled = finish_reason == "cancelled"
     if locked.session_id and (text or not cancelled):
         locked.assistant_message = Message.objects.create(
-            tenant_id=locked.tenant_id, session_id=locked.session_id,
-            role=Message.Role.ASSISTANT, content=text,
+            tenant_id=locked.tenant_id,
+            session_id=locked.session_id,
+            role=Message.Role.ASSISTANT,
+            content=text,
         )
     locked.status = ChatJob.Status.CANCELLED if cancelled else ChatJob.Status.SUCCEEDED
     locked.output = text
@@ -235,6 +372,7 @@ def job_finish(
     locked.dropped_messages = dropped_messages
     locked.finished_at = timezone.now()
     locked.save()
+    _job_ended(locked)
     payload = {
         "status": locked.status,
         "finish_reason": finish_reason,
@@ -244,8 +382,13 @@ def job_finish(
     transaction.on_commit(lambda: events.publish(locked.id, events.DONE, payload))
     logger.info(
         "job finished",
-        extra={"job_id": str(job.id), "status": locked.status, "prompt_tokens": prompt_tokens,
-               "completion_tokens": completion_tokens, "finish_reason": finish_reason},
+        extra={
+            "job_id": str(job.id),
+            "status": locked.status,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "finish_reason": finish_reason,
+        },
     )
     return locked
 
@@ -253,7 +396,12 @@ def job_finish(
 @transaction.atomic
 def job_fail(*, job: ChatJob, reason: str, code: str = "internal_error") -> ChatJob | None:
     """Close the job as failed with a reason a client can read and a stable code."""
-    locked = ChatJob.objects.select_for_update().filter(pk=job.pk).first()
+    locked = (
+        ChatJob.objects.select_for_update(of=("self",))
+        .select_related("tenant", "api_key")
+        .filter(pk=job.pk)
+        .first()
+    )
     if locked is None or locked.is_finished:
         return locked
     locked.status = ChatJob.Status.FAILED
@@ -261,6 +409,7 @@ def job_fail(*, job: ChatJob, reason: str, code: str = "internal_error") -> Chat
     locked.error_code = code
     locked.finished_at = timezone.now()
     locked.save(update_fields=["status", "error", "error_code", "finished_at"])
+    _job_ended(locked)
     error = job_error(locked)
     transaction.on_commit(
         lambda: events.publish(locked.id, events.ERROR, {"status": "failed", **error})
@@ -269,12 +418,23 @@ def job_fail(*, job: ChatJob, reason: str, code: str = "internal_error") -> Chat
     return locked
 
 
+# A failed job's error code -> (HTTP status, error type) when it is reported to a client.
+JOB_ERRORS = {
+    "context_length_exceeded": (400, "invalid_request_error"),
+    "invalid_request_error": (400, "invalid_request_error"),
+    "insufficient_quota": (429, "insufficient_quota"),
+}
+
+
+def job_error_status(job: ChatJob) -> int:
+    return JOB_ERRORS.get(job.error_code, (500, "server_error"))[0]
+
+
 def job_error(job: ChatJob) -> dict[str, Any]:
     """A failed job's error, in the API's error shape."""
-    client_fault = job.error_code in ("context_length_exceeded", "invalid_request_error")
     return error_body(
         job.error or "The job failed.",
-        type="invalid_request_error" if client_fault else "server_error",
+        type=JOB_ERRORS.get(job.error_code, (500, "server_error"))[1],
         code=job.error_code or "internal_error",
         param="messages" if job.error_code == "context_length_exceeded" else None,
     )

@@ -13,9 +13,7 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from .models import ApiKey, Tenant
 from .services import InvalidApiKeyError, api_key_authenticate
 
-MISSING_KEY = (
-    "You didn't provide an API key. Send it as 'Authorization: Bearer sk-...'."
-)
+MISSING_KEY = "You didn't provide an API key. Send it as 'Authorization: Bearer sk-...'."
 
 
 @dataclass(frozen=True)

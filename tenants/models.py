@@ -6,8 +6,20 @@ from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
 KEY_PREFIX = "sk-"
 
 
-class Tenant(models.Model):
-    """An organisation: owns its members, keys, chats and quotas."""
+class Limits(models.Model):
+    """Rate limits and quotas; empty means unlimited. Enforced atomically in Redis."""
+
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
+    max_concurrent_jobs = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class Tenant(Limits):
+    """An organisation: owns its members, keys, chats and quotas (the Limits fields)."""
 
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
@@ -16,11 +28,6 @@ class Tenant(models.Model):
         help_text="A suspended tenant's keys and users are refused; nothing is deleted.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
-    # Limits; empty means unlimited. Enforcement lives in the quota service.
-    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
-    tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
-    tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
-    max_concurrent_jobs = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ("slug",)
@@ -56,14 +63,12 @@ class ApiKeyManager(BaseAPIKeyManager):
         return super().get_usable_keys().select_related("tenant")
 
 
-class ApiKey(AbstractAPIKey):
+class ApiKey(AbstractAPIKey, Limits):
     """A tenant's API key: ``sk-<prefix>.<secret>``, stored as a SHA-512 hash only.
 
     djangorestframework-api-key generates, hashes and verifies (constant-time) the
     ``<prefix>.<secret>`` part; we add the ``sk-`` marker that OpenAI-style clients expect.
     """
-
-    objects = ApiKeyManager()
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
     last_used_at = models.DateTimeField(null=True, blank=True)
@@ -71,10 +76,22 @@ class ApiKey(AbstractAPIKey):
     allowed_models = models.JSONField(
         default=list, blank=True, help_text="Model names this key may use; empty means all."
     )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    objects = ApiKeyManager()
 
     class Meta(AbstractAPIKey.Meta):
         verbose_name = "API key"
         verbose_name_plural = "API keys"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.masked})"
 
     @property
     def masked(self) -> str:
@@ -94,3 +111,30 @@ class ApiKey(AbstractAPIKey):
             return
         type(self).objects.filter(pk=self.pk).update(last_used_at=now)
         self.last_used_at = now
+
+
+class UsageRecord(models.Model):
+    """The ledger: one row per finished, failed or cancelled job. Monthly totals sum these."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="usage")
+    api_key = models.ForeignKey(
+        ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="usage"
+    )
+    job_id = models.UUIDField(unique=True)
+    model = models.CharField(max_length=100)
+    status = models.CharField(max_length=16)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        indexes = [models.Index(fields=["tenant", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}/{self.model}: {self.total_tokens} tokens"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens

@@ -80,11 +80,19 @@ def api_key_create(
     name: str,
     expires_days: int | None = None,
     allowed_models: list[str] | None = None,
+    created_by=None,
+    **limits: int | None,
 ) -> tuple[ApiKey, str]:
-    """Issue a key for ``tenant``. Returns the row and the full key, which is never stored."""
+    """Issue a key for ``tenant``, optionally limited to some models and with its own
+    (tighter) limits. Returns the row and the full key, which is never stored."""
     expiry = timezone.now() + timedelta(days=expires_days) if expires_days else None
     api_key, key = ApiKey.objects.create_key(
-        tenant=tenant, name=name, expiry_date=expiry, allowed_models=allowed_models or []
+        tenant=tenant,
+        name=name,
+        expiry_date=expiry,
+        allowed_models=allowed_models or [],
+        created_by=created_by,
+        **limits,
     )
     logger.info("api key created", extra={"tenant": tenant.slug, "key_prefix": api_key.prefix})
     return api_key, f"{KEY_PREFIX}{key}"

@@ -139,9 +139,29 @@ def celery_worker(django_db_setup, django_db_blocker, demo_model_dir, tmp_path_f
     worker.stop()
 
 
+@pytest.fixture(autouse=True)
+def _jobs_end_before_teardown(request):
+    """A test with a live worker waits for its jobs to end before the database is flushed, so
+    a job still generating never races the flush (cancelling what is left)."""
+    yield
+    if "celery_worker" not in request.fixturenames:
+        return
+    from chat.models import ChatJob
+    from chat.services import job_cancel
+
+    deadline = time.monotonic() + 30
+    for job in ChatJob.objects.exclude(status__in=ChatJob.FINISHED):
+        job_cancel(job=job)
+    while ChatJob.objects.exclude(status__in=ChatJob.FINISHED).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("jobs still running after the test")
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
 def live_server_url(celery_worker, tmp_path_factory):
-    """The ASGI app under uvicorn (as in production) on the test database, with the worker."""
+    """The ASGI app under uvicorn (as in production: two worker processes, so two web
+    replicas share the limits) on the test database, with the Celery worker."""
     from autoglm_site.localservices import free_port, wait_for_port
 
     port = free_port()
@@ -159,6 +179,8 @@ def live_server_url(celery_worker, tmp_path_factory):
                 str(port),
                 "--lifespan",
                 "off",
+                "--workers",
+                "2",
                 "--no-access-log",
             ],
             cwd=ROOT,

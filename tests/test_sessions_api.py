@@ -224,10 +224,21 @@ def test_it_hides_tenant_a_objects_from_tenant_b_on_every_endpoint(client_a, cli
         ("get", f"/api/v1/jobs/{jid}", None),
         ("post", f"/api/v1/jobs/{jid}/cancel", None),
     ]
+    events = client_b.get(f"/api/v1/jobs/{jid}/events")
+    assert events.status_code == 404 and events.json()["error"]["code"] == "not_found"
     for method, path, body in attempts:
         response = getattr(client_b, method)(path, body, format="json")
         assert response.status_code == 404, (method, path)
         assert response.json()["error"]["code"] == "not_found"
+    # Every route that takes a session or job id is in the table above.
+    from chat.urls import urlpatterns
+
+    routes = {str(p.pattern) for p in urlpatterns if "<" in str(p.pattern)}
+    tried = {
+        path.replace(sid, "<str:session_id>").replace(jid, "<str:job_id>")[8:]
+        for _, path, _ in attempts
+    } | {"jobs/<str:job_id>/events"}
+    assert routes == tried
     assert client_a.get(f"/api/v1/sessions/{sid}").json()["title"] == "first"
     assert client_a.get(f"/api/v1/jobs/{jid}").json()["status"] == "queued"
     assert Message.objects.filter(content="steal").count() == 0

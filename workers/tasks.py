@@ -5,12 +5,22 @@ task body, which runs in workers alone.
 """
 
 import logging
+import time
 
 from celery import shared_task
+from django.conf import settings
 
 from autoglm_site.tracing import trace_id_var
 from chat import events
-from chat.services import job_fail, job_finish, job_prompt_messages, job_start
+from chat.services import (
+    job_budget,
+    job_fail,
+    job_finish,
+    job_lease_renew,
+    job_prompt_messages,
+    job_start,
+)
+from tenants.quotas import QuotaExceededError
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +45,13 @@ def chat_job_run(job_id: str) -> None:
 
 
 def _run(job) -> None:
-    from .generation import GenerationError, PromptTooLongError, fit_messages, generate
+    from .generation import (
+        GenerationError,
+        PromptTooLongError,
+        count_prompt_tokens,
+        fit_messages,
+        generate,
+    )
     from .registry import UnknownModelError
     from .runtime import get_registry
 
@@ -56,19 +72,27 @@ def _run(job) -> None:
         messages, dropped = job_prompt_messages(job=job), 0
         if job.session_id is not None:
             messages, dropped = fit_messages(loaded, messages, max_tokens=params["max_tokens"])
+        max_tokens = job_budget(
+            job=job,
+            prompt_tokens=count_prompt_tokens(loaded, messages),
+            max_tokens=params["max_tokens"],
+        )
         result = generate(
             loaded,
             messages,
-            max_tokens=params["max_tokens"],
+            max_tokens=max_tokens,
             temperature=params.get("temperature", 1.0),
             top_p=params.get("top_p", 1.0),
             seed=params.get("seed"),
             stop=params.get("stop") or (),
             on_text=lambda text: events.publish(job.id, events.TOKEN, {"text": text}),
-            should_stop=lambda: events.cancel_requested(job.id),
+            should_stop=_Heartbeat(job),
         )
     except PromptTooLongError as exc:
         job_fail(job=job, reason=str(exc), code="context_length_exceeded")
+        return
+    except QuotaExceededError as exc:
+        job_fail(job=job, reason=exc.message, code="insufficient_quota")
         return
     except GenerationError as exc:
         job_fail(job=job, reason=str(exc), code="invalid_request_error")
@@ -81,3 +105,19 @@ def _run(job) -> None:
         finish_reason=result.finish_reason,
         dropped_messages=dropped,
     )
+
+
+class _Heartbeat:
+    """Called by the engine once per decode step: renews the job's concurrency lease now and
+    then, and says whether someone asked to cancel the job."""
+
+    def __init__(self, job) -> None:
+        self.job = job
+        self.every = settings.AUTOGLM_LEASE_TTL / 3
+        self.next_renewal = time.monotonic() + self.every
+
+    def __call__(self) -> bool:
+        if time.monotonic() >= self.next_renewal:
+            job_lease_renew(job=self.job)
+            self.next_renewal = time.monotonic() + self.every
+        return events.cancel_requested(self.job.id)

@@ -1,0 +1,28 @@
+"""Redis clients for the app's own data (job event streams, quotas); Celery has its own."""
+
+import asyncio
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
+
+_sync_client: redis.Redis | None = None
+_async_clients: dict[int, aioredis.Redis] = {}
+
+
+def redis_client() -> redis.Redis:
+    """The process's Redis client (thread-safe; it pools connections)."""
+    global _sync_client
+    if _sync_client is None:
+        _sync_client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+    return _sync_client
+
+
+def async_redis_client() -> aioredis.Redis:
+    """An asyncio Redis client for the running event loop (connections are bound to a loop)."""
+    loop_id = id(asyncio.get_running_loop())
+    client = _async_clients.get(loop_id)
+    if client is None:
+        client = aioredis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+        _async_clients[loop_id] = client
+    return client

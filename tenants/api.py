@@ -1,0 +1,142 @@
+"""Self-service for organisation owners and admins: their API keys and their usage.
+
+Signed-in users (session cookie, CSRF-checked) act in the tenant of their membership; only
+owners and admins may manage keys or read usage. The browser UI builds on these endpoints.
+"""
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.permissions import BasePermission
+from rest_framework.response import Response
+
+from autoglm_site.apiviews import ApiView
+from autoglm_site.errors import ApplicationError
+from autoglm_site.fields import StrictCharField, StrictIntegerField
+
+from . import selectors, services
+from .auth import ApiKeyAuthentication
+from .models import Membership, Tenant
+
+
+class ManagerRequiredError(ApplicationError):
+    status_code = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+def manager_tenant(request) -> Tenant:
+    """The tenant the signed-in owner or admin manages; 403 for anyone else."""
+    user = request.user
+    if not getattr(user, "is_authenticated", False) or not hasattr(user, "memberships"):
+        raise ManagerRequiredError("Managing keys and usage needs an owner or admin login.")
+    membership = selectors.user_membership(user=user, tenant_id=request.session.get("tenant_id"))
+    if membership is None or membership.role not in (Membership.Role.OWNER, Membership.Role.ADMIN):
+        raise ManagerRequiredError("Only the organisation's owners and admins may do this.")
+    if not membership.tenant.is_active:
+        raise services.TenantSuspendedError("This organisation is suspended.")
+    return membership.tenant
+
+
+class IsSignedIn(BasePermission):
+    def has_permission(self, request, view) -> bool:
+        return bool(request.user and request.user.is_authenticated)
+
+
+class ManagerView(ApiView):
+    authentication_classes = [SessionAuthentication, ApiKeyAuthentication]
+    permission_classes = [IsSignedIn]
+
+
+class ApiKeyOutput(serializers.Serializer):
+    id = serializers.CharField(source="prefix")
+    object = serializers.SerializerMethodField()
+    name = serializers.CharField()
+    masked = serializers.CharField()
+    created_at = serializers.DateTimeField(source="created")
+    expires_at = serializers.DateTimeField(source="expiry_date", allow_null=True)
+    last_used_at = serializers.DateTimeField(allow_null=True)
+    revoked = serializers.BooleanField()
+    revoked_at = serializers.DateTimeField(allow_null=True)
+    allowed_models = serializers.ListField(child=serializers.CharField())
+    requests_per_minute = serializers.IntegerField(allow_null=True)
+    tokens_per_minute = serializers.IntegerField(allow_null=True)
+    tokens_per_month = serializers.IntegerField(allow_null=True)
+    max_concurrent_jobs = serializers.IntegerField(allow_null=True)
+
+    def get_object(self, obj) -> str:
+        return "api_key"
+
+
+class ApiKeyCreateInput(serializers.Serializer):
+    name = StrictCharField(max_length=50)
+    expires_days = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=3650)
+    allowed_models = serializers.ListField(
+        child=StrictCharField(max_length=100), required=False, default=list
+    )
+    requests_per_minute = StrictIntegerField(required=False, allow_null=True, min_value=0)
+    tokens_per_minute = StrictIntegerField(required=False, allow_null=True, min_value=0)
+    tokens_per_month = StrictIntegerField(required=False, allow_null=True, min_value=0)
+    max_concurrent_jobs = StrictIntegerField(required=False, allow_null=True, min_value=0)
+
+    def validate_allowed_models(self, value: list[str]) -> list[str]:
+        unknown = [m for m in value if m not in settings.AUTOGLM_MODELS]
+        if unknown:
+            raise serializers.ValidationError(f"Unknown model(s): {', '.join(unknown)}.")
+        return value
+
+
+class ApiKeyListCreateApi(ManagerView):
+    @extend_schema(responses=ApiKeyOutput(many=True), summary="List the organisation's keys")
+    def get(self, request):
+        keys = selectors.api_key_list(tenant=manager_tenant(request))
+        return Response({"object": "list", "data": ApiKeyOutput(keys, many=True).data})
+
+    @extend_schema(
+        request=ApiKeyCreateInput,
+        responses={201: ApiKeyOutput},
+        summary="Create a key; the answer holds the secret, shown this once",
+    )
+    def post(self, request):
+        tenant = manager_tenant(request)
+        data = ApiKeyCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        api_key, secret = services.api_key_create(
+            tenant=tenant, created_by=request.user, **data.validated_data
+        )
+        body = {**ApiKeyOutput(api_key).data, "key": secret}
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class ApiKeyRevokeApi(ManagerView):
+    @extend_schema(request=None, responses=ApiKeyOutput, summary="Revoke a key (final)")
+    def post(self, request, prefix: str):
+        api_key = selectors.api_key_get(tenant=manager_tenant(request), prefix=prefix)
+        return Response(ApiKeyOutput(services.api_key_revoke(api_key=api_key)).data)
+
+
+class UsageApi(ManagerView):
+    @extend_schema(summary="Tokens per day for the last 30 days, and the month against quota")
+    def get(self, request):
+        tenant = manager_tenant(request)
+        used = selectors.usage_month(tenant=tenant)
+        limit = tenant.tokens_per_month
+        return Response(
+            {
+                "object": "usage",
+                "tenant": tenant.slug,
+                "daily": selectors.usage_daily(tenant=tenant, days=30),
+                "month": {
+                    "total_tokens": used,
+                    "limit": limit,
+                    "remaining": None if limit is None else max(0, limit - used),
+                },
+                "limits": {
+                    "requests_per_minute": tenant.requests_per_minute,
+                    "tokens_per_minute": tenant.tokens_per_minute,
+                    "tokens_per_month": tenant.tokens_per_month,
+                    "max_concurrent_jobs": tenant.max_concurrent_jobs,
+                },
+            }
+        )

@@ -1,0 +1,289 @@
+"""Quotas and rate limits on real Redis, shared by web replicas; leases; the usage ledger."""
+
+import os
+import signal
+import time
+
+import httpx
+import pytest
+
+from chat.models import ChatJob
+from chat.services import job_fail
+from tenants import quotas
+from tenants.models import UsageRecord
+from tenants.services import api_key_create
+
+from .conftest import WorkerProcess, api_client, wait_for_job
+from .loadgen import post_in_parallel
+
+LONG = 1500
+
+
+def set_limits(target, **limits):
+    for name, value in limits.items():
+        setattr(target, name, value)
+    target.save()
+
+
+def new_session(client) -> str:
+    return client.post("/api/v1/sessions", {}, format="json").json()["id"]
+
+
+# Admission alone (no worker): the Lua script against real Redis.
+
+
+@pytest.mark.django_db
+def test_it_admits_exactly_the_requests_per_minute(tenant_a, client_a):
+    set_limits(tenant_a, requests_per_minute=3)
+    session = new_session(client_a)
+    codes = [
+        client_a.post(f"/api/v1/sessions/{session}/messages", {"content": "hi"}, format="json")
+        for _ in range(5)
+    ]
+    assert [r.status_code for r in codes] == [202, 202, 202, 429, 429]
+    refused = codes[3]
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert 1 <= int(refused["retry-after"]) <= 60
+    assert refused["x-ratelimit-limit-requests"] == "3"
+    assert refused["x-ratelimit-remaining-requests"] == "0"
+    assert codes[0]["x-ratelimit-remaining-requests"] == "2"
+    assert codes[2]["x-ratelimit-reset-requests"].endswith("s")
+    assert ChatJob.objects.count() == 3  # nothing stored for a refused request
+
+
+@pytest.mark.django_db
+def test_it_applies_a_key_s_own_tighter_limit(tenant_a):
+    api_key, key = api_key_create(tenant=tenant_a, name="tight", requests_per_minute=1)
+    client = api_client(key)
+    session = new_session(client)
+    first = client.post(f"/api/v1/sessions/{session}/messages", {"content": "a"}, format="json")
+    second = client.post(f"/api/v1/sessions/{session}/messages", {"content": "b"}, format="json")
+    assert first.status_code == 202 and second.status_code == 429
+    assert "API key" in second.json()["error"]["message"]
+    # The tenant's other keys are not held back by this key's limit.
+    other = api_client(api_key_create(tenant=tenant_a, name="free")[1])
+    assert (
+        other.post(
+            f"/api/v1/sessions/{session}/messages", {"content": "c"}, format="json"
+        ).status_code
+        == 202
+    )
+
+
+@pytest.mark.django_db
+def test_it_refuses_when_the_month_is_spent_and_counts_from_the_ledger(tenant_a, client_a):
+    set_limits(tenant_a, tokens_per_month=1000)
+    UsageRecord.objects.create(
+        tenant=tenant_a,
+        job_id="00000000-0000-0000-0000-000000000001",
+        model="m",
+        status="succeeded",
+        prompt_tokens=900,
+        completion_tokens=90,
+    )
+    session = new_session(client_a)
+    refused = client_a.post(
+        f"/api/v1/sessions/{session}/messages", {"content": "hi", "max_tokens": 20}, format="json"
+    )
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "insufficient_quota"
+    assert refused.json()["error"]["type"] == "insufficient_quota"
+    assert int(refused["retry-after"]) > 0
+
+
+@pytest.mark.django_db
+def test_it_holds_a_slot_per_job_and_gives_it_back_when_cancelled(
+    tenant_a, client_a, django_capture_on_commit_callbacks
+):
+    set_limits(tenant_a, max_concurrent_jobs=1)
+    session = new_session(client_a)
+    url = f"/api/v1/sessions/{session}/messages"
+    job = client_a.post(url, {"content": "one"}, format="json").json()
+    refused = client_a.post(url, {"content": "two"}, format="json")
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
+    with django_capture_on_commit_callbacks(execute=True):  # the settlement runs after commit
+        client_a.post(f"/api/v1/jobs/{job['id']}/cancel")
+    assert client_a.post(url, {"content": "three"}, format="json").status_code == 202
+    usage = UsageRecord.objects.get(job_id=job["id"])
+    assert usage.status == "cancelled" and usage.total_tokens == 0
+
+
+@pytest.mark.django_db
+def test_it_settles_a_reservation_to_the_real_use(tenant_a):
+    set_limits(tenant_a, tokens_per_month=10_000)
+    quotas.admit(tenant=tenant_a, api_key=None, job_id="job-1", reserve_tokens=400)
+    month_key = quotas.scopes_for(tenant_a, None)[0].keys(quotas._month())[3]
+    client = quotas.redis_client()
+    assert int(client.get(month_key)) == 400
+    quotas.settle(tenant=tenant_a, api_key=None, job_id="job-1", reserved=400, actual=150)
+    assert int(client.get(month_key)) == 150
+    # Settling twice (a redelivered job) changes nothing.
+    quotas.settle(tenant=tenant_a, api_key=None, job_id="job-1", reserved=400, actual=150)
+    assert int(client.get(month_key)) == 150
+
+
+# Through the running stack: two web replicas, several client processes, the real worker.
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_it_lets_exactly_rpm_requests_through_from_many_processes(
+    live_server_url, tenant_a, client_a, key_a
+):
+    set_limits(tenant_a, requests_per_minute=10)
+    session = new_session(client_a)
+    results = post_in_parallel(
+        f"{live_server_url}/api/v1/sessions/{session}/messages",
+        key_a,
+        {"content": "hi", "max_tokens": 1},
+    )
+    codes = [status for status, _, _ in results]
+    assert codes.count(202) == 10 and codes.count(429) == 90
+    assert all(
+        body["error"]["code"] == "rate_limit_exceeded" and "retry-after" in headers
+        for status, body, headers in results
+        if status == 429
+    )
+    assert ChatJob.objects.count() == 10
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_it_lets_exactly_max_concurrent_jobs_through_from_many_processes(
+    live_server_url, tenant_a, client_a, key_a
+):
+    set_limits(tenant_a, max_concurrent_jobs=2)
+    session = new_session(client_a)
+    results = post_in_parallel(
+        f"{live_server_url}/api/v1/sessions/{session}/messages",
+        key_a,
+        {"content": "hi", "max_tokens": LONG, "temperature": 0},
+    )
+    assert [status for status, _, _ in results].count(202) == 2
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_it_never_spends_more_than_the_month(live_server_url, tenant_a, client_a, key_a):
+    set_limits(tenant_a, tokens_per_month=600)
+    session = new_session(client_a)
+    results = post_in_parallel(
+        f"{live_server_url}/api/v1/sessions/{session}/messages",
+        key_a,
+        {"content": "hi", "max_tokens": 50},
+        processes=2,
+        per_process=20,
+    )
+    admitted = [body for status, body, _ in results if status == 202]
+    refused = [body for status, body, _ in results if status == 429]
+    assert admitted and refused
+    assert all(body["error"]["code"] == "insufficient_quota" for body in refused)
+    for job in admitted:
+        wait_for_job(client_a, job["id"])
+    reserved = sum(ChatJob.objects.values_list("reserved_tokens", flat=True))
+    assert reserved <= 600
+    used = sum(u.total_tokens for u in UsageRecord.objects.filter(tenant=tenant_a))
+    assert 0 < used <= 600
+    month_key = quotas.scopes_for(tenant_a, None)[0].keys(quotas._month())[3]
+    assert 0 <= int(quotas.redis_client().get(month_key)) <= 600
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_it_bills_streamed_completions_and_every_ending(
+    celery_worker, live_server_url, tenant_a, client_a, key_a
+):
+    body = {
+        "model": "autoglm-demo",
+        "stream": True,
+        "max_tokens": 8,
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "Hi"}],
+    }
+    with httpx.stream(
+        "POST",
+        f"{live_server_url}/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {key_a}"},
+        timeout=60,
+    ) as response:
+        text = response.read().decode()
+    streamed_id = text.split('"id":"chatcmpl-')[1].split('"')[0]
+    session = new_session(client_a)
+    failed = client_a.post(
+        f"/api/v1/sessions/{session}/messages",
+        {"content": "word " * 3000, "max_tokens": 8},
+        format="json",
+    ).json()
+    wait_for_job(client_a, failed["id"])
+    streamed = UsageRecord.objects.get(job_id=streamed_id)
+    assert streamed.status == "succeeded" and streamed.completion_tokens > 0
+    assert streamed.prompt_tokens > 0 and streamed.latency_ms > 0
+    assert UsageRecord.objects.get(job_id=failed["id"]).status == "failed"
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_it_sends_rate_limit_headers_on_streams_before_the_first_byte(
+    live_server_url, tenant_a, key_a
+):
+    set_limits(tenant_a, requests_per_minute=50, tokens_per_minute=100_000)
+    body = {
+        "model": "autoglm-demo",
+        "stream": True,
+        "max_tokens": 4,
+        "messages": [{"role": "user", "content": "Hi"}],
+    }
+    with httpx.stream(
+        "POST",
+        f"{live_server_url}/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {key_a}"},
+        timeout=60,
+    ) as response:
+        headers = response.headers
+        assert headers["x-ratelimit-limit-requests"] == "50"
+        assert headers["x-ratelimit-remaining-requests"] == "49"
+        assert headers["x-ratelimit-limit-tokens"] == "100000"
+        assert int(headers["x-ratelimit-remaining-tokens"]) < 100_000
+        response.read()
+    listed = httpx.get(
+        f"{live_server_url}/api/v1/sessions", headers={"Authorization": f"Bearer {key_a}"}
+    )
+    assert listed.headers["x-ratelimit-remaining-requests"] == "49"
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_it_recovers_a_dead_worker_s_slot_within_the_lease(
+    demo_model_dir, celery_worker, tenant_a, client_a, settings, tmp_path
+):
+    # A worker of its own (own queue, 2-second leases) that this test can kill.
+    settings.AUTOGLM_QUEUE_PREFIX = "leasetest."
+    env = {**celery_worker.env, "AUTOGLM_QUEUE_PREFIX": "leasetest.", "AUTOGLM_LEASE_TTL": "2"}
+    worker = WorkerProcess(tmp_path / "worker.log", env).start()
+    set_limits(tenant_a, max_concurrent_jobs=1)
+    session = new_session(client_a)
+    url = f"/api/v1/sessions/{session}/messages"
+    try:
+        job = client_a.post(
+            url, {"content": "hi", "max_tokens": LONG, "temperature": 0}, format="json"
+        ).json()
+        deadline = time.monotonic() + 30
+        while ChatJob.objects.get(pk=job["id"]).status != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert client_a.post(url, {"content": "held"}, format="json").status_code == 429
+        os.kill(worker.proc.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        while True:
+            retry = client_a.post(url, {"content": "again"}, format="json")
+            if retry.status_code == 202:
+                break
+            assert time.monotonic() - killed_at < 10, "the slot never came back"
+            time.sleep(0.2)
+        assert time.monotonic() - killed_at <= 2 + 3  # the lease, and a margin for polling
+    finally:
+        worker.stop()
+        for stuck in ChatJob.objects.exclude(status__in=ChatJob.FINISHED):
+            job_fail(job=stuck, reason="test worker killed")
