@@ -29,7 +29,10 @@ def main(argv: list[str]) -> int:
             "HF_HUB_OFFLINE": "1",
             "PYTHONUNBUFFERED": "1",
         }
-        env.pop("AUTOGLM_MODELS", None)
+        # The demo model, and a second name for it that no test worker serves (jobs for it
+        # stay queued: the quota tests use it to hold concurrency slots).
+        demo = ROOT / ".models" / "demo-tiny"
+        env["AUTOGLM_MODELS"] = f"autoglm-demo={demo},autoglm-idle={demo}"
         env.pop("CELERY_BROKER_URL", None)
         python = sys.executable
         print("==> checking migrations", flush=True)

@@ -95,6 +95,8 @@ class WorkerProcess:
                 sys.executable,
                 "manage.py",
                 "worker",
+                "--models",
+                DEMO_MODEL,
                 "--concurrency",
                 "2",
                 "--hostname",

@@ -153,13 +153,17 @@ def test_it_lets_exactly_max_concurrent_jobs_through_from_many_processes(
     live_server_url, tenant_a, client_a, key_a
 ):
     set_limits(tenant_a, max_concurrent_jobs=2)
-    session = new_session(client_a)
+    # "autoglm-idle" is configured for the tests but served by no worker: its jobs stay in
+    # flight for the whole burst, whatever the model would have generated.
+    session = client_a.post("/api/v1/sessions", {"model": "autoglm-idle"}, format="json")
     results = post_in_parallel(
-        f"{live_server_url}/api/v1/sessions/{session}/messages",
+        f"{live_server_url}/api/v1/sessions/{session.json()['id']}/messages",
         key_a,
-        {"content": "hi", "max_tokens": LONG, "temperature": 0},
+        {"content": "hi", "max_tokens": 1},
     )
-    assert [status for status, _, _ in results].count(202) == 2
+    codes = [status for status, _, _ in results]
+    assert codes.count(202) == 2 and codes.count(429) == 98
+    assert ChatJob.objects.count() == 2
 
 
 @pytest.mark.e2e
@@ -180,8 +184,7 @@ def test_it_never_spends_more_than_the_month(live_server_url, tenant_a, client_a
     assert all(body["error"]["code"] == "insufficient_quota" for body in refused)
     for job in admitted:
         wait_for_job(client_a, job["id"])
-    reserved = sum(ChatJob.objects.values_list("reserved_tokens", flat=True))
-    assert reserved <= 600
+    # Reservations given back by finished jobs are reused, but what is spent never passes.
     used = sum(u.total_tokens for u in UsageRecord.objects.filter(tenant=tenant_a))
     assert 0 < used <= 600
     month_key = quotas.scopes_for(tenant_a, None)[0].keys(quotas._month())[3]
