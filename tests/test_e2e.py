@@ -79,3 +79,15 @@ def test_it_logs_the_request_id_in_the_worker(celery_worker, client_a):
     )
     wait_for_job(client_a, response.json()["id"])
     assert '"trace_id": "trace-e2e-42"' in celery_worker.log_text()
+
+
+def test_it_stores_an_answer_in_which_the_model_emitted_nul(celery_worker, client_a):
+    # This prompt makes the demo model emit a NUL character (greedy): PostgreSQL cannot store
+    # one, so the worker drops it rather than failing the job.
+    session = client_a.post("/api/v1/sessions", {}, format="json").json()
+    job = post_message(
+        client_a, session["id"], "Tell me a long story.", max_tokens=1500, temperature=0
+    )
+    done = wait_for_job(client_a, job["id"])
+    assert done["status"] == "succeeded", done
+    assert "\x00" not in done["message"]["content"]

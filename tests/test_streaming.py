@@ -37,7 +37,7 @@ def http(live_server_url, key_a):
         yield client
 
 
-def start_job(http, max_tokens: int, content: str = "Tell me a long story.") -> dict:
+def start_job(http, max_tokens: int, content: str = "Write an essay about the sea.") -> dict:
     session = http.post("/api/v1/sessions", json={}).json()
     job = http.post(
         f"/api/v1/sessions/{session['id']}/messages",
@@ -53,7 +53,7 @@ def test_it_streams_chunks_while_the_job_runs(http):
         "stream": True,
         "max_tokens": LONG,
         "temperature": 0,
-        "messages": [{"role": "user", "content": "Count to a thousand."}],
+        "messages": [{"role": "user", "content": "Write an essay about the sea."}],
     }
     with http.stream("POST", "/v1/chat/completions", json=body) as response:
         assert response.status_code == 200
@@ -77,7 +77,7 @@ def test_it_cancels_the_job_when_the_client_disconnects(http):
         "stream": True,
         "max_tokens": LONG,
         "temperature": 0,
-        "messages": [{"role": "user", "content": "Count to a thousand."}],
+        "messages": [{"role": "user", "content": "Write an essay about the sea."}],
     }
     with http.stream("POST", "/v1/chat/completions", json=body) as response:
         for event in sse_events(response):

@@ -85,7 +85,7 @@ def _run(job) -> None:
             top_p=params.get("top_p", 1.0),
             seed=params.get("seed"),
             stop=params.get("stop") or (),
-            on_text=lambda text: events.publish(job.id, events.TOKEN, {"text": text}),
+            on_text=lambda text: _publish_text(job, text),
             should_stop=_Heartbeat(job),
         )
     except PromptTooLongError as exc:
@@ -99,12 +99,23 @@ def _run(job) -> None:
         return
     job_finish(
         job=job,
-        text=result.text,
+        text=_printable(result.text),
         prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens,
         finish_reason=result.finish_reason,
         dropped_messages=dropped,
     )
+
+
+def _printable(text: str) -> str:
+    # A model can emit NUL, which PostgreSQL cannot store and JSON clients choke on.
+    return text.replace("\x00", "")
+
+
+def _publish_text(job, text: str) -> None:
+    text = _printable(text)
+    if text:
+        events.publish(job.id, events.TOKEN, {"text": text})
 
 
 class _Heartbeat:
