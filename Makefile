@@ -10,15 +10,20 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# The CPU build of torch first, pinned, so nothing pulls the CUDA one.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev]" -e sdk/python
+	$(PY) -m pip install --quiet -e ".[dev,bench]" -e sdk/python
 	touch $(STAMP)
 
 run: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) scripts/devstack.py
 
 test: $(STAMP)
+	bash scripts/ensure_chromium.sh
 	$(PY) -m ruff check .
 	HF_HUB_OFFLINE=1 $(PY) scripts/run_tests.py $(PYTEST_ARGS)
+
+# Throughput and latency of the engine and the whole stack (a benchmark, not a test).
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) bench/run.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
