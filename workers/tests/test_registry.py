@@ -99,3 +99,19 @@ def test_it_selects_device_and_dtype_from_the_environment(
         select_device_and_dtype({"AUTOGLM_DEVICE": "tpu"})
     with pytest.raises(ValueError, match="CUDA"):
         select_device_and_dtype({"AUTOGLM_DEVICE": "cuda"})
+
+
+def test_it_refuses_to_unload_a_model_in_use(tiny_model_path):
+    from workers.registry import ModelInUseError, ModelRegistry
+
+    registry = ModelRegistry({"tiny": tiny_model_path})
+    with registry.use("tiny") as loaded:
+        assert loaded.memory_bytes > 0
+        with pytest.raises(ModelInUseError):
+            registry.unload("tiny")
+        assert registry.loaded_names() == ["tiny"]
+    assert registry.unload("tiny") is True
+    assert registry.loaded_names() == []
+    assert registry.unload("tiny") is False
+    registry.get("tiny")
+    assert registry.load_count == 2  # loaded again after an unload

@@ -1,0 +1,285 @@
+"""OpenAI-compatible servers under load, measured as a client sees them.
+
+``--target stack`` (default): the full autoglm stack, HTTP -> web (uvicorn) -> Redis/Celery ->
+worker engine -> SSE back; it starts its own Redis, an SQLite database, the web server and one
+worker on the model. ``--target serve``: ``transformers serve --continuous-batching`` on the same
+model (needs ``pip install fastapi``). Both get the workload's chats as streamed
+/v1/chat/completions at each concurrency: tokens/s, latency and time to first token.
+
+    python bench/stack_bench.py --model-dir .models/demo-100m --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from workload import NEW_TOKENS, chats  # noqa: E402
+
+from autoglm_site.localservices import RedisServer, free_port, wait_for_port  # noqa: E402
+
+MODEL = "bench"
+
+
+class Stack:
+    """Redis + web + worker on a throwaway SQLite database."""
+
+    def __init__(self, model_dir: Path, workdir: Path, threads: int, batch: int):
+        self.workdir = workdir
+        self.redis = RedisServer(workdir / "redis")
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "AUTOGLM_DEBUG": "1",
+            "AUTOGLM_DATA_DIR": str(workdir / "data"),
+            "AUTOGLM_MODELS": f"{MODEL}={model_dir}",
+            "AUTOGLM_TORCH_THREADS": str(threads),
+            "AUTOGLM_MAX_BATCH_SIZE": str(batch),
+            "AUTOGLM_LOG_LEVEL": "WARNING",
+            "AUTOGLM_MAX_TOKENS_LIMIT": "4096",
+            "HF_HUB_OFFLINE": "1",
+        }
+        self.env.pop("DATABASE_URL", None)
+        self.procs: list[subprocess.Popen] = []
+        self.key = ""
+
+    def _manage(self, *args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+
+    def start(self) -> Stack:
+        self.redis.start()
+        self.env["REDIS_URL"] = self.redis.url
+        self._manage("migrate", "--noinput")
+        self.key = json.loads(self._manage("bootstrap_demo", "--json"))["api_key"]
+        log = open(self.workdir / "stack.log", "ab")
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "manage.py",
+                    "worker",
+                    "--concurrency",
+                    self.env["AUTOGLM_MAX_BATCH_SIZE"],
+                    "--loglevel",
+                    "WARNING",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "autoglm_site.asgi:application",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--lifespan",
+                    "off",
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        wait_for_port(self.port, 60, self.procs[-1])
+        return self
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.redis.stop()
+
+
+class TransformersServe:
+    """``transformers serve --continuous-batching`` with the model preloaded."""
+
+    def __init__(self, model_dir: Path, workdir: Path, threads: int):
+        self.model_dir = model_dir
+        self.port = free_port()
+        self.key = "unused"
+        self.workdir = workdir
+        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> TransformersServe:
+        log = open(self.workdir / "serve.log", "ab")
+        self.proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "transformers"),
+                "serve",
+                "--continuous-batching",
+                "--port",
+                str(self.port),
+                "--host",
+                "127.0.0.1",
+                str(self.model_dir),
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port, 180, self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+async def one_chat(
+    client: httpx.AsyncClient, model: str, messages: list[dict], temperature: float
+) -> dict:
+    body = {
+        "model": model,
+        "messages": messages,
+        "max_tokens": NEW_TOKENS,
+        "temperature": temperature,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    started = time.perf_counter()
+    first = None
+    usage = None
+    chunks = 0
+    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if "error" in chunk:
+                raise RuntimeError(chunk["error"])
+            if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
+                first = first or time.perf_counter()
+                chunks += 1
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+    ended = time.perf_counter()
+    return {
+        "latency": ended - started,
+        "ttft": (first or ended) - started,
+        "tokens": usage["completion_tokens"] if usage else chunks,
+    }
+
+
+async def run_level(
+    base_url: str, key: str, model: str, concurrency: int, workload: list, temperature: float
+) -> dict:
+    limits = httpx.Limits(max_connections=concurrency + 4)
+    async with httpx.AsyncClient(
+        base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=600, limits=limits
+    ) as client:
+        queue = list(workload)
+        results: list[dict] = []
+
+        async def runner():
+            while queue:
+                results.append(await one_chat(client, model, queue.pop(0), temperature))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(runner() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return summarize(results, elapsed)
+
+
+def summarize(results: list[dict], elapsed: float) -> dict:
+    latencies = sorted(r["latency"] for r in results)
+    ttfts = sorted(r["ttft"] for r in results)
+
+    def pct(values, q):
+        return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+    tokens = sum(r["tokens"] for r in results)
+    return {
+        "requests": len(results),
+        "tokens": tokens,
+        "seconds": elapsed,
+        "tokens_per_s": tokens / elapsed,
+        "p50_latency": statistics.median(latencies),
+        "p99_latency": pct(latencies, 0.99),
+        "p50_ttft": statistics.median(ttfts),
+        "p99_ttft": pct(ttfts, 0.99),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model-dir", type=Path, default=ROOT / ".models" / "demo-100m")
+    parser.add_argument("--levels", default="1,8,32")
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--target", choices=("stack", "serve"), default="stack")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    workload = chats(args.requests)
+    levels = [int(x) for x in args.levels.split(",")]
+    label = "full stack (HTTP)" if args.target == "stack" else "transformers serve --cb"
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="autoglm-bench-") as tmp:
+        if args.target == "stack":
+            server = Stack(args.model_dir, Path(tmp), args.threads, max(levels))
+            model = MODEL
+        else:
+            server = TransformersServe(args.model_dir, Path(tmp), args.threads)
+            model = str(args.model_dir)
+        server.start()
+        base = f"http://127.0.0.1:{server.port}"
+        try:
+            asyncio.run(run_level(base, server.key, model, 1, workload[:2], args.temperature))
+            for level in levels:
+                results[level] = asyncio.run(
+                    run_level(base, server.key, model, level, workload, args.temperature)
+                )
+                print(f"{label} c={level}: {results[level]['tokens_per_s']:.1f} tok/s", flush=True)
+        finally:
+            server.stop()
+    if args.json:
+        args.json.write_text(json.dumps({label: results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
