@@ -98,7 +98,14 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# The browser UI signs people in with Django's auth (chat/ui.py).
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "ui-chat"
+LOGOUT_REDIRECT_URL = "login"
+
 STATIC_URL = "static/"
+# The UI's own assets and the JavaScript vendored from npm (static/vendor/, with licenses).
+STATICFILES_DIRS = [BASE_DIR / "static"]
 # Only for `collectstatic` behind a CDN or proxy; by default whitenoise serves from the apps.
 STATIC_ROOT = envstr("AUTOGLM_STATIC_ROOT") or None
 # Every asset ships with the app (no CDN); whitenoise serves them straight from the apps.
@@ -130,6 +137,13 @@ AUTOGLM_SSE_KEEPALIVE_MS = envint("AUTOGLM_SSE_KEEPALIVE_MS", 15000, minimum=100
 AUTOGLM_QUEUED_LEASE_TTL = envint("AUTOGLM_QUEUED_LEASE_TTL", 900, minimum=1)
 AUTOGLM_LEASE_TTL = envint("AUTOGLM_LEASE_TTL", 30, minimum=1)
 
+# The worker's batching engine (per model, per worker process).
+AUTOGLM_MAX_BATCH_SIZE = envint("AUTOGLM_MAX_BATCH_SIZE", 32, minimum=1)
+AUTOGLM_MAX_BATCH_TOKENS = envint("AUTOGLM_MAX_BATCH_TOKENS", 8192, minimum=2)
+AUTOGLM_MAX_PREFILL_TOKENS = envint("AUTOGLM_MAX_PREFILL_TOKENS", 1024, minimum=1)
+AUTOGLM_KV_CACHE_MB = envint("AUTOGLM_KV_CACHE_MB", 4096, minimum=16)
+AUTOGLM_JOB_TIMEOUT = envint("AUTOGLM_JOB_TIMEOUT", 600, minimum=1)
+
 # Celery: Redis broker, long tasks, redelivery when a worker dies mid-job.
 CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
@@ -139,12 +153,21 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    # An unacknowledged job of a dead worker goes back to the queue after this many seconds.
-    "visibility_timeout": envint("AUTOGLM_VISIBILITY_TIMEOUT", 3600, minimum=10),
+    # An unacknowledged job of a dead worker goes back to the queue after this many seconds
+    # (longer than any job may run, or a slow job is delivered twice: harmless, but wasteful).
+    "visibility_timeout": envint("AUTOGLM_VISIBILITY_TIMEOUT", 3600, minimum=5),
+    # Live workers look for such jobs this often.
+    "unacked_restore_interval": envint("AUTOGLM_RESTORE_INTERVAL", 10, minimum=1),
+    "unacked_restore_throttle": 1,
 }
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.auth.ApiKeyAuthentication"],
+    # API keys first (a request with a key is judged by it alone, and a missing one answers
+    # 401 with "Bearer"); then the browser UI's signed-in users, CSRF-checked.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "tenants.auth.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

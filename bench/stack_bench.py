@@ -28,11 +28,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from workload import NEW_TOKENS, chats  # noqa: E402
-
 from autoglm_site.localservices import RedisServer, free_port, wait_for_port  # noqa: E402
 
 MODEL = "bench"
+NEW_TOKENS = 64
+
+
+def load_workload(model_dir: Path, count: int) -> list[list[dict]]:
+    """The same chats as engine_bench.py (prompts of 17..281 tokens with this tokenizer)."""
+    from types import SimpleNamespace
+
+    from engine_bench import make_workload
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    return make_workload(SimpleNamespace(tokenizer=tokenizer), count)
 
 
 class Stack:
@@ -254,7 +264,7 @@ def main() -> int:
     parser.add_argument("--target", choices=("stack", "serve"), default="stack")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    workload = chats(args.requests)
+    workload = load_workload(args.model_dir, args.requests)
     levels = [int(x) for x in args.levels.split(",")]
     label = "full stack (HTTP)" if args.target == "stack" else "transformers serve --cb"
     results = {}

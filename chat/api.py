@@ -14,7 +14,7 @@ from autoglm_site.apiviews import ApiView
 from autoglm_site.errors import ApplicationError, MethodNotAllowedError, error_response
 from autoglm_site.fields import StrictCharField, StrictFloatField, StrictIntegerField
 from tenants import quotas
-from tenants.auth import aauthenticate, request_tenant
+from tenants.auth import arequest_tenant, request_tenant
 
 from . import selectors, services
 from .models import ChatJob, ChatSession, Message
@@ -290,12 +290,15 @@ async def job_events_view(request, job_id):
     if request.method != "GET":
         return error_response(MethodNotAllowedError("Use GET."), headers={"Allow": "GET"})
     try:
-        api_key = await aauthenticate(request)
+        # An API key, or a signed-in user of the browser UI (a GET: no CSRF to check).
+        tenant, api_key = await arequest_tenant(request)
         after = check_event_id(
             request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
         )
-        job = await sync_to_async(selectors.job_get)(tenant=api_key.tenant, job_id=job_id)
-        limits = (await sync_to_async(quotas.peek)(tenant=api_key.tenant, api_key=api_key)).values
+        job = await sync_to_async(selectors.job_get)(tenant=tenant, job_id=job_id)
+        limits = {}
+        if api_key is not None:
+            limits = (await sync_to_async(quotas.peek)(tenant=tenant, api_key=api_key)).values
     except ApplicationError as exc:
         return error_response(exc)
     response = sse(_job_event_frames(job, after))

@@ -19,6 +19,7 @@ from autoglm_site.redisconn import async_redis_client, redis_client
 logger = logging.getLogger(__name__)
 
 TOKEN, RESET, DONE, ERROR = "token", "reset", "done", "error"
+CANCEL_CHANNEL = "autoglm:cancel"
 FINAL = (DONE, ERROR)
 
 
@@ -54,16 +55,17 @@ def publish(job_id, type_: str, data: dict[str, Any] | None = None) -> str:
 
 
 def cancel_request(job_id) -> None:
-    """Ask the worker running this job to stop at its next decode step."""
-    redis_client().set(cancel_key(job_id), "1", ex=settings.AUTOGLM_STREAM_MAX_AGE)
+    """Ask the worker running this job to stop at its next decode step.
+
+    The key covers a job not yet picked up; the message reaches a running one at once.
+    """
+    client = redis_client()
+    client.set(cancel_key(job_id), "1", ex=settings.AUTOGLM_STREAM_MAX_AGE)
+    client.publish(CANCEL_CHANNEL, str(job_id))
 
 
 def cancel_requested(job_id) -> bool:
     return bool(redis_client().exists(cancel_key(job_id)))
-
-
-async def acancel_request(job_id) -> None:
-    await async_redis_client().set(cancel_key(job_id), "1", ex=settings.AUTOGLM_STREAM_MAX_AGE)
 
 
 async def stream_exists(job_id) -> bool:

@@ -30,7 +30,7 @@ from autoglm_site.fields import (
     StrictFloatField,
     StrictIntegerField,
 )
-from tenants.auth import aauthenticate
+from tenants.auth import ApiKeyAuthentication, aauthenticate
 
 from . import events, services
 from .models import ChatJob
@@ -213,9 +213,7 @@ async def chat_completions(request) -> HttpResponse:
             await sync_to_async(services.job_cancel)(job=job)  # the client went away
             raise
         if job.status == ChatJob.Status.FAILED:
-            response = JsonResponse(
-                services.job_error(job), status=services.job_error_status(job)
-            )
+            response = JsonResponse(services.job_error(job), status=services.job_error_status(job))
         else:
             response = JsonResponse(completion_body(job))
     for name, value in limits.values.items():
@@ -309,12 +307,16 @@ class ModelOutput(serializers.Serializer):
 class ModelListApi(ApiView):
     """OpenAI's model list: the configured models this key may use."""
 
+    authentication_classes = [ApiKeyAuthentication]  # the OpenAI surface takes keys only
+
     @extend_schema(responses=ModelOutput(many=True), summary="List models (OpenAI-compatible)")
     def get(self, request):
         return Response({"object": "list", "data": [_model(m) for m in _models_for(request)]})
 
 
 class ModelDetailApi(ApiView):
+    authentication_classes = [ApiKeyAuthentication]
+
     @extend_schema(responses=ModelOutput, summary="Get a model (OpenAI-compatible)")
     def get(self, request, model_id: str):
         services.model_check(model=model_id, api_key=request.auth)

@@ -423,6 +423,8 @@ JOB_ERRORS = {
     "context_length_exceeded": (400, "invalid_request_error"),
     "invalid_request_error": (400, "invalid_request_error"),
     "insufficient_quota": (429, "insufficient_quota"),
+    "timeout": (504, "server_error"),
+    "engine_error": (503, "server_error"),
 }
 
 

@@ -1,7 +1,12 @@
-"""API-key authentication: ``Authorization: Bearer sk-...`` resolves to a key and its tenant.
+"""Who is calling, and for which tenant.
 
-One parser serves DRF views (``ApiKeyAuthentication``) and the async streaming views
-(``aauthenticate``), so both refuse the same keys the same way.
+Programs send ``Authorization: Bearer sk-...``: the key and its tenant. One parser serves DRF
+views (``ApiKeyAuthentication``) and the async streaming views (``aauthenticate``), so both
+refuse the same keys the same way.
+
+People in the browser UI are signed in with Django's session instead (DRF's
+``SessionAuthentication``, CSRF-checked): they act in the tenant of their membership, the one
+chosen with the switcher (``request.session["tenant_id"]``) or else their first.
 """
 
 from dataclasses import dataclass
@@ -10,10 +15,22 @@ from asgiref.sync import sync_to_async
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
-from .models import ApiKey, Tenant
-from .services import InvalidApiKeyError, api_key_authenticate
+from autoglm_site.errors import ApplicationError
+
+from . import selectors
+from .models import ApiKey, Membership, Tenant
+from .services import InvalidApiKeyError, TenantSuspendedError, api_key_authenticate
+
+# The session key that holds the id of the tenant a signed-in user acts in.
+SESSION_TENANT_KEY = "tenant_id"
 
 MISSING_KEY = "You didn't provide an API key. Send it as 'Authorization: Bearer sk-...'."
+
+
+class NoMembershipError(ApplicationError):
+    status_code = 403
+    type = "permission_error"
+    code = "no_membership"
 
 
 @dataclass(frozen=True)
@@ -62,9 +79,44 @@ async def aauthenticate(request) -> ApiKey:
     return await sync_to_async(api_key_authenticate)(raw)
 
 
+def user_membership(user, tenant_id=None) -> Membership:
+    """The membership a signed-in user acts through: the one in ``tenant_id`` (the session's
+    choice) or else their first. Raises 403 when they have none or its tenant is suspended."""
+    membership = selectors.user_membership(user=user, tenant_id=tenant_id)
+    if membership is None:
+        raise NoMembershipError("This account is not a member of any organisation.")
+    if not membership.tenant.is_active:
+        raise TenantSuspendedError("This organisation is suspended.")
+    return membership
+
+
+def session_membership(request) -> Membership:
+    """``user_membership`` of the request's signed-in user and the tenant its session chose."""
+    return user_membership(request.user, request.session.get(SESSION_TENANT_KEY))
+
+
 def request_tenant(request) -> Tenant:
-    """The tenant a request acts for; views call this rather than trusting client input."""
+    """The tenant a request acts for; views call this rather than trusting client input.
+
+    An API key's tenant, or a signed-in user's (``session_membership``).
+    """
     principal = request.user
-    if not isinstance(principal, ApiKeyPrincipal):
-        raise exceptions.NotAuthenticated()
-    return principal.tenant
+    if isinstance(principal, ApiKeyPrincipal):
+        return principal.tenant
+    if getattr(principal, "is_authenticated", False) and hasattr(principal, "memberships"):
+        return session_membership(request).tenant
+    raise exceptions.NotAuthenticated()
+
+
+async def arequest_tenant(request) -> tuple[Tenant, ApiKey | None]:
+    """``request_tenant`` for plain async views: the tenant and the key, None for a signed-in
+    user. A request with an ``Authorization`` header is judged by its key alone."""
+    raw = key_from_header(request.headers.get("Authorization", "").encode("latin-1"))
+    if raw is not None:
+        api_key = await sync_to_async(api_key_authenticate)(raw)
+        return api_key.tenant, api_key
+    user = await request.auser()
+    if not user.is_authenticated:
+        raise InvalidApiKeyError(MISSING_KEY)
+    membership = await sync_to_async(session_membership)(request)
+    return membership.tenant, None

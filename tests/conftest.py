@@ -98,7 +98,7 @@ class WorkerProcess:
                 "--models",
                 DEMO_MODEL,
                 "--concurrency",
-                "2",
+                "4",
                 "--hostname",
                 f"test-{os.getpid()}@%h",
             ],

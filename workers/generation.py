@@ -1,8 +1,9 @@
 """Single-request chat completion on a resident model.
 
-One request at a time per model for now (each model has a lock); continuous
-batching will replace this, but the request/response shapes here are what the
-API layer depends on and should stay stable.
+One request at a time per model (each model has a lock). The continuous-batching
+engine (workers/engine.py) serves many requests at once with the same request/
+response shapes and the same per-sequence text handling (CompletionMonitor,
+seeded Gumbel sampling), which live here so that both paths share them.
 
 Generation can stream: a single stopping-criteria hook, run by
 ``model.generate`` after every decode step, detokenizes the completion so far,
@@ -67,7 +68,7 @@ class GenerationResult:
     finish_reason: FinishReason
 
 
-class _GumbelMaxSampler:
+class GumbelMaxSampler:
     """Turns greedy decoding into sampling driven by a private ``torch.Generator``.
 
     ``model.generate(do_sample=True)`` draws from torch's process-global RNG,
@@ -90,6 +91,46 @@ class _GumbelMaxSampler:
         return scores - noise.clamp_min_(torch.finfo(noise.dtype).tiny).log_()
 
 
+_GumbelMaxSampler = GumbelMaxSampler  # former private name
+
+
+def seeded_generator(device: torch.device, seed: int | None) -> torch.Generator:
+    """A private RNG for one request: seeded if ``seed`` is given, else from OS entropy.
+
+    Never touches torch's process-global RNG, so concurrent requests (threads,
+    or batch-mates in the engine) cannot perturb each other's samples.
+    """
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()  # fresh OS entropy, leaving torch's global RNG untouched
+    else:
+        # OpenAI-style seeds may be any int; torch accepts only 64-bit values.
+        generator.manual_seed(seed & _SEED_MASK)
+    return generator
+
+
+def sampling_processors(
+    temperature: float, top_p: float, generator: torch.Generator
+) -> list[Callable[[Any, torch.Tensor], torch.Tensor]]:
+    """The logits processors that turn greedy decoding into seeded sampling.
+
+    Applied in this order to a ``(1, vocab)`` float32 score row and followed by
+    argmax, they give exactly the token ``generate()`` samples for the same
+    logits and generator state. Empty for greedy decoding (``temperature == 0``).
+    """
+    if temperature <= 0:
+        return []
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    processors: list[Callable[[Any, torch.Tensor], torch.Tensor]] = [
+        TemperatureLogitsWarper(float(temperature))
+    ]
+    if top_p < 1:
+        processors.append(TopPLogitsWarper(float(top_p)))
+    processors.append(GumbelMaxSampler(generator))
+    return processors
+
+
 def _validate_messages(messages: Sequence[Mapping[str, Any]]) -> None:
     if not messages:
         raise InvalidGenerationRequest("messages must not be empty")
@@ -101,7 +142,8 @@ def _validate_messages(messages: Sequence[Mapping[str, Any]]) -> None:
                 raise InvalidGenerationRequest(f"messages[{index}].{key} must be a string")
 
 
-def _encode_prompt(loaded: LoadedModel, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+def encode_prompt(loaded: LoadedModel, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Validate ``messages`` and render them with the chat template into prompt token ids."""
     _validate_messages(messages)
     encoded = loaded.tokenizer.apply_chat_template(
         list(messages), add_generation_prompt=True, tokenize=True
@@ -117,16 +159,20 @@ def _encode_prompt(loaded: LoadedModel, messages: Sequence[Mapping[str, Any]]) -
     return [int(token) for token in encoded]
 
 
+_encode_prompt = encode_prompt  # former private name
+
+
 def count_prompt_tokens(loaded: LoadedModel, messages: Sequence[Mapping[str, Any]]) -> int:
     """Number of tokens the chat-formatted prompt occupies.
 
     Lets the API reject over-long requests (and estimate usage) before queueing
     them for a worker.
     """
-    return len(_encode_prompt(loaded, messages))
+    return len(encode_prompt(loaded, messages))
 
 
-def _eos_token_ids(loaded: LoadedModel) -> list[int]:
+def eos_token_ids(loaded: LoadedModel) -> list[int]:
+    """Every token id that ends the assistant's turn, in order, without duplicates."""
     # Chat models often end a turn with a token other than the tokenizer's eos
     # (e.g. both <|im_end|> and <|endoftext|>); generation_config lists them all.
     ids: list[int] = []
@@ -145,7 +191,8 @@ def _validate_max_tokens(max_tokens: int) -> None:
         raise InvalidGenerationRequest(f"max_tokens must be a positive integer, got {max_tokens!r}")
 
 
-def _validate_sampling(max_tokens: int, temperature: float, top_p: float) -> None:
+def validate_sampling(max_tokens: int, temperature: float, top_p: float) -> None:
+    """Raise InvalidGenerationRequest unless the sampling parameters are usable."""
     _validate_max_tokens(max_tokens)
     if not (math.isfinite(temperature) and temperature >= 0):
         raise InvalidGenerationRequest(f"temperature must be >= 0, got {temperature!r}")
@@ -153,7 +200,8 @@ def _validate_sampling(max_tokens: int, temperature: float, top_p: float) -> Non
         raise InvalidGenerationRequest(f"top_p must be in (0, 1], got {top_p!r}")
 
 
-def _validate_stop(stop: str | Sequence[str]) -> tuple[str, ...]:
+def validate_stop(stop: str | Sequence[str]) -> tuple[str, ...]:
+    """Normalise ``stop`` (a string or up to 4 of them) to a tuple of distinct strings."""
     # OpenAI accepts a bare string as well as a list of them; a str is also a
     # Sequence[str] of its characters, which is never what the caller means.
     if isinstance(stop, str):
@@ -181,10 +229,12 @@ def _common_prefix_length(a: str, b: str) -> int:
     return length
 
 
-class _CompletionMonitor:
-    """Follows a completion token by token, as a ``model.generate`` stopping criterion.
+class CompletionMonitor:
+    """Follows a completion token by token and turns it into text.
 
-    After every decode step ``generate`` calls it with all ids so far; it
+    Shared by ``generate()`` (as a ``model.generate`` stopping criterion: after
+    every decode step it is called with all ids so far) and by the batching
+    engine (which calls :meth:`feed` with each sequence's new token). It
     records the new token(s) and decides whether to stop: end-of-turn token or
     stop string ("stop"), ``should_stop()`` ("cancelled"), ``max_tokens``
     ("length"). When streaming (``on_text``) or matching stop strings it
@@ -232,6 +282,30 @@ class _CompletionMonitor:
             self.finish_reason is not None,
             dtype=torch.bool,
             device=input_ids.device,
+        )
+
+    def feed(self, new_ids: list[int]) -> None:
+        """Record newly generated token(s) of this sequence; a no-op once finished.
+
+        Calls ``on_text`` and ``should_stop`` (exceptions from them propagate)
+        and sets ``finish_reason`` when the completion should end.
+        """
+        if self.finish_reason is None:
+            self._step(new_ids)
+
+    def cancel(self) -> None:
+        """End the completion now as "cancelled", releasing any held-back text."""
+        if self.finish_reason is None:
+            self._finish("cancelled", None)
+
+    def result(self) -> GenerationResult:
+        """The finished completion; only valid once ``finish_reason`` is set."""
+        assert self.finish_reason is not None
+        return GenerationResult(
+            text=self.text,
+            prompt_tokens=self._prompt_tokens,
+            completion_tokens=len(self.ids),
+            finish_reason=self.finish_reason,
         )
 
     def cancelled_before_start(self) -> bool:
@@ -312,6 +386,22 @@ class _CompletionMonitor:
             self._on_text(delta)
 
 
+_CompletionMonitor = CompletionMonitor  # former private name
+
+
+def make_decoder(loaded: LoadedModel) -> Callable[[list[int]], str]:
+    """The detokenizer both generation paths use for a completion's ids."""
+
+    def decode(ids: list[int]) -> str:
+        # No clean-up of "spaces before punctuation": it would rewrite text
+        # already streamed (and mangles code), so neither path applies it.
+        return loaded.tokenizer.decode(
+            ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+
+    return decode
+
+
 def fit_messages(
     loaded: LoadedModel,
     messages: Sequence[Mapping[str, Any]],
@@ -341,7 +431,7 @@ def fit_messages(
         return [dict(m) for i, m in enumerate(messages) if i not in dropped]
 
     def fits(count: int) -> tuple[bool, int]:
-        tokens = len(_encode_prompt(loaded, keep(count)))
+        tokens = len(encode_prompt(loaded, keep(count)))
         return tokens <= budget, tokens
 
     if fits(0)[0]:
@@ -392,47 +482,27 @@ def generate(
     Raises PromptTooLongError if the prompt leaves no room for ``max_tokens``
     new tokens, InvalidGenerationRequest for malformed input.
     """
-    _validate_sampling(max_tokens, temperature, top_p)
-    stops = _validate_stop(stop)
-    prompt_ids = _encode_prompt(loaded, messages)
+    validate_sampling(max_tokens, temperature, top_p)
+    stops = validate_stop(stop)
+    prompt_ids = encode_prompt(loaded, messages)
     prompt_tokens = len(prompt_ids)
     if prompt_tokens > loaded.context_window - max_tokens:
         raise PromptTooLongError(prompt_tokens, max_tokens, loaded.context_window)
 
-    eos_ids = _eos_token_ids(loaded)
+    eos_ids = eos_token_ids(loaded)
     pad_id = loaded.tokenizer.pad_token_id
     if pad_id is None:
         pad_id = eos_ids[0] if eos_ids else 0
 
-    from transformers import (
-        LogitsProcessorList,
-        StoppingCriteriaList,
-        TemperatureLogitsWarper,
-        TopPLogitsWarper,
-    )
+    from transformers import LogitsProcessorList, StoppingCriteriaList
 
     processors = LogitsProcessorList()
     if temperature > 0:
-        generator = torch.Generator(device=loaded.device)
-        if seed is None:
-            generator.seed()  # fresh OS entropy, leaving torch's global RNG untouched
-        else:
-            # OpenAI-style seeds may be any int; torch accepts only 64-bit values.
-            generator.manual_seed(seed & _SEED_MASK)
-        processors.append(TemperatureLogitsWarper(float(temperature)))
-        if top_p < 1:
-            processors.append(TopPLogitsWarper(float(top_p)))
-        processors.append(_GumbelMaxSampler(generator))
+        generator = seeded_generator(loaded.device, seed)
+        processors.extend(sampling_processors(temperature, top_p, generator))
 
-    def decode(ids: list[int]) -> str:
-        # No clean-up of "spaces before punctuation": it would rewrite text
-        # already streamed (and mangles code), so neither path applies it.
-        return loaded.tokenizer.decode(
-            ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
-        )
-
-    monitor = _CompletionMonitor(
-        decode=decode,
+    monitor = CompletionMonitor(
+        decode=make_decoder(loaded),
         prompt_tokens=prompt_tokens,
         max_tokens=max_tokens,
         eos_ids=eos_ids,
@@ -449,7 +519,7 @@ def generate(
                 attention_mask=torch.ones_like(input_ids),
                 max_new_tokens=max_tokens,
                 # Always "greedy" from HF's point of view: when sampling, the
-                # randomness comes from _GumbelMaxSampler. Passing do_sample
+                # randomness comes from GumbelMaxSampler. Passing do_sample
                 # explicitly also overrides a checkpoint's own sampling defaults
                 # (temperature/top_k in generation_config.json), which the API's
                 # parameters replace.
@@ -462,10 +532,4 @@ def generate(
             )
             monitor.finish()
 
-    assert monitor.finish_reason is not None
-    return GenerationResult(
-        text=monitor.text,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=len(monitor.ids),
-        finish_reason=monitor.finish_reason,
-    )
+    return monitor.result()

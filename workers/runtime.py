@@ -1,30 +1,96 @@
-"""The worker process's resident models. Imported only by worker code: it pulls in torch."""
+"""The worker process's resident models and their batching engines.
+
+Imported only by worker code: it pulls in torch. One registry and, per model, one engine thread
+that batches every job of this process; Celery's threads submit to it and wait.
+"""
+
+from __future__ import annotations
 
 import logging
 import threading
 
 from django.conf import settings
 
-from .registry import ModelRegistry
+from .engine import BatchingEngine
+from .jobstreams import CancelListener, TokenPublisher
+from .registry import LoadedModel, ModelRegistry
 
 logger = logging.getLogger(__name__)
 
+_lock = threading.Lock()
 _registry: ModelRegistry | None = None
-_registry_lock = threading.Lock()
+_engines: dict[str, BatchingEngine] = {}
+_publisher: TokenPublisher | None = None
+_cancels: CancelListener | None = None
 
 
 def get_registry() -> ModelRegistry:
     """The process-wide registry, made on first use (tasks run on several threads)."""
     global _registry
     if _registry is None:
-        with _registry_lock:
+        with _lock:
             if _registry is None:
                 _registry = ModelRegistry(dict(settings.AUTOGLM_MODELS))
     return _registry
 
 
+def get_engine(name: str) -> tuple[LoadedModel, BatchingEngine]:
+    """The model and its running engine; an engine that died is replaced by a fresh one."""
+    loaded = get_registry().get(name)
+    engine = _engines.get(name)
+    if engine is not None and engine.alive:
+        return loaded, engine
+    with _lock:
+        engine = _engines.get(name)
+        if engine is None or not engine.alive:
+            if engine is not None:
+                logger.error(
+                    "engine died, starting a new one",
+                    extra={"model": name, "reason": engine.dead_reason},
+                )
+            engine = BatchingEngine(
+                loaded,
+                max_batch_size=settings.AUTOGLM_MAX_BATCH_SIZE,
+                max_batch_tokens=settings.AUTOGLM_MAX_BATCH_TOKENS,
+                max_prefill_tokens=settings.AUTOGLM_MAX_PREFILL_TOKENS,
+                max_cache_bytes=settings.AUTOGLM_KV_CACHE_MB * 2**20,
+                on_dead=lambda exc: logger.critical(
+                    "engine crashed", extra={"model": name, "error": repr(exc)}
+                ),
+            )
+            engine.start()
+            _engines[name] = engine
+    return loaded, engine
+
+
+def publisher() -> TokenPublisher:
+    global _publisher
+    if _publisher is None:
+        with _lock:
+            if _publisher is None:
+                _publisher = TokenPublisher()
+    return _publisher
+
+
+def cancels() -> CancelListener:
+    global _cancels
+    if _cancels is None:
+        with _lock:
+            if _cancels is None:
+                _cancels = CancelListener()
+    return _cancels
+
+
 def preload(models: list[str]) -> None:
-    """Load the worker's models before it takes jobs, so the first job is not slow."""
-    registry = get_registry()
+    """Load the worker's models and start their engines before it takes jobs."""
+    publisher()
+    cancels()
     for name in models:
-        registry.get(name)
+        get_engine(name)
+
+
+def shutdown(timeout: float = 60.0) -> None:
+    """Stop the engines, letting jobs in flight finish first (warm shutdown)."""
+    for name, engine in list(_engines.items()):
+        logger.info("stopping engine", extra={"model": name})
+        engine.stop(drain=True, timeout=timeout)

@@ -8,7 +8,7 @@
 import logging
 import os
 
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_shutdown
 
 logger = logging.getLogger(__name__)
 
@@ -21,3 +21,13 @@ def load_models(**kwargs) -> None:
     from .runtime import preload
 
     preload(models)
+
+
+@worker_shutdown.connect
+def stop_engines(**kwargs) -> None:
+    """Celery's warm shutdown (SIGTERM) has let running tasks finish; stop the engines."""
+    if not os.environ.get("AUTOGLM_WORKER_MODELS"):
+        return
+    from .runtime import shutdown
+
+    shutdown()

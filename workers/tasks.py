@@ -5,6 +5,7 @@ task body, which runs in workers alone.
 """
 
 import logging
+import threading
 import time
 
 from celery import shared_task
@@ -45,29 +46,27 @@ def chat_job_run(job_id: str) -> None:
 
 
 def _run(job) -> None:
-    from .generation import (
-        GenerationError,
-        PromptTooLongError,
-        count_prompt_tokens,
-        fit_messages,
-        generate,
-    )
+    from .engine import EngineDeadError, JobTimeoutError, generate_messages
+    from .generation import GenerationError, PromptTooLongError, count_prompt_tokens, fit_messages
     from .registry import UnknownModelError
-    from .runtime import get_registry
+    from .runtime import cancels, get_engine, publisher
 
     params = job.params
+    job_id = str(job.id)
     logger.info(
-        "job running", extra={"job_id": str(job.id), "model": job.model, "attempt": job.attempts}
+        "job running", extra={"job_id": job_id, "model": job.model, "attempt": job.attempts}
     )
     try:
-        loaded = get_registry().get(job.model)
+        loaded, engine = get_engine(job.model)
     except (UnknownModelError, OSError):
-        logger.exception("model unavailable", extra={"job_id": str(job.id), "model": job.model})
+        logger.exception("model unavailable", extra={"job_id": job_id, "model": job.model})
         job_fail(job=job, reason=f"The model '{job.model}' could not be loaded on the worker.")
         return
     if job.attempts > 1:
         # A redelivered job starts over: tell listeners to drop what the first attempt sent.
         events.publish(job.id, events.RESET, {"attempt": job.attempts})
+    cancels().watch(job_id)
+    stream = publisher()
     try:
         messages, dropped = job_prompt_messages(job=job), 0
         if job.session_id is not None:
@@ -77,7 +76,8 @@ def _run(job) -> None:
             prompt_tokens=count_prompt_tokens(loaded, messages),
             max_tokens=params["max_tokens"],
         )
-        result = generate(
+        result = generate_messages(
+            engine,
             loaded,
             messages,
             max_tokens=max_tokens,
@@ -85,8 +85,9 @@ def _run(job) -> None:
             top_p=params.get("top_p", 1.0),
             seed=params.get("seed"),
             stop=params.get("stop") or (),
-            on_text=lambda text: _publish_text(job, text),
+            on_text=lambda text: _publish_text(stream, job_id, text),
             should_stop=_Heartbeat(job),
+            timeout=settings.AUTOGLM_JOB_TIMEOUT,
         )
     except PromptTooLongError as exc:
         job_fail(job=job, reason=str(exc), code="context_length_exceeded")
@@ -94,9 +95,20 @@ def _run(job) -> None:
     except QuotaExceededError as exc:
         job_fail(job=job, reason=exc.message, code="insufficient_quota")
         return
+    except JobTimeoutError as exc:
+        stream.flush()
+        job_fail(job=job, reason=str(exc), code="timeout")
+        return
     except GenerationError as exc:
         job_fail(job=job, reason=str(exc), code="invalid_request_error")
         return
+    except EngineDeadError as exc:
+        logger.error("engine died under the job", extra={"job_id": job_id, "reason": exc.reason})
+        job_fail(job=job, reason="The worker's engine failed; please retry.", code="engine_error")
+        return
+    finally:
+        cancels().forget(job_id)
+    stream.flush()  # every token is in the stream before the final event
     job_finish(
         job=job,
         text=_printable(result.text),
@@ -112,10 +124,10 @@ def _printable(text: str) -> str:
     return text.replace("\x00", "")
 
 
-def _publish_text(job, text: str) -> None:
+def _publish_text(stream, job_id: str, text: str) -> None:
     text = _printable(text)
     if text:
-        events.publish(job.id, events.TOKEN, {"text": text})
+        stream.publish(job_id, text)
 
 
 class _Heartbeat:
@@ -124,11 +136,15 @@ class _Heartbeat:
 
     def __init__(self, job) -> None:
         self.job = job
+        self.job_id = str(job.id)
         self.every = settings.AUTOGLM_LEASE_TTL / 3
         self.next_renewal = time.monotonic() + self.every
 
     def __call__(self) -> bool:
+        from .runtime import cancels
+
         if time.monotonic() >= self.next_renewal:
-            job_lease_renew(job=self.job)
             self.next_renewal = time.monotonic() + self.every
-        return events.cancel_requested(self.job.id)
+            # Off the engine thread: a Redis round trip must not stall the batch.
+            threading.Thread(target=job_lease_renew, kwargs={"job": self.job}, daemon=True).start()
+        return cancels().is_cancelled(self.job_id)

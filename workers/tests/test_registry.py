@@ -87,8 +87,10 @@ def test_it_selects_device_and_dtype_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-
+    monkeypatch.setattr("workers.registry._cpu_has_fast_bf16", lambda: False)
     assert select_device_and_dtype({}) == (torch.device("cpu"), torch.float32)
+    monkeypatch.setattr("workers.registry._cpu_has_fast_bf16", lambda: True)
+    assert select_device_and_dtype({}) == (torch.device("cpu"), torch.bfloat16)
     assert select_device_and_dtype({"AUTOGLM_DEVICE": "cpu", "AUTOGLM_DTYPE": "bfloat16"}) == (
         torch.device("cpu"),
         torch.bfloat16,

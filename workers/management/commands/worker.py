@@ -20,8 +20,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--concurrency",
             type=int,
-            default=int(os.environ.get("AUTOGLM_WORKER_CONCURRENCY", 4)),
-            help="Jobs in flight per process (threads).",
+            default=int(os.environ.get("AUTOGLM_WORKER_CONCURRENCY", 0)) or None,
+            help="Jobs in flight per process (threads); default: the engine's max batch size.",
         )
         parser.add_argument("--hostname", default="", help="Celery node name.")
         parser.add_argument("--loglevel", default="INFO")
@@ -33,6 +33,7 @@ class Command(BaseCommand):
             raise CommandError(
                 f"Unknown model(s) {unknown}; configured: {list(settings.AUTOGLM_MODELS)}"
             )
+        concurrency = concurrency or settings.AUTOGLM_MAX_BATCH_SIZE
         if concurrency < 1:
             raise CommandError("--concurrency must be at least 1")
         os.environ["AUTOGLM_WORKER_MODELS"] = ",".join(names)

@@ -1,0 +1,339 @@
+"""Throughput and latency of the generation paths on the ~100M demo model.
+
+Standalone (no Django): builds the demo model into .models/demo-100m if it is
+missing, makes a fixed workload of 32 chats whose chat-formatted prompts are
+17..281 tokens long, and runs it through
+
+- ``generate``: one request at a time (generation.generate; callers serialise
+  on the model's lock, so its throughput does not depend on concurrency),
+- ``batching``: workers.engine.BatchingEngine (our continuous batching),
+- ``transformers``: workers.engine.TransformersEngine (transformers' own
+  continuous batching, ContinuousBatchingManager),
+
+at concurrency 1, 8 and 32 (closed loop: N client threads, each submitting its
+next chat as soon as the previous one is answered). Reports completion tokens
+per second of wall time, p50/p99 request latency and time to first token, as
+a table and optionally as JSON.
+
+    .venv/bin/python bench/engine_bench.py                 # full run, float32
+    .venv/bin/python bench/engine_bench.py --quick         # smaller, ~1 minute
+    .venv/bin/python bench/engine_bench.py --dtype bfloat16 --json out.json
+
+The machine's load average is printed with every row: other processes
+competing for the cores skew CPU numbers badly (especially with 2 threads);
+``--repeat N`` keeps the fastest of N runs per row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from workers.demo_model import build_demo_model, gather_corpus  # noqa: E402
+from workers.engine import (  # noqa: E402
+    BatchingEngine,
+    EngineRequest,
+    TransformersEngine,
+)
+from workers.generation import encode_prompt, generate  # noqa: E402
+from workers.registry import LoadedModel, load_model  # noqa: E402
+
+MODEL_DIR = ROOT / ".models" / "demo-100m"
+
+
+@dataclass
+class Row:
+    engine: str
+    dtype: str
+    concurrency: int
+    requests: int
+    completion_tokens: int
+    wall_s: float
+    tokens_per_s: float
+    latency_p50_s: float
+    latency_p99_s: float
+    ttft_p50_s: float
+    ttft_p99_s: float
+    loadavg_1m: float
+
+
+def make_workload(loaded: LoadedModel, count: int = 32) -> list[list[dict]]:
+    """``count`` single-turn chats whose prompts span 17..281 tokens, evenly.
+
+    Only ``loaded.tokenizer`` is used (bench/stack_bench.py passes a stand-in
+    holding just the tokenizer). Deterministic: the text is stdlib docstrings.
+    """
+    text = " ".join(gather_corpus()[1:])
+    words = text.split()
+    targets = [round(17 + (281 - 17) * i / max(1, count - 1)) for i in range(count)]
+    chats = []
+    for index, target in enumerate(targets):
+        start = (index * 997) % (len(words) - 2000)
+        lo, hi = 1, 600
+        best = None
+        while lo <= hi:  # most words whose prompt still fits the target
+            mid = (lo + hi) // 2
+            chat = [{"role": "user", "content": " ".join(words[start : start + mid])}]
+            if len(encode_prompt(loaded, chat)) <= target:
+                best, lo = chat, mid + 1
+            else:
+                hi = mid - 1
+        assert best is not None, f"no prompt fits {target} tokens"
+        chats.append(best)
+    return chats
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def run_closed_loop(
+    chats: list[list[dict]],
+    concurrency: int,
+    one: Callable[[list[dict]], tuple[int, float, float]],
+) -> tuple[float, list[tuple[int, float, float]]]:
+    """Run ``one(chat) -> (completion_tokens, latency, ttft)`` from N client threads."""
+    lock = threading.Lock()
+    pending = list(reversed(chats))
+    results: list[tuple[int, float, float]] = []
+    errors: list[BaseException] = []
+
+    def client() -> None:
+        while True:
+            with lock:
+                if not pending or errors:
+                    return
+                chat = pending.pop()
+            try:
+                outcome = one(chat)
+            except BaseException as exc:  # reported below
+                with lock:
+                    errors.append(exc)
+                return
+            with lock:
+                results.append(outcome)
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return wall, results
+
+
+def summarise(name: str, dtype: str, concurrency: int, wall: float, results) -> Row:
+    tokens = sum(r[0] for r in results)
+    latencies = [r[1] for r in results]
+    ttfts = [r[2] for r in results]
+    return Row(
+        engine=name,
+        dtype=dtype,
+        concurrency=concurrency,
+        requests=len(results),
+        completion_tokens=tokens,
+        wall_s=round(wall, 2),
+        tokens_per_s=round(tokens / wall, 1),
+        latency_p50_s=round(percentile(latencies, 50), 3),
+        latency_p99_s=round(percentile(latencies, 99), 3),
+        ttft_p50_s=round(percentile(ttfts, 50), 3),
+        ttft_p99_s=round(percentile(ttfts, 99), 3),
+        loadavg_1m=round(os.getloadavg()[0], 2),
+    )
+
+
+def bench_generate(loaded, chats, concurrency, max_tokens, temperature) -> tuple[float, list]:
+    def one(chat):
+        started = time.perf_counter()
+        first: list[float] = []
+
+        def on_text(_delta: str) -> None:
+            if not first:
+                first.append(time.perf_counter() - started)
+
+        result = generate(
+            loaded,
+            chat,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            seed=0,
+            on_text=on_text,
+        )
+        latency = time.perf_counter() - started
+        return result.completion_tokens, latency, first[0] if first else latency
+
+    return run_closed_loop(chats, concurrency, one)
+
+
+def bench_engine(engine, loaded, chats, concurrency, max_tokens, temperature, seeded):
+    def one(chat):
+        handle = engine.submit(
+            EngineRequest(
+                prompt_ids=encode_prompt(loaded, chat),
+                max_tokens=max_tokens,
+                temperature=temperature,
+                seed=0 if seeded and temperature > 0 else None,
+            )
+        )
+        result = handle.result()
+        latency = handle.finished_at - handle.submitted_at
+        ttft = (handle.first_token_at or handle.finished_at) - handle.submitted_at
+        return result.completion_tokens, latency, ttft
+
+    return run_closed_loop(chats, concurrency, one)
+
+
+def print_table(rows: list[Row]) -> None:
+    header = (
+        f"{'engine':<13}{'dtype':<10}{'conc':>5}{'reqs':>5}{'tokens':>7}{'wall s':>8}"
+        f"{'tok/s':>8}{'lat p50':>9}{'lat p99':>9}{'ttft p50':>9}{'ttft p99':>9}{'load':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(
+            f"{r.engine:<13}{r.dtype:<10}{r.concurrency:>5}{r.requests:>5}"
+            f"{r.completion_tokens:>7}{r.wall_s:>8.2f}{r.tokens_per_s:>8.1f}"
+            f"{r.latency_p50_s:>9.3f}{r.latency_p99_s:>9.3f}{r.ttft_p50_s:>9.3f}"
+            f"{r.ttft_p99_s:>9.3f}{r.loadavg_1m:>6.2f}"
+        )
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="8 chats, 32 new tokens")
+    parser.add_argument(
+        "--dtype", default="float32", help="float32, bfloat16, or both (comma-separated)"
+    )
+    parser.add_argument("--engines", default="generate,batching,transformers")
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--max-tokens", type=int, default=None, help="default 64 (quick: 32)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument(
+        "--serial-requests",
+        type=int,
+        default=None,
+        help="chats used at concurrency 1 (default 8; quick: 4): it is the slow case",
+    )
+    parser.add_argument("--max-batch-tokens", type=int, default=8192)
+    parser.add_argument("--max-prefill-tokens", type=int, default=512)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per row, the fastest is kept (default 1)"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = parser.parse_args(argv)
+
+    count = 8 if args.quick else 32
+    max_tokens = args.max_tokens or (32 if args.quick else 64)
+    serial = args.serial_requests or (4 if args.quick else 8)
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    engines = args.engines.split(",")
+    dtypes = ["float32", "bfloat16"] if args.dtype == "both" else args.dtype.split(",")
+
+    build_demo_model(MODEL_DIR, "100m", progress=lambda message: print(message, flush=True))
+    rows: list[Row] = []
+    for dtype in dtypes:
+        os.environ["AUTOGLM_DTYPE"] = dtype
+        loaded = load_model("demo-100m", MODEL_DIR)
+        torch.set_num_threads(args.threads)
+        chats = make_workload(loaded, count)
+        lengths = [len(encode_prompt(loaded, chat)) for chat in chats]
+        print(
+            f"\n{dtype}: {len(chats)} chats, prompts {min(lengths)}..{max(lengths)} tokens "
+            f"(mean {statistics.mean(lengths):.0f}), {max_tokens} new tokens, "
+            f"temperature {args.temperature}, {torch.get_num_threads()} threads",
+            flush=True,
+        )
+        # Warm up kernels and allocator on every prompt length once.
+        generate(loaded, chats[-1], max_tokens=4, temperature=0)
+
+        for name in engines:
+            engine = None
+            if name == "batching":
+                engine = BatchingEngine(
+                    loaded,
+                    max_batch_size=max(concurrencies),
+                    max_batch_tokens=args.max_batch_tokens,
+                    max_prefill_tokens=args.max_prefill_tokens,
+                )
+            elif name == "transformers":
+                engine = TransformersEngine(
+                    loaded,
+                    max_batch_size=max(concurrencies),
+                    max_batch_tokens=args.max_prefill_tokens,
+                    cache_tokens=max(concurrencies) * (max(lengths) + max_tokens + 64),
+                    do_sample=args.temperature > 0,
+                )
+            elif name != "generate":
+                parser.error(f"unknown engine {name!r}")
+            if engine is not None:
+                engine.start()
+            try:
+                if engine is not None:  # warm-up
+                    bench_engine(engine, loaded, chats[:4], 4, 4, args.temperature, True)
+                for concurrency in concurrencies:
+                    subset = chats[:serial] if concurrency == 1 else chats
+                    if name == "generate" and concurrency != 1:
+                        continue  # serialised on the model lock: same throughput
+                    best: Row | None = None
+                    for _ in range(args.repeat):  # keep the best: load from others only slows
+                        if name == "generate":
+                            wall, results = bench_generate(
+                                loaded, subset, concurrency, max_tokens, args.temperature
+                            )
+                        else:
+                            wall, results = bench_engine(
+                                engine,
+                                loaded,
+                                subset,
+                                concurrency,
+                                max_tokens,
+                                args.temperature,
+                                seeded=name == "batching",
+                            )
+                        row = summarise(name, dtype, concurrency, wall, results)
+                        if best is None or row.tokens_per_s > best.tokens_per_s:
+                            best = row
+                    assert best is not None
+                    rows.append(best)
+                    print_table(rows[-1:])
+            finally:
+                if engine is not None:
+                    engine.stop()
+        del loaded
+
+    print()
+    print_table(rows)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

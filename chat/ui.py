@@ -1,0 +1,489 @@
+"""The browser UI: server-rendered pages over the same selectors and services as the API.
+
+Pages are Django templates; a few small ES modules (static/js/) talk to the native API with the
+session cookie and the CSRF token, and stream answers from ``/api/v1/jobs/{id}/events`` with
+``EventSource``. Everything a page shows is scoped by the tenant of the user's membership
+(``tenants.auth.session_membership``): another tenant's id is "not found", as in the API.
+"""
+
+import math
+from functools import wraps
+
+from django.conf import settings
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.timesince import timesince
+from django.views.decorators.http import require_GET, require_POST
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.response import Response
+
+from autoglm_site.apiviews import ApiView
+from autoglm_site.errors import ApplicationError, ConflictError, InvalidRequestError, NotFoundError
+from tenants import selectors as tenant_selectors
+from tenants.api import ManagerRequiredError
+from tenants.auth import SESSION_TENANT_KEY, session_membership
+from tenants.models import Membership, Tenant
+from tenants.services import TenantSuspendedError
+
+from . import selectors, services
+from .api import JobOutput
+from .models import ChatJob, ChatSession, Message
+
+# Every page: scripts, styles, images and connections from this origin only. Nothing a model or
+# a user writes can run even if it slipped past the Markdown sanitizer (no inline script).
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+SIDEBAR_SESSIONS = 200  # the newest conversations listed in the sidebar
+MANAGER_ROLES = (Membership.Role.OWNER, Membership.Role.ADMIN)
+
+
+# --- Reads and writes the UI needs beyond the native API ------------------------------------
+
+
+def session_latest_job(*, tenant: Tenant, session: ChatSession) -> ChatJob | None:
+    """The session's most recent job (the one a reloaded page may have to resume)."""
+    return ChatJob.objects.filter(tenant=tenant, session=session).order_by("-created_at").first()
+
+
+def session_stopped_message_ids(*, tenant: Tenant, session: ChatSession) -> set:
+    """Ids of the session's answers that were stopped (cancelled, partial answer kept)."""
+    return set(
+        ChatJob.objects.filter(
+            tenant=tenant,
+            session=session,
+            status=ChatJob.Status.CANCELLED,
+            assistant_message__isnull=False,
+        ).values_list("assistant_message_id", flat=True)
+    )
+
+
+def job_queue_position(job: ChatJob) -> int | None:
+    """1 for the next job its model's workers take, and so on; None once it is not queued.
+
+    Counts the model's queued jobs created before it (all tenants share a model's queue, and
+    only the count is told).
+    """
+    if job.status != ChatJob.Status.QUEUED:
+        return None
+    ahead = ChatJob.objects.filter(
+        model=job.model, status=ChatJob.Status.QUEUED, created_at__lt=job.created_at
+    ).count()
+    return ahead + 1
+
+
+@transaction.atomic
+def session_regenerate(*, tenant: Tenant, session: ChatSession, trace_id: str = ""):
+    """Answer the session's last user message again, replacing the answer it had (if any).
+
+    The last user turn is resubmitted through ``services.message_submit`` with the session's
+    current parameters, so admission, quotas and queueing are the API's. If admission refuses,
+    the transaction rolls back and the old answer stays. Returns the job and its limit headers.
+    """
+    session = ChatSession.objects.select_for_update().get(pk=session.pk, tenant=tenant)
+    if session.jobs.exclude(status__in=ChatJob.FINISHED).exists():
+        raise ConflictError("An answer is still being generated in this conversation.")
+    last_user = (
+        selectors.message_list(tenant=tenant, session=session).filter(role=Message.Role.USER).last()
+    )
+    if last_user is None:
+        raise InvalidRequestError("This conversation has no message to answer.")
+    Message.objects.filter(
+        tenant=tenant, session=session, created_at__gte=last_user.created_at
+    ).delete()
+    return services.message_submit(
+        tenant=tenant,
+        session=session,
+        content=last_user.content,
+        params={},
+        api_key=None,
+        trace_id=trace_id,
+    )
+
+
+def _nice_step(peak: float) -> int:
+    """A round gridline step (1, 2 or 5 times a power of ten): at most 4 steps up to peak."""
+    raw = max(peak / 4, 1)
+    power = 10 ** math.floor(math.log10(raw))
+    return next(int(m * power) for m in (1, 2, 5, 10) if m * power >= raw)
+
+
+def usage_chart(daily: list[dict], width: int = 720, height: int = 240) -> dict:
+    """Stacked bars (prompt and completion tokens) per day with gridlines, for an inline SVG.
+
+    Laid out here so the page needs no chart library and no script (nothing from a CDN).
+    """
+    left, bottom, top = 56, 28, 12
+    plot_w, plot_h = width - left - 8, height - bottom - top
+    peak = max((d["total_tokens"] for d in daily), default=0)
+    step = _nice_step(peak) if peak else 1
+    ceiling = max(step, -(-peak // step) * step)
+    slot = plot_w / max(1, len(daily))
+    bars = []
+    for index, day in enumerate(daily):
+        x = left + index * slot + slot * 0.15
+        prompt_h = day["prompt_tokens"] / ceiling * plot_h
+        completion_h = day["completion_tokens"] / ceiling * plot_h
+        base = top + plot_h
+        bars.append(
+            {
+                "date": day["date"],
+                "tokens": day["total_tokens"],
+                "title": (
+                    f"{day['date']}: {_n(day['total_tokens'])} tokens "
+                    f"({_n(day['prompt_tokens'])} prompt, "
+                    f"{_n(day['completion_tokens'])} completion), "
+                    f"{_n(day['requests'])} request{'' if day['requests'] == 1 else 's'}"
+                ),
+                "x": round(x, 1),
+                "width": round(slot * 0.7, 1),
+                "prompt_y": round(base - prompt_h, 1),
+                "prompt_h": round(prompt_h, 1),
+                "completion_y": round(base - prompt_h - completion_h, 1),
+                "completion_h": round(completion_h, 1),
+                "label": day["date"][5:] if index % 5 == 0 or index == len(daily) - 1 else "",
+                "label_x": round(left + index * slot + slot / 2, 1),
+            }
+        )
+    grid = []
+    value = 0
+    while value <= ceiling:
+        y = round(top + plot_h - value / ceiling * plot_h, 1)
+        grid.append({"value": value, "label": _compact(value), "y": y})
+        value += step
+    return {
+        "width": width,
+        "height": height,
+        "left": left,
+        "right": width - 8,
+        "baseline": top + plot_h,
+        "label_y": height - 8,
+        "bars": bars,
+        "grid": grid,
+        "peak": peak,
+        "peak_text": _n(peak),
+        "axis_x": left - 8,
+    }
+
+
+# --- Page plumbing --------------------------------------------------------------------------
+
+
+def _secure(response: HttpResponse) -> HttpResponse:
+    response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response["Referrer-Policy"] = "same-origin"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _error_page(request, status_code: int, title: str, message: str) -> HttpResponse:
+    memberships = []
+    if request.user.is_authenticated:
+        memberships = list(
+            Membership.objects.select_related("tenant").filter(user=request.user).order_by("id")
+        )
+    context = {
+        "title": title,
+        "message": message,
+        "memberships": memberships,
+        "current_tenant_id": request.session.get(SESSION_TENANT_KEY),
+    }
+    return _secure(render(request, "ui/error.html", context, status=status_code))
+
+
+def ui_page(view):
+    """A signed-in page: resolves the membership the user acts through (passed to the view)
+    and turns the API's errors into HTML pages (403 no membership or suspended, 404)."""
+
+    @wraps(view)
+    @login_required
+    def wrapper(request, *args, **kwargs):
+        try:
+            membership = session_membership(request)
+            response = view(request, membership, *args, **kwargs)
+        except TenantSuspendedError:
+            return _error_page(
+                request,
+                403,
+                "Organisation suspended",
+                "This organisation is suspended. Its conversations and keys are kept; ask "
+                "the operator of this service to reactivate it.",
+            )
+        except NotFoundError:
+            return _error_page(
+                request, 404, "Not found", "There is nothing here, or it is not yours to see."
+            )
+        except ApplicationError as exc:
+            return _error_page(request, exc.status_code, "Not allowed", exc.message)
+        return _secure(response)
+
+    return wrapper
+
+
+def _shell_context(request, membership: Membership, *, current_session=None) -> dict:
+    """What every page of the app shell shows: the sidebar and the organisation switcher."""
+    tenant = membership.tenant
+    memberships = Membership.objects.select_related("tenant").filter(user=request.user)
+    return {
+        "membership": membership,
+        "tenant": tenant,
+        "is_manager": membership.role in MANAGER_ROLES,
+        "memberships": memberships.order_by("tenant__name", "id"),
+        "sessions": selectors.session_list(tenant=tenant)[:SIDEBAR_SESSIONS],
+        "current_session": current_session,
+    }
+
+
+def _require_manager(membership: Membership) -> None:
+    if membership.role not in MANAGER_ROLES:
+        raise ManagerRequiredError(
+            "Only the organisation's owners and admins may manage keys and see usage."
+        )
+
+
+# --- Pages ----------------------------------------------------------------------------------
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "ui/login.html"
+    redirect_authenticated_user = True
+
+    def dispatch(self, request, *args, **kwargs):
+        return _secure(super().dispatch(request, *args, **kwargs))
+
+
+@require_GET
+def home(request):
+    return redirect("ui-chat")
+
+
+@require_GET
+@ui_page
+def chat_page(request, membership: Membership, session_id=None):
+    """A conversation (or, without an id, a new one that the first message creates)."""
+    tenant = membership.tenant
+    session = selectors.session_get(tenant=tenant, session_id=session_id) if session_id else None
+    messages, active_job, failed_job, stopped = [], None, None, set()
+    if session is not None:
+        messages = list(selectors.message_list(tenant=tenant, session=session))
+        stopped = session_stopped_message_ids(tenant=tenant, session=session)
+        latest = session_latest_job(tenant=tenant, session=session)
+        if latest is not None and not latest.is_finished:
+            active_job = latest
+        elif latest is not None and latest.status == ChatJob.Status.FAILED:
+            failed_job = latest
+    config = {
+        "session": None
+        if session is None
+        else {
+            "id": str(session.id),
+            "title": session.title,
+            "model": session.model,
+            "system_prompt": session.system_prompt,
+            "params": session.params,
+        },
+        "models": list(settings.AUTOGLM_MODELS),
+        "default_model": settings.AUTOGLM_DEFAULT_MODEL,
+        "default_max_tokens": settings.AUTOGLM_DEFAULT_MAX_TOKENS,
+        "max_tokens_limit": settings.AUTOGLM_MAX_TOKENS_LIMIT,
+        "active_job": None
+        if active_job is None
+        else {"id": str(active_job.id), "status": active_job.status},
+        "failed_job": None
+        if failed_job is None
+        else {"id": str(failed_job.id), "error": services.job_error(failed_job)["error"]},
+    }
+    context = {
+        **_shell_context(request, membership, current_session=session),
+        "session": session,
+        "messages": [
+            {"id": m.id, "role": m.role, "content": m.content, "stopped": m.id in stopped}
+            for m in messages
+        ],
+        "active_job": active_job,
+        "failed_job": failed_job,
+        "model": session.model if session else settings.AUTOGLM_DEFAULT_MODEL,
+        "form": _settings_form((session.params if session else {}) or {}),
+        "models": list(settings.AUTOGLM_MODELS),
+        "default_max_tokens": settings.AUTOGLM_DEFAULT_MAX_TOKENS,
+        "max_tokens_limit": settings.AUTOGLM_MAX_TOKENS_LIMIT,
+        "chat_config": config,
+    }
+    return render(request, "ui/chat.html", context)
+
+
+def _ago(moment, now) -> str:
+    """When something last happened, for people: just now, 5 minutes ago, 2 days ago."""
+    if moment is None:
+        return ""
+    if (now - moment).total_seconds() < 60:
+        return "Just now"
+    return f"{timesince(moment, now, depth=1)} ago"
+
+
+def _settings_form(params: dict) -> dict:
+    """The settings panel's initial values: the session's defaults, blank for unset ones."""
+    temperature = params.get("temperature")
+    return {
+        "temperature": 1.0 if temperature is None else temperature,
+        "max_tokens": params.get("max_tokens") or "",
+        "top_p": params.get("top_p") or "",
+    }
+
+
+@require_GET
+@ui_page
+def keys_page(request, membership: Membership):
+    """The organisation's API keys: create (secret shown once), list masked, revoke."""
+    _require_manager(membership)
+    keys = list(tenant_selectors.api_key_list(tenant=membership.tenant))
+    now = timezone.now()
+    context = {
+        **_shell_context(request, membership),
+        "keys": [
+            {
+                "key": key,
+                "expired": bool(key.expiry_date and key.expiry_date <= now),
+                "last_used": _ago(key.last_used_at, now),
+            }
+            for key in keys
+        ],
+        "models": list(settings.AUTOGLM_MODELS),
+    }
+    return render(request, "ui/keys.html", context)
+
+
+@require_GET
+@ui_page
+def usage_page(request, membership: Membership):
+    """Tokens per day for 30 days as a chart, and the month against the quota."""
+    _require_manager(membership)
+    tenant = membership.tenant
+    daily = tenant_selectors.usage_daily(tenant=tenant, days=30)
+    used = tenant_selectors.usage_month(tenant=tenant)
+    limit = tenant.tokens_per_month
+    requests = sum(d["requests"] for d in daily)
+    context = {
+        **_shell_context(request, membership),
+        "daily": [{**d, **{f"{k}_text": _n(d[k]) for k in _DAY_COUNTS}} for d in daily],
+        "chart": usage_chart(daily),
+        "month": {
+            "used": used,
+            "used_text": _n(used),
+            "limit": limit,
+            "limit_text": _n(limit),
+            "remaining_text": _n(None if limit is None else max(0, limit - used)),
+            "percent": None if not limit else min(100.0, round(used / limit * 100, 1)),
+        },
+        "totals": {
+            "tokens": _n(sum(d["total_tokens"] for d in daily)),
+            "prompt": _n(sum(d["prompt_tokens"] for d in daily)),
+            "completion": _n(sum(d["completion_tokens"] for d in daily)),
+            "requests": _n(requests),
+            "requests_plural": requests != 1,
+        },
+        "limits": [
+            ("Requests per minute", _n(tenant.requests_per_minute, "Unlimited")),
+            ("Tokens per minute", _n(tenant.tokens_per_minute, "Unlimited")),
+            ("Tokens per month", _n(tenant.tokens_per_month, "Unlimited")),
+            ("Concurrent jobs", _n(tenant.max_concurrent_jobs, "Unlimited")),
+        ],
+    }
+    return render(request, "ui/usage.html", context)
+
+
+_DAY_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens", "requests")
+
+
+def _n(value: int | None, none: str = "") -> str:
+    """A count with thousands separators (1,234,567); ``none`` for an unset limit."""
+    return none if value is None else f"{value:,}"
+
+
+def _compact(value: int) -> str:
+    """An axis label: 950, 1.5k, 12k, 3.2M."""
+    for size, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if value >= size:
+            text = f"{value / size:.1f}".removesuffix(".0")
+            return f"{text}{suffix}"
+    return str(value)
+
+
+@require_POST
+@login_required
+def tenant_switch(request):
+    """Act in another organisation the user belongs to (the switcher's form posts here)."""
+    try:
+        tenant_id = int(request.POST.get("tenant", ""))
+    except ValueError:
+        tenant_id = None
+    membership = (
+        tenant_selectors.user_membership(user=request.user, tenant_id=tenant_id)
+        if tenant_id is not None
+        else None
+    )
+    if membership is None or membership.tenant_id != tenant_id:
+        return _error_page(request, 404, "Not found", "You are not a member of that organisation.")
+    request.session[SESSION_TENANT_KEY] = tenant_id
+    return redirect("ui-chat")
+
+
+# --- Small JSON endpoints of the UI (session cookie + CSRF; the API's error shape) ---------
+
+
+@extend_schema(exclude=True)  # the UI's own endpoints, not part of the public API
+class UiApiView(ApiView):
+    """Browser-only endpoints: a signed-in session (CSRF-checked on writes), never a key."""
+
+    authentication_classes = [SessionAuthentication]
+
+
+class JobStateOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.CharField()
+    queue_position = serializers.IntegerField(allow_null=True)
+
+
+class JobStateApi(UiApiView):
+    @extend_schema(responses=JobStateOutput, summary="A job's status and place in its queue")
+    def get(self, request, job_id):
+        job = selectors.job_get(tenant=session_membership(request).tenant, job_id=job_id)
+        return Response(
+            {"id": job.id, "status": job.status, "queue_position": job_queue_position(job)}
+        )
+
+
+class SessionRegenerateApi(UiApiView):
+    @extend_schema(
+        request=None,
+        responses={202: JobOutput},
+        summary="Answer the last message again, replacing its answer",
+    )
+    def post(self, request, session_id):
+        tenant = session_membership(request).tenant
+        session = selectors.session_get(tenant=tenant, session_id=session_id)
+        job, limits = session_regenerate(
+            tenant=tenant, session=session, trace_id=request.request_id
+        )
+        return Response(
+            JobOutput(job, context={"request": request}).data,
+            status=status.HTTP_202_ACCEPTED,
+            headers=limits.values,
+        )

@@ -1,0 +1,23 @@
+"""URLs of the browser UI (pages, sign-in, and the UI's two JSON endpoints)."""
+
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from . import ui
+
+urlpatterns = [
+    path("", ui.home, name="ui-home"),
+    path("login/", ui.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("chat/", ui.chat_page, name="ui-chat"),
+    path("chat/<uuid:session_id>/", ui.chat_page, name="ui-chat-session"),
+    path("org/switch/", ui.tenant_switch, name="ui-tenant-switch"),
+    path("org/keys/", ui.keys_page, name="ui-keys"),
+    path("org/usage/", ui.usage_page, name="ui-usage"),
+    path("ui/jobs/<str:job_id>/state", ui.JobStateApi.as_view(), name="ui-job-state"),
+    path(
+        "ui/sessions/<str:session_id>/regenerate",
+        ui.SessionRegenerateApi.as_view(),
+        name="ui-session-regenerate",
+    ),
+]

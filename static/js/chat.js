@@ -1,0 +1,504 @@
+// The chat page: send (Enter; Shift+Enter is a new line), stream the answer over SSE from
+// /api/v1/jobs/{id}/events, stop it, regenerate it, copy messages, per-conversation settings,
+// and resume an answer still being generated when the page is (re)loaded.
+import { api, cloneTemplate, copyWithFeedback, toast } from "./common.js";
+import { renderInto } from "./markdown.js";
+
+const config = JSON.parse(document.getElementById("chat-config").textContent);
+const chat = document.getElementById("chat");
+const thread = document.getElementById("thread");
+const scroller = document.getElementById("messages");
+const emptyState = document.getElementById("empty");
+const composer = document.getElementById("composer");
+const prompt = document.getElementById("prompt");
+const sendButton = document.getElementById("send");
+const stopButton = document.getElementById("stop");
+
+let session = config.session; // null on a new chat, until its first message creates it
+let current = null; // the answer in progress: { article, jobId, source, stream, ... }
+const sources = new WeakMap(); // message article -> its text (what "Copy" copies)
+
+// ---------- Layout helpers
+
+let stickToBottom = true;
+scroller.addEventListener("scroll", () => {
+  stickToBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 96;
+});
+
+function toBottom(force = false) {
+  if (force || stickToBottom) scroller.scrollTop = scroller.scrollHeight;
+}
+
+function autosize() {
+  prompt.style.height = "auto";
+  prompt.style.height = `${Math.min(prompt.scrollHeight, window.innerHeight * 0.4)}px`;
+}
+
+function setBusy(busy) {
+  const hadFocus = document.activeElement === sendButton || document.activeElement === stopButton;
+  sendButton.hidden = busy;
+  stopButton.hidden = !busy;
+  stopButton.disabled = false;
+  chat.dataset.busy = String(busy);
+  if (hadFocus) (busy ? stopButton : prompt).focus();
+  refreshActions();
+}
+
+function setTitles(title) {
+  const shown = title || "Untitled chat";
+  document.getElementById("chat-title").textContent = shown;
+  const topbar = document.querySelector(".topbar-title");
+  if (topbar) topbar.textContent = shown;
+  document.title = `${shown} · autoglm`;
+}
+
+// ---------- Messages
+
+function addUserMessage(content) {
+  const article = cloneTemplate("tpl-user");
+  article.querySelector(".msg-body").textContent = content;
+  sources.set(article, content);
+  thread.append(article);
+  emptyState.hidden = true;
+  return article;
+}
+
+function addAssistantMessage() {
+  const article = cloneTemplate("tpl-assistant");
+  sources.set(article, "");
+  thread.append(article);
+  emptyState.hidden = true;
+  toBottom(true);
+  return article;
+}
+
+/** queued | sending | generating: in progress; done | stopped | error: ended. */
+function setState(article, state, statusText = "") {
+  article.dataset.state = state;
+  const status = article.querySelector(".msg-status");
+  status.textContent = statusText;
+  status.hidden = !statusText;
+  const body = article.querySelector(".msg-body");
+  const busy = ["queued", "sending", "generating"].includes(state);
+  body.setAttribute("aria-live", "polite");
+  body.setAttribute("aria-busy", String(busy));
+}
+
+function showError(article, message, retry) {
+  article.querySelector(".msg-error")?.remove();
+  const box = cloneTemplate("tpl-error");
+  box.querySelector(".msg-error-text").textContent = message;
+  box.querySelector('[data-action="retry"]').addEventListener("click", () => {
+    box.remove();
+    retry();
+  });
+  article.querySelector(".msg-meta").before(box);
+  toBottom();
+}
+
+/** Only the last answer offers "Regenerate", and only while nothing is generating. */
+function refreshActions() {
+  for (const button of thread.querySelectorAll('[data-action="regenerate"]')) button.remove();
+  const last = thread.lastElementChild;
+  if (!last || current || !session) return;
+  if (last.dataset.role === "assistant" && last.dataset.state !== "error") {
+    last.querySelector(".msg-meta").append(cloneTemplate("tpl-regenerate"));
+  } else if (last.dataset.role === "user") {
+    // Its answer was stopped before a word or is missing: offer to answer again.
+    const button = cloneTemplate("tpl-regenerate");
+    button.setAttribute("aria-label", "Answer this message again");
+    last.querySelector(".msg-meta").append(button);
+  }
+}
+
+// ---------- Streaming an answer
+
+function follow(answer, jobId) {
+  answer.jobId = jobId;
+  answer.article.dataset.jobId = jobId;
+  if (answer.stopRequested) stop();
+  setState(answer.article, "queued", "Waiting for a worker…");
+  pollQueue(answer);
+  // Same origin, so the session cookie goes along. The stream replays the job from its start,
+  // and EventSource resumes after the last event id by itself if the connection drops.
+  const stream = new EventSource(`/api/v1/jobs/${encodeURIComponent(jobId)}/events`);
+  answer.stream = stream;
+  stream.addEventListener("token", (event) => {
+    answer.source += JSON.parse(event.data).text;
+    if (!answer.started) {
+      answer.started = true;
+      clearTimeout(answer.poll);
+      if (!answer.stopping) setState(answer.article, "generating", "Generating…");
+    }
+    scheduleRender(answer);
+  });
+  stream.addEventListener("reset", () => {
+    // The job was restarted on another worker: its answer starts over.
+    answer.source = "";
+    scheduleRender(answer);
+  });
+  stream.addEventListener("done", (event) => finish(answer, JSON.parse(event.data)));
+  stream.addEventListener("error", (event) => {
+    if (event.data) {
+      failed(answer, JSON.parse(event.data)); // the job failed: an "error" event of the stream
+    } else if (stream.readyState === EventSource.CLOSED) {
+      lost(answer); // refused (e.g. signed out) or gone: EventSource gives up
+    } else if (!answer.done) {
+      setState(answer.article, answer.article.dataset.state, "Connection lost, reconnecting…");
+    }
+  });
+  stream.addEventListener("open", () => {
+    if (answer.done) return;
+    const state = answer.article.dataset.state;
+    if (state === "generating") setState(answer.article, state, "Generating…");
+  });
+}
+
+async function pollQueue(answer) {
+  if (answer.started || answer.done) return;
+  try {
+    const state = await api("GET", `/ui/jobs/${encodeURIComponent(answer.jobId)}/state`);
+    if (answer.started || answer.done || answer.stopping) return;
+    if (state.status === "queued") {
+      const where = state.queue_position ? ` (position ${state.queue_position} in line)` : "";
+      setState(answer.article, "queued", `Queued${where}`);
+    } else if (state.status === "running") {
+      setState(answer.article, "generating", "Generating…");
+    }
+  } catch {
+    // The stream says how it ends; the queue position is only a hint.
+  }
+  if (!answer.started && !answer.done) answer.poll = setTimeout(() => pollQueue(answer), 1000);
+}
+
+function scheduleRender(answer) {
+  if (answer.frame) return;
+  answer.frame = requestAnimationFrame(() => {
+    answer.frame = 0;
+    paint(answer);
+  });
+}
+
+function paint(answer) {
+  renderInto(answer.article.querySelector(".msg-body"), answer.source);
+  sources.set(answer.article, answer.source);
+  toBottom();
+}
+
+function settle(answer) {
+  answer.done = true;
+  answer.stream?.close();
+  clearTimeout(answer.poll);
+  if (answer.frame) cancelAnimationFrame(answer.frame);
+  answer.frame = 0;
+  paint(answer);
+  if (current === answer) current = null;
+  setBusy(false);
+}
+
+function finish(answer, data) {
+  if (answer.done) return;
+  const article = answer.article;
+  if (data.message_id) article.dataset.messageId = data.message_id;
+  settle(answer);
+  if (data.status === "cancelled") {
+    setState(article, "stopped", answer.source ? "" : "Stopped before any answer was written.");
+    article.querySelector(".msg-stopped").hidden = false;
+  } else {
+    setState(article, "done");
+  }
+  refreshActions();
+}
+
+function failed(answer, data) {
+  if (answer.done) return;
+  settle(answer);
+  setState(answer.article, "error");
+  showError(answer.article, data.error?.message || "The answer failed.", () => regenerate());
+  refreshActions();
+}
+
+function lost(answer) {
+  if (answer.done) return;
+  const { article, jobId } = answer;
+  settle(answer);
+  setState(article, "error");
+  refreshActions();
+  showError(article, "Lost the connection to the answer.", () => {
+    // Follow the same job again from its start (the stream replays it).
+    const again = { article, source: "" };
+    current = again;
+    setBusy(true);
+    follow(again, jobId);
+  });
+}
+
+// ---------- Sending, stopping, regenerating
+
+async function ensureSession(content) {
+  if (session) return session;
+  const firstLine = content.trim().split("\n")[0];
+  const title = firstLine.length > 60 ? `${firstLine.slice(0, 57).trimEnd()}…` : firstLine;
+  const settings = readSettings();
+  session = await api("POST", "/api/v1/sessions", { title, ...settings });
+  history.replaceState(null, "", `/chat/${session.id}/`);
+  chat.dataset.sessionId = session.id;
+  setTitles(session.title);
+  addToSidebar(session);
+  const model = document.getElementById("set-model");
+  model.disabled = true;
+  document.getElementById("settings-save").textContent = "Save";
+  return session;
+}
+
+function addToSidebar(created) {
+  const list = document.getElementById("conv-list");
+  for (const item of list.querySelectorAll(".conv.is-current")) {
+    item.classList.remove("is-current");
+    item.querySelector(".conv-link").removeAttribute("aria-current");
+  }
+  const item = cloneTemplate("tpl-conv");
+  const shown = created.title || "Untitled chat";
+  item.dataset.sessionId = created.id;
+  item.classList.add("is-current");
+  const link = item.querySelector(".conv-link");
+  link.href = `/chat/${created.id}/`;
+  link.textContent = shown;
+  link.setAttribute("aria-current", "page");
+  item.querySelector('[data-action="rename"]').setAttribute("aria-label", `Rename ${shown}`);
+  item.querySelector('[data-action="delete"]').setAttribute("aria-label", `Delete ${shown}`);
+  list.prepend(item);
+  document.getElementById("conv-empty").hidden = true;
+}
+
+async function submit(answer, content) {
+  try {
+    await ensureSession(content);
+    const job = await api("POST", `/api/v1/sessions/${session.id}/messages`, { content });
+    follow(answer, job.id);
+  } catch (error) {
+    // Refused before anything was stored (quota, rate limit, network): retry sends it again.
+    settle(answer);
+    setState(answer.article, "error");
+    refreshActions();
+    showError(answer.article, error.message, () => {
+      const again = begin(answer.article);
+      submit(again, content);
+    });
+  }
+}
+
+function begin(article) {
+  const answer = { article, source: "", jobId: null };
+  current = answer;
+  setState(article, "sending", "Sending…");
+  setBusy(true);
+  return answer;
+}
+
+function send() {
+  const content = prompt.value;
+  if (current || !content.trim()) return;
+  prompt.value = "";
+  autosize();
+  addUserMessage(content);
+  submit(begin(addAssistantMessage()), content);
+}
+
+async function stop() {
+  const answer = current;
+  if (!answer) return;
+  if (!answer.jobId) {
+    answer.stopRequested = true; // the job is being created: cancel it as soon as it exists
+    return;
+  }
+  answer.stopping = true;
+  stopButton.disabled = true;
+  setState(answer.article, answer.article.dataset.state, "Stopping…");
+  try {
+    await api("POST", `/api/v1/jobs/${encodeURIComponent(answer.jobId)}/cancel`);
+    // The stream's "done" event (status "cancelled") ends the answer, partial text kept.
+  } catch (error) {
+    answer.stopping = false;
+    stopButton.disabled = false;
+    toast(error.message);
+  }
+}
+
+async function regenerate() {
+  if (current || !session) return;
+  const articles = [...thread.querySelectorAll(".msg")];
+  const lastUser = articles.findLastIndex((article) => article.dataset.role === "user");
+  for (const article of articles.slice(lastUser + 1)) article.remove();
+  const answer = begin(addAssistantMessage());
+  try {
+    const job = await api("POST", `/ui/sessions/${session.id}/regenerate`);
+    follow(answer, job.id);
+  } catch (error) {
+    settle(answer);
+    setState(answer.article, "error");
+    refreshActions();
+    showError(answer.article, error.message, () => regenerate());
+  }
+}
+
+composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  send();
+});
+
+prompt.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
+    event.preventDefault();
+    send();
+  }
+});
+prompt.addEventListener("input", autosize);
+
+stopButton.addEventListener("click", stop);
+
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape" || !current || event.defaultPrevented) return;
+  if (document.querySelector("dialog[open]") || !document.getElementById("settings").hidden) return;
+  if (document.getElementById("app").classList.contains("sidebar-open")) return;
+  stop();
+});
+
+thread.addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-action]");
+  if (!button) return;
+  const article = button.closest(".msg");
+  if (button.dataset.action === "copy") {
+    copyWithFeedback(button, sources.get(article) ?? "");
+  } else if (button.dataset.action === "copy-code") {
+    const code = button.closest(".code-block").querySelector("code");
+    copyWithFeedback(button, code.textContent);
+  } else if (button.dataset.action === "regenerate") {
+    regenerate();
+  }
+});
+
+document.addEventListener("conversation:renamed", (event) => {
+  if (session && event.detail.id === session.id) {
+    session.title = event.detail.title;
+    setTitles(event.detail.title);
+  }
+});
+
+// ---------- Settings (model, temperature, max tokens, top p, system prompt)
+
+const settingsPanel = document.getElementById("settings");
+const settingsToggle = document.getElementById("settings-toggle");
+const settingsForm = document.getElementById("settings-form");
+const settingsError = document.getElementById("settings-error");
+const temperature = document.getElementById("set-temperature");
+const temperatureValue = document.getElementById("set-temperature-value");
+
+function openSettings(open) {
+  settingsPanel.hidden = !open;
+  settingsToggle.setAttribute("aria-expanded", String(open));
+  if (open) {
+    settingsError.hidden = true;
+    (settingsForm.querySelector("select:not(:disabled)") || temperature).focus();
+  } else {
+    settingsToggle.focus();
+  }
+}
+
+function numberOrNull(input, { integer = false } = {}) {
+  const raw = input.value.trim();
+  input.removeAttribute("aria-invalid");
+  if (raw === "") return null;
+  const value = Number(raw);
+  const min = Number(input.min);
+  const max = Number(input.max);
+  if (!Number.isFinite(value) || value < min || value > max || (integer && !Number.isInteger(value))) {
+    input.setAttribute("aria-invalid", "true");
+    throw new Error(`${input.labels[0].textContent.trim()} must be between ${min} and ${max}.`);
+  }
+  return value;
+}
+
+function readSettings() {
+  const params = { temperature: Number(temperature.value) };
+  const maxTokens = numberOrNull(document.getElementById("set-max-tokens"), { integer: true });
+  const topP = numberOrNull(document.getElementById("set-top-p"));
+  if (maxTokens !== null) params.max_tokens = maxTokens;
+  if (topP !== null) params.top_p = topP;
+  const body = {
+    system_prompt: document.getElementById("set-system-prompt").value,
+    params,
+  };
+  if (!session) body.model = document.getElementById("set-model").value;
+  return body;
+}
+
+function summarise() {
+  const model = session?.model || document.getElementById("set-model").value;
+  const maxTokens = document.getElementById("set-max-tokens").value.trim();
+  const parts = [model, `temp ${Number(temperature.value).toFixed(1)}`];
+  if (maxTokens) parts.push(`${maxTokens} tokens`);
+  document.getElementById("settings-summary").textContent = parts.join(" · ");
+  document.getElementById("empty-model").textContent = model;
+  prompt.placeholder = `Message ${model}…`;
+}
+
+settingsToggle.addEventListener("click", () => openSettings(settingsPanel.hidden));
+document.getElementById("settings-cancel").addEventListener("click", () => openSettings(false));
+settingsPanel.addEventListener("keydown", (event) => {
+  if (event.key === "Escape") {
+    event.preventDefault();
+    openSettings(false);
+  }
+});
+temperature.addEventListener("input", () => {
+  temperatureValue.textContent = Number(temperature.value).toFixed(1);
+});
+document.getElementById("set-model").addEventListener("change", summarise);
+
+settingsForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  let body;
+  try {
+    body = readSettings();
+  } catch (error) {
+    settingsError.textContent = error.message;
+    settingsError.hidden = false;
+    return;
+  }
+  if (session) {
+    try {
+      session = await api("PATCH", `/api/v1/sessions/${session.id}`, body);
+      toast("Settings saved");
+    } catch (error) {
+      settingsError.textContent = error.message;
+      settingsError.hidden = false;
+      return;
+    }
+  }
+  summarise();
+  openSettings(false);
+});
+
+// ---------- Start
+
+for (const article of thread.querySelectorAll(".msg")) {
+  const body = article.querySelector("[data-md]");
+  const source = body.textContent;
+  sources.set(article, source);
+  if (article.dataset.role === "assistant") renderInto(body, source);
+}
+
+summarise();
+if (config.active_job) {
+  // An answer was being generated when the page (re)loaded: follow it from its start.
+  const answer = begin(addAssistantMessage());
+  follow(answer, config.active_job.id);
+} else if (config.failed_job) {
+  const article = addAssistantMessage();
+  setState(article, "error");
+  showError(article, config.failed_job.error.message, () => regenerate());
+}
+refreshActions();
+toBottom(true);
+if (!window.matchMedia("(max-width: 767px)").matches) prompt.focus();

@@ -1,0 +1,106 @@
+"""Worker-side plumbing between the engine thread and Redis, kept off the engine's hot path.
+
+The engine calls ``on_text`` and ``should_stop`` for every job on every decode step; a Redis
+round trip in each would stall the whole batch. So text goes into a queue that one publisher
+thread writes to the job streams in pipelined batches, and cancellations arrive by pub/sub into
+an in-memory set, so ``should_stop`` is a set lookup.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+
+from django.conf import settings
+
+from autoglm_site.redisconn import redis_client
+from chat import events
+
+logger = logging.getLogger(__name__)
+
+
+class TokenPublisher:
+    """Appends streamed text to job streams from a background thread, in order, in batches."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="token-publisher", daemon=True)
+        self._thread.start()
+
+    def publish(self, job_id: str, text: str) -> None:
+        self._queue.put((job_id, text))
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until everything published so far is in Redis (before a job's final event)."""
+        done = threading.Event()
+        self._queue.put(done)
+        if not done.wait(timeout):
+            logger.warning("token publisher flush timed out")
+
+    def _run(self) -> None:
+        client = redis_client()
+        while True:
+            items = [self._queue.get()]
+            while len(items) < 512:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            markers = [item for item in items if isinstance(item, threading.Event)]
+            tokens = [item for item in items if not isinstance(item, threading.Event)]
+            try:
+                if tokens:
+                    with client.pipeline(transaction=False) as pipe:
+                        for job_id, text in tokens:
+                            pipe.xadd(
+                                events.stream_key(job_id),
+                                {"type": events.TOKEN, "data": json.dumps({"text": text})},
+                            )
+                        for job_id in {job_id for job_id, _ in tokens}:
+                            pipe.expire(events.stream_key(job_id), settings.AUTOGLM_STREAM_MAX_AGE)
+                        pipe.execute()
+            except Exception:
+                logger.exception("publishing tokens failed", extra={"tokens": len(tokens)})
+            for marker in markers:
+                marker.set()
+
+
+class CancelListener:
+    """Knows which jobs someone asked to cancel, from the pub/sub channel and the cancel keys."""
+
+    def __init__(self) -> None:
+        self._cancelled: set[str] = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="cancel-listener", daemon=True)
+        self._ready = threading.Event()
+        self._thread.start()
+        self._ready.wait(5)
+
+    def watch(self, job_id: str) -> None:
+        """Start watching a job: a cancel asked before we subscribed is in its Redis key."""
+        if events.cancel_requested(job_id):
+            with self._lock:
+                self._cancelled.add(job_id)
+
+    def forget(self, job_id: str) -> None:
+        with self._lock:
+            self._cancelled.discard(job_id)
+
+    def is_cancelled(self, job_id: str) -> bool:
+        return job_id in self._cancelled
+
+    def _run(self) -> None:
+        while True:
+            try:
+                pubsub = redis_client().pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(events.CANCEL_CHANNEL)
+                self._ready.set()
+                for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        with self._lock:
+                            self._cancelled.add(str(message["data"]))
+            except Exception:
+                logger.exception("cancel listener lost Redis; reconnecting")
+                threading.Event().wait(1)
