@@ -43,10 +43,21 @@ def run(args: list[str]) -> None:
     )
 
 
+def serving_dtype() -> str:
+    """The dtype a worker picks on this machine (AUTOGLM_DTYPE, else auto), so that the raw
+    engine is measured as the stack runs it."""
+    sys.path.insert(0, str(ROOT))
+    from workers.registry import select_device_and_dtype
+
+    return str(select_device_and_dtype()[1]).removeprefix("torch.")
+
+
 def collect(levels: str, threads: int, quick: bool) -> dict[str, dict[int, dict]]:
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict[int, dict]] = {}
     engine_json = RESULTS / "engine.json"
+    dtype = serving_dtype()
+    print(f"(serving dtype on this machine: {dtype})")
     run(
         [
             str(BENCH / "engine_bench.py"),
@@ -54,6 +65,8 @@ def collect(levels: str, threads: int, quick: bool) -> dict[str, dict[int, dict]
             levels,
             "--threads",
             str(threads),
+            "--dtype",
+            dtype,
             "--json",
             str(engine_json),
             *(["--quick"] if quick else []),

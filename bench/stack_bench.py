@@ -1,8 +1,8 @@
 """OpenAI-compatible servers under load, measured as a client sees them.
 
 ``--target stack`` (default): the full autoglm stack, HTTP -> web (uvicorn) -> Redis/Celery ->
-worker engine -> SSE back; it starts its own Redis, an SQLite database, the web server and one
-worker on the model. ``--target serve``: ``transformers serve --continuous-batching`` on the same
+worker engine -> SSE back; it starts its own Redis and PostgreSQL, the web server and one worker
+on the model. ``--target serve``: ``transformers serve --continuous-batching`` on the same
 model (needs ``pip install fastapi``). Both get the workload's chats as streamed
 /v1/chat/completions at each concurrency: tokens/s, latency and time to first token.
 
@@ -28,7 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from autoglm_site.localservices import RedisServer, free_port, wait_for_port  # noqa: E402
+from autoglm_site.localservices import (  # noqa: E402
+    PostgresServer,
+    RedisServer,
+    free_port,
+    wait_for_port,
+)
 
 MODEL = "bench"
 NEW_TOKENS = 64
@@ -46,11 +51,12 @@ def load_workload(model_dir: Path, count: int) -> list[list[dict]]:
 
 
 class Stack:
-    """Redis + web + worker on a throwaway SQLite database."""
+    """Redis, PostgreSQL, web and worker, all throwaway."""
 
     def __init__(self, model_dir: Path, workdir: Path, threads: int, batch: int):
         self.workdir = workdir
         self.redis = RedisServer(workdir / "redis")
+        self.postgres = PostgresServer(workdir / "pg")
         self.port = free_port()
         self.env = {
             **os.environ,
@@ -63,7 +69,6 @@ class Stack:
             "AUTOGLM_MAX_TOKENS_LIMIT": "4096",
             "HF_HUB_OFFLINE": "1",
         }
-        self.env.pop("DATABASE_URL", None)
         self.procs: list[subprocess.Popen] = []
         self.key = ""
 
@@ -80,6 +85,9 @@ class Stack:
     def start(self) -> Stack:
         self.redis.start()
         self.env["REDIS_URL"] = self.redis.url
+        os.chmod(self.workdir, 0o755)  # PostgreSQL runs as its own user
+        self.postgres.start()
+        self.env["DATABASE_URL"] = self.postgres.url
         self._manage("migrate", "--noinput")
         self.key = json.loads(self._manage("bootstrap_demo", "--json"))["api_key"]
         log = open(self.workdir / "stack.log", "ab")
@@ -135,6 +143,7 @@ class Stack:
             except subprocess.TimeoutExpired:
                 proc.kill()
         self.redis.stop()
+        self.postgres.stop()
 
 
 class TransformersServe:

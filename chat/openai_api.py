@@ -210,7 +210,9 @@ async def chat_completions(request) -> HttpResponse:
         try:
             job = await wait_for_end(job)
         except asyncio.CancelledError:
-            await sync_to_async(services.job_cancel)(job=job)  # the client went away
+            # The client went away. Not thread-sensitive: the request's own thread context
+            # is being torn down with the cancelled request.
+            await sync_to_async(services.job_cancel, thread_sensitive=False)(job=job)
             raise
         if job.status == ChatJob.Status.FAILED:
             response = JsonResponse(services.job_error(job), status=services.job_error_status(job))
@@ -279,7 +281,7 @@ async def completion_chunks(job: ChatJob, *, include_usage: bool) -> AsyncIterat
     finally:
         if not ended:
             logger.info("stream closed early, cancelling", extra={"job_id": str(job.id)})
-            await sync_to_async(services.job_cancel)(job=job)
+            await sync_to_async(services.job_cancel, thread_sensitive=False)(job=job)
 
 
 def _restart_error() -> dict:

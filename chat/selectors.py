@@ -67,3 +67,34 @@ def page(queryset: QuerySet, *, after=None, limit: int, newest_first: bool) -> t
         )
     rows = list(queryset[: limit + 1])
     return rows[:limit], len(rows) > limit
+
+
+def session_latest_job(*, tenant: Tenant, session: ChatSession) -> ChatJob | None:
+    """The session's most recent job (the one a reloaded page may have to resume)."""
+    return ChatJob.objects.filter(tenant=tenant, session=session).order_by("-created_at").first()
+
+
+def session_stopped_message_ids(*, tenant: Tenant, session: ChatSession) -> set:
+    """Ids of the session's answers that were stopped (cancelled, partial answer kept)."""
+    return set(
+        ChatJob.objects.filter(
+            tenant=tenant,
+            session=session,
+            status=ChatJob.Status.CANCELLED,
+            assistant_message__isnull=False,
+        ).values_list("assistant_message_id", flat=True)
+    )
+
+
+def job_queue_position(job: ChatJob) -> int | None:
+    """1 for the next job its model's workers take, and so on; None once it is not queued.
+
+    Counts the model's queued jobs created before it (all tenants share a model's queue, and
+    only the count is told).
+    """
+    if job.status != ChatJob.Status.QUEUED:
+        return None
+    ahead = ChatJob.objects.filter(
+        model=job.model, status=ChatJob.Status.QUEUED, created_at__lt=job.created_at
+    ).count()
+    return ahead + 1

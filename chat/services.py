@@ -10,7 +10,12 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from autoglm_site.errors import ModelNotFoundError, error_body
+from autoglm_site.errors import (
+    ConflictError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    error_body,
+)
 from tenants import quotas
 from tenants.models import ApiKey, Tenant, UsageRecord
 
@@ -439,4 +444,35 @@ def job_error(job: ChatJob) -> dict[str, Any]:
         type=JOB_ERRORS.get(job.error_code, (500, "server_error"))[1],
         code=job.error_code or "internal_error",
         param="messages" if job.error_code == "context_length_exceeded" else None,
+    )
+
+
+@transaction.atomic
+def session_regenerate(*, tenant: Tenant, session: ChatSession, trace_id: str = ""):
+    """Answer the session's last user message again, replacing the answer it had (if any).
+
+    The last user turn is resubmitted through ``services.message_submit`` with the session's
+    current parameters, so admission, quotas and queueing are the API's. If admission refuses,
+    the transaction rolls back and the old answer stays. Returns the job and its limit headers.
+    """
+    session = ChatSession.objects.select_for_update().get(pk=session.pk, tenant=tenant)
+    if session.jobs.exclude(status__in=ChatJob.FINISHED).exists():
+        raise ConflictError("An answer is still being generated in this conversation.")
+    last_user = (
+        Message.objects.filter(tenant=tenant, session=session, role=Message.Role.USER)
+        .order_by("created_at", "id")
+        .last()
+    )
+    if last_user is None:
+        raise InvalidRequestError("This conversation has no message to answer.")
+    Message.objects.filter(
+        tenant=tenant, session=session, created_at__gte=last_user.created_at
+    ).delete()
+    return message_submit(
+        tenant=tenant,
+        session=session,
+        content=last_user.content,
+        params={},
+        api_key=None,
+        trace_id=trace_id,
     )

@@ -6,13 +6,11 @@ session cookie and the CSRF token, and stream answers from ``/api/v1/jobs/{id}/e
 (``tenants.auth.session_membership``): another tenant's id is "not found", as in the API.
 """
 
-import math
 from functools import wraps
 
 from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -24,16 +22,17 @@ from rest_framework.authentication import SessionAuthentication
 from rest_framework.response import Response
 
 from autoglm_site.apiviews import ApiView
-from autoglm_site.errors import ApplicationError, ConflictError, InvalidRequestError, NotFoundError
+from autoglm_site.errors import ApplicationError, NotFoundError
 from tenants import selectors as tenant_selectors
 from tenants.api import ManagerRequiredError
 from tenants.auth import SESSION_TENANT_KEY, session_membership
-from tenants.models import Membership, Tenant
+from tenants.charts import fmt_count, usage_chart
+from tenants.models import Membership
 from tenants.services import TenantSuspendedError
 
 from . import selectors, services
 from .api import JobOutput
-from .models import ChatJob, ChatSession, Message
+from .models import ChatJob
 
 # Every page: scripts, styles, images and connections from this origin only. Nothing a model or
 # a user writes can run even if it slipped past the Markdown sanitizer (no inline script).
@@ -53,134 +52,6 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 SIDEBAR_SESSIONS = 200  # the newest conversations listed in the sidebar
 MANAGER_ROLES = (Membership.Role.OWNER, Membership.Role.ADMIN)
-
-
-# --- Reads and writes the UI needs beyond the native API ------------------------------------
-
-
-def session_latest_job(*, tenant: Tenant, session: ChatSession) -> ChatJob | None:
-    """The session's most recent job (the one a reloaded page may have to resume)."""
-    return ChatJob.objects.filter(tenant=tenant, session=session).order_by("-created_at").first()
-
-
-def session_stopped_message_ids(*, tenant: Tenant, session: ChatSession) -> set:
-    """Ids of the session's answers that were stopped (cancelled, partial answer kept)."""
-    return set(
-        ChatJob.objects.filter(
-            tenant=tenant,
-            session=session,
-            status=ChatJob.Status.CANCELLED,
-            assistant_message__isnull=False,
-        ).values_list("assistant_message_id", flat=True)
-    )
-
-
-def job_queue_position(job: ChatJob) -> int | None:
-    """1 for the next job its model's workers take, and so on; None once it is not queued.
-
-    Counts the model's queued jobs created before it (all tenants share a model's queue, and
-    only the count is told).
-    """
-    if job.status != ChatJob.Status.QUEUED:
-        return None
-    ahead = ChatJob.objects.filter(
-        model=job.model, status=ChatJob.Status.QUEUED, created_at__lt=job.created_at
-    ).count()
-    return ahead + 1
-
-
-@transaction.atomic
-def session_regenerate(*, tenant: Tenant, session: ChatSession, trace_id: str = ""):
-    """Answer the session's last user message again, replacing the answer it had (if any).
-
-    The last user turn is resubmitted through ``services.message_submit`` with the session's
-    current parameters, so admission, quotas and queueing are the API's. If admission refuses,
-    the transaction rolls back and the old answer stays. Returns the job and its limit headers.
-    """
-    session = ChatSession.objects.select_for_update().get(pk=session.pk, tenant=tenant)
-    if session.jobs.exclude(status__in=ChatJob.FINISHED).exists():
-        raise ConflictError("An answer is still being generated in this conversation.")
-    last_user = (
-        selectors.message_list(tenant=tenant, session=session).filter(role=Message.Role.USER).last()
-    )
-    if last_user is None:
-        raise InvalidRequestError("This conversation has no message to answer.")
-    Message.objects.filter(
-        tenant=tenant, session=session, created_at__gte=last_user.created_at
-    ).delete()
-    return services.message_submit(
-        tenant=tenant,
-        session=session,
-        content=last_user.content,
-        params={},
-        api_key=None,
-        trace_id=trace_id,
-    )
-
-
-def _nice_step(peak: float) -> int:
-    """A round gridline step (1, 2 or 5 times a power of ten): at most 4 steps up to peak."""
-    raw = max(peak / 4, 1)
-    power = 10 ** math.floor(math.log10(raw))
-    return next(int(m * power) for m in (1, 2, 5, 10) if m * power >= raw)
-
-
-def usage_chart(daily: list[dict], width: int = 720, height: int = 240) -> dict:
-    """Stacked bars (prompt and completion tokens) per day with gridlines, for an inline SVG.
-
-    Laid out here so the page needs no chart library and no script (nothing from a CDN).
-    """
-    left, bottom, top = 56, 28, 12
-    plot_w, plot_h = width - left - 8, height - bottom - top
-    peak = max((d["total_tokens"] for d in daily), default=0)
-    step = _nice_step(peak) if peak else 1
-    ceiling = max(step, -(-peak // step) * step)
-    slot = plot_w / max(1, len(daily))
-    bars = []
-    for index, day in enumerate(daily):
-        x = left + index * slot + slot * 0.15
-        prompt_h = day["prompt_tokens"] / ceiling * plot_h
-        completion_h = day["completion_tokens"] / ceiling * plot_h
-        base = top + plot_h
-        bars.append(
-            {
-                "date": day["date"],
-                "tokens": day["total_tokens"],
-                "title": (
-                    f"{day['date']}: {_n(day['total_tokens'])} tokens "
-                    f"({_n(day['prompt_tokens'])} prompt, "
-                    f"{_n(day['completion_tokens'])} completion), "
-                    f"{_n(day['requests'])} request{'' if day['requests'] == 1 else 's'}"
-                ),
-                "x": round(x, 1),
-                "width": round(slot * 0.7, 1),
-                "prompt_y": round(base - prompt_h, 1),
-                "prompt_h": round(prompt_h, 1),
-                "completion_y": round(base - prompt_h - completion_h, 1),
-                "completion_h": round(completion_h, 1),
-                "label": day["date"][5:] if index % 5 == 0 or index == len(daily) - 1 else "",
-                "label_x": round(left + index * slot + slot / 2, 1),
-            }
-        )
-    grid = []
-    value = 0
-    while value <= ceiling:
-        y = round(top + plot_h - value / ceiling * plot_h, 1)
-        grid.append({"value": value, "label": _compact(value), "y": y})
-        value += step
-    return {
-        "width": width,
-        "height": height,
-        "left": left,
-        "right": width - 8,
-        "baseline": top + plot_h,
-        "label_y": height - 8,
-        "bars": bars,
-        "grid": grid,
-        "peak": peak,
-        "peak_text": _n(peak),
-        "axis_x": left - 8,
-    }
 
 
 # --- Page plumbing --------------------------------------------------------------------------
@@ -283,8 +154,8 @@ def chat_page(request, membership: Membership, session_id=None):
     messages, active_job, failed_job, stopped = [], None, None, set()
     if session is not None:
         messages = list(selectors.message_list(tenant=tenant, session=session))
-        stopped = session_stopped_message_ids(tenant=tenant, session=session)
-        latest = session_latest_job(tenant=tenant, session=session)
+        stopped = selectors.session_stopped_message_ids(tenant=tenant, session=session)
+        latest = selectors.session_latest_job(tenant=tenant, session=session)
         if latest is not None and not latest.is_finished:
             active_job = latest
         elif latest is not None and latest.status == ChatJob.Status.FAILED:
@@ -382,48 +253,34 @@ def usage_page(request, membership: Membership):
     requests = sum(d["requests"] for d in daily)
     context = {
         **_shell_context(request, membership),
-        "daily": [{**d, **{f"{k}_text": _n(d[k]) for k in _DAY_COUNTS}} for d in daily],
+        "daily": [{**d, **{f"{k}_text": fmt_count(d[k]) for k in _DAY_COUNTS}} for d in daily],
         "chart": usage_chart(daily),
         "month": {
             "used": used,
-            "used_text": _n(used),
+            "used_text": fmt_count(used),
             "limit": limit,
-            "limit_text": _n(limit),
-            "remaining_text": _n(None if limit is None else max(0, limit - used)),
+            "limit_text": fmt_count(limit),
+            "remaining_text": fmt_count(None if limit is None else max(0, limit - used)),
             "percent": None if not limit else min(100.0, round(used / limit * 100, 1)),
         },
         "totals": {
-            "tokens": _n(sum(d["total_tokens"] for d in daily)),
-            "prompt": _n(sum(d["prompt_tokens"] for d in daily)),
-            "completion": _n(sum(d["completion_tokens"] for d in daily)),
-            "requests": _n(requests),
+            "tokens": fmt_count(sum(d["total_tokens"] for d in daily)),
+            "prompt": fmt_count(sum(d["prompt_tokens"] for d in daily)),
+            "completion": fmt_count(sum(d["completion_tokens"] for d in daily)),
+            "requests": fmt_count(requests),
             "requests_plural": requests != 1,
         },
         "limits": [
-            ("Requests per minute", _n(tenant.requests_per_minute, "Unlimited")),
-            ("Tokens per minute", _n(tenant.tokens_per_minute, "Unlimited")),
-            ("Tokens per month", _n(tenant.tokens_per_month, "Unlimited")),
-            ("Concurrent jobs", _n(tenant.max_concurrent_jobs, "Unlimited")),
+            ("Requests per minute", fmt_count(tenant.requests_per_minute, "Unlimited")),
+            ("Tokens per minute", fmt_count(tenant.tokens_per_minute, "Unlimited")),
+            ("Tokens per month", fmt_count(tenant.tokens_per_month, "Unlimited")),
+            ("Concurrent jobs", fmt_count(tenant.max_concurrent_jobs, "Unlimited")),
         ],
     }
     return render(request, "ui/usage.html", context)
 
 
 _DAY_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens", "requests")
-
-
-def _n(value: int | None, none: str = "") -> str:
-    """A count with thousands separators (1,234,567); ``none`` for an unset limit."""
-    return none if value is None else f"{value:,}"
-
-
-def _compact(value: int) -> str:
-    """An axis label: 950, 1.5k, 12k, 3.2M."""
-    for size, suffix in ((1_000_000, "M"), (1_000, "k")):
-        if value >= size:
-            text = f"{value / size:.1f}".removesuffix(".0")
-            return f"{text}{suffix}"
-    return str(value)
 
 
 @require_POST
@@ -466,7 +323,11 @@ class JobStateApi(UiApiView):
     def get(self, request, job_id):
         job = selectors.job_get(tenant=session_membership(request).tenant, job_id=job_id)
         return Response(
-            {"id": job.id, "status": job.status, "queue_position": job_queue_position(job)}
+            {
+                "id": job.id,
+                "status": job.status,
+                "queue_position": selectors.job_queue_position(job),
+            }
         )
 
 
@@ -479,7 +340,7 @@ class SessionRegenerateApi(UiApiView):
     def post(self, request, session_id):
         tenant = session_membership(request).tenant
         session = selectors.session_get(tenant=tenant, session_id=session_id)
-        job, limits = session_regenerate(
+        job, limits = services.session_regenerate(
             tenant=tenant, session=session, trace_id=request.request_id
         )
         return Response(

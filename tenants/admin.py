@@ -5,6 +5,7 @@ from django.contrib import admin, messages
 from django.db.models import Sum
 
 from . import selectors
+from .charts import usage_chart
 from .models import ApiKey, Membership, Tenant, UsageRecord
 from .services import api_key_create, api_key_revoke
 
@@ -53,33 +54,6 @@ class TenantAdmin(admin.ModelAdmin):
                 "usage_month": selectors.usage_month(tenant=tenant),
             }
         return super().change_view(request, object_id, form_url, extra_context)
-
-
-def usage_chart(daily: list[dict], width: int = 600, height: int = 160) -> dict:
-    """Bars of tokens per day, laid out for an inline SVG (no chart library, no CDN)."""
-    peak = max((d["total_tokens"] for d in daily), default=0) or 1
-    slot = width / max(1, len(daily))
-    bars = []
-    for index, day in enumerate(daily):
-        bar_height = round(day["total_tokens"] / peak * (height - 20), 1)
-        bars.append(
-            {
-                "x": round(index * slot + 1, 1),
-                "width": round(slot - 2, 1),
-                "y": round(height - bar_height, 1),
-                "height": bar_height,
-                "date": day["date"],
-                "tokens": day["total_tokens"],
-                "requests": day["requests"],
-            }
-        )
-    return {
-        "width": width,
-        "height": height,
-        "bars": bars,
-        "peak": peak,
-        "total": sum(d["total_tokens"] for d in daily),
-    }
 
 
 class ApiKeyCreationForm(forms.ModelForm):

@@ -16,7 +16,7 @@ from autoglm_site.errors import ApplicationError
 from autoglm_site.fields import StrictCharField, StrictIntegerField
 
 from . import selectors, services
-from .auth import ApiKeyAuthentication
+from .auth import ApiKeyAuthentication, session_membership
 from .models import Membership, Tenant
 
 
@@ -31,11 +31,9 @@ def manager_tenant(request) -> Tenant:
     user = request.user
     if not getattr(user, "is_authenticated", False) or not hasattr(user, "memberships"):
         raise ManagerRequiredError("Managing keys and usage needs an owner or admin login.")
-    membership = selectors.user_membership(user=user, tenant_id=request.session.get("tenant_id"))
-    if membership is None or membership.role not in (Membership.Role.OWNER, Membership.Role.ADMIN):
+    membership = session_membership(request)
+    if membership.role not in (Membership.Role.OWNER, Membership.Role.ADMIN):
         raise ManagerRequiredError("Only the organisation's owners and admins may do this.")
-    if not membership.tenant.is_active:
-        raise services.TenantSuspendedError("This organisation is suspended.")
     return membership.tenant
 
 

@@ -168,8 +168,9 @@ def test_it_shows_the_tenant_usage_chart(operator, tenant_a):
     )
     page = operator.get(f"/admin/tenants/tenant/{tenant_a.pk}/change/").content.decode()
     assert "Usage, last 30 days" in page
-    assert page.count("<rect") == 30
-    assert "15 tokens, 1 requests" in page
+    assert page.count('<g class="bar">') == 30
+    assert "15 tokens (10 prompt, 5 completion), 1 request" in page
+    assert page.count("<rect") == 2  # today's prompt and completion; the other days are empty
 
 
 def test_it_refuses_the_admin_to_non_staff(tenant_a):
