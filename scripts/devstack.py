@@ -98,7 +98,8 @@ def main() -> int:
     print(
         "\n"
         f"==> autoglm is starting at {base}\n"
-        f"    admin/login: {base}/admin/  user {demo['username']}  password {demo['password']}\n"
+        f"    chat:        {base}/  (log in as {demo['username']} / {demo['password']})\n"
+        f"    admin:       {base}/admin/  (same login)\n"
         f"    API key:     {demo['api_key']}\n"
         f"    API docs:    {base}/api/docs/\n"
         f"    try:         curl -s -X POST {base}/api/v1/sessions "
