@@ -1224,7 +1224,7 @@ class BatchingEngine:
             return
         decoding = [job for job in self._rows if job.decoding]
         prefilling = [job for job in self._rows if not job.done and not job.decoding]
-        order = decoding + prefilling
+        order = _fill_holes(decoding, prefilling)
         occupant: list[_Job | None] = list(self._rows)
         for target, job in enumerate(order):
             source = job.row
@@ -1242,6 +1242,29 @@ class BatchingEngine:
             occupant[target] = job
         self._rows = order
         self._n_decoding = len(decoding)
+
+
+def _fill_holes(decoding: list[_Job], prefilling: list[_Job]) -> list[_Job]:
+    """The new row order: decoding jobs in rows 0..n-1, then the prefilling ones.
+
+    A job already in its band keeps its row; only jobs outside it move, into the holes. So a job
+    that finishes costs one row move (the KV of every layer), not a shift of every job after it.
+    """
+    order: list[_Job | None] = [None] * (len(decoding) + len(prefilling))
+    start = 0
+    for band in (decoding, prefilling):
+        end = start + len(band)
+        movers = []
+        for job in band:
+            if start <= job.row < end:
+                order[job.row] = job
+            else:
+                movers.append(job)
+        holes = (row for row in range(start, end) if order[row] is None)
+        for job, row in zip(movers, holes, strict=False):
+            order[row] = job
+        start = end
+    return [job for job in order if job is not None]
 
 
 # -- transformers' continuous batching, for comparison -----------------------------------------
