@@ -97,7 +97,7 @@ def test_it_cancels_the_job_when_the_client_disconnects(http):
 
 
 def test_it_resumes_events_after_the_last_event_id(http):
-    job = start_job(http, max_tokens=60)
+    job = start_job(http, max_tokens=300)
     first: list[dict] = []
     with http.stream("GET", f"/api/v1/jobs/{job['id']}/events") as response:
         assert response.status_code == 200
