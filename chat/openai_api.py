@@ -193,7 +193,7 @@ async def chat_completions(request) -> HttpResponse:
     try:
         api_key = await aauthenticate(request)
         data = validate_or_raise(ChatCompletionInput, _parse_json(request))
-        job, limits = await sync_to_async(services.completion_submit)(
+        job, limits = await _submit(
             tenant=api_key.tenant,
             api_key=api_key,
             model=data.validated_data["model"],
@@ -221,6 +221,18 @@ async def chat_completions(request) -> HttpResponse:
     for name, value in limits.values.items():
         response[name] = value
     return response
+
+
+async def _submit(**kwargs) -> tuple[ChatJob, object]:
+    """``completion_submit`` in a thread; a client that hangs up meanwhile does not leave the
+    job it created running: the job is cancelled as soon as it exists."""
+    submission = asyncio.ensure_future(sync_to_async(services.completion_submit)(**kwargs))
+    try:
+        return await asyncio.shield(submission)
+    except asyncio.CancelledError:
+        job, _ = await submission
+        await sync_to_async(services.job_cancel, thread_sensitive=False)(job=job)
+        raise
 
 
 async def wait_for_end(job: ChatJob) -> ChatJob:

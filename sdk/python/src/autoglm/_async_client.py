@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import builtins
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, overload
 
@@ -111,6 +112,10 @@ class AsyncAutoGLMClient:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    async def _cancel_completion(self, completion_id: str) -> None:
+        """Cancel the job behind an abandoned stream (``chatcmpl-<job id hex>``)."""
+        await self.jobs.cancel(str(uuid.UUID(completion_id.removeprefix("chatcmpl-"))))
 
     # -- transport ---------------------------------------------------------------------------
 
@@ -272,7 +277,7 @@ class AsyncAutoGLMClient:
             timeout=timeout,
             stream=True,
         )
-        return AsyncChatStream(response)
+        return AsyncChatStream(response, on_abandon=self._cancel_completion)
 
 
 class AsyncChatStream:
@@ -283,8 +288,14 @@ class AsyncChatStream:
     ``async with`` block) closes the connection, which cancels the generation on the server.
     """
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(
+        self, response: httpx.Response, on_abandon: Callable[[str], Any] | None = None
+    ) -> None:
         self.response = response
+        # Called with the completion id when the stream is closed before its end: the client
+        # asks the server to cancel the job too, as a closed connection may not reach it (a
+        # proxy in between can keep its own connection to the server open).
+        self._on_abandon = on_abandon
         self.request_id: str | None = response.headers.get("x-request-id")
         self._state = ChatStreamState(self.request_id)
         self._decoder = SSEDecoder()
@@ -344,6 +355,11 @@ class AsyncChatStream:
         if not self._closed:
             self._closed = True
             await self.response.aclose()
+            if not self._state.done and self._state.id and self._on_abandon is not None:
+                try:
+                    await self._on_abandon(self._state.id)
+                except (AutoGLMError, ValueError):
+                    pass  # best effort: the server also cancels on the closed connection
 
     async def __aenter__(self) -> AsyncChatStream:
         return self

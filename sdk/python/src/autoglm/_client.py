@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, overload
 
@@ -125,6 +126,10 @@ class AutoGLMClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def _cancel_completion(self, completion_id: str) -> None:
+        """Cancel the job behind an abandoned stream (``chatcmpl-<job id hex>``)."""
+        self.jobs.cancel(str(uuid.UUID(completion_id.removeprefix("chatcmpl-"))))
 
     # -- transport ---------------------------------------------------------------------------
 
@@ -312,7 +317,7 @@ class AutoGLMClient:
             timeout=timeout,
             stream=True,
         )
-        return ChatStream(response)
+        return ChatStream(response, on_abandon=self._cancel_completion)
 
 
 class ChatStream:
@@ -329,8 +334,14 @@ class ChatStream:
     which cancels the generation on the server.
     """
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(
+        self, response: httpx.Response, on_abandon: Callable[[str], Any] | None = None
+    ) -> None:
         self.response = response
+        # Called with the completion id when the stream is closed before its end: the client
+        # asks the server to cancel the job too, as a closed connection may not reach it (a
+        # proxy in between can keep its own connection to the server open).
+        self._on_abandon = on_abandon
         self.request_id: str | None = response.headers.get("x-request-id")
         self._state = ChatStreamState(self.request_id)
         self._decoder = SSEDecoder()
@@ -390,6 +401,11 @@ class ChatStream:
         if not self._closed:
             self._closed = True
             self.response.close()
+            if not self._state.done and self._state.id and self._on_abandon is not None:
+                try:
+                    self._on_abandon(self._state.id)
+                except (AutoGLMError, ValueError):
+                    pass  # best effort: the server also cancels on the closed connection
 
     def __enter__(self) -> ChatStream:
         return self
