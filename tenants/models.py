@@ -97,10 +97,6 @@ class ApiKey(AbstractAPIKey, Limits):
     def masked(self) -> str:
         return f"{KEY_PREFIX}{self.prefix}.{'*' * 8}"
 
-    @property
-    def is_usable(self) -> bool:
-        return not self.revoked and not self.has_expired
-
     def allows_model(self, model: str) -> bool:
         return not self.allowed_models or model in self.allowed_models
 

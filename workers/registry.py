@@ -305,8 +305,3 @@ class ModelRegistry:
             torch.cuda.empty_cache()
         logger.info("model unloaded", extra={"model": name})
         return True
-
-    def memory(self) -> dict[str, int]:
-        """Bytes of weights each resident model holds."""
-        with self._state_lock:
-            return {name: loaded.memory_bytes for name, loaded in self._models.items()}
