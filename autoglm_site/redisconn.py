@@ -23,6 +23,12 @@ def async_redis_client() -> aioredis.Redis:
     loop_id = id(asyncio.get_running_loop())
     client = _async_clients.get(loop_id)
     if client is None:
-        client = aioredis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+        # Event relays wait in XREAD BLOCK for up to the keep-alive interval; redis-py's default
+        # socket timeout (5 s since redis-py 8) would cut a stream whose job is quiet longer.
+        client = aioredis.Redis.from_url(
+            settings.REDIS_URL,
+            decode_responses=True,
+            socket_timeout=settings.AUTOGLM_SSE_KEEPALIVE_MS / 1000 + 10,
+        )
         _async_clients[loop_id] = client
     return client

@@ -187,3 +187,25 @@ def test_it_trims_the_oldest_turns_to_fit_the_context_window(http):
     assert done["status"] == "succeeded", done
     assert done["dropped_messages"] > 0
     assert done["usage"]["prompt_tokens"] + 16 <= 2048
+
+
+def test_it_keeps_a_queued_jobs_stream_open_while_it_waits(http):
+    # "autoglm-idle" is served by no worker: the job stays queued and its stream gets no event
+    # for longer than a Redis client's default socket timeout (5 s), yet must stay open.
+    body = {
+        "model": "autoglm-idle",
+        "stream": True,
+        "max_tokens": 8,
+        "messages": [{"role": "user", "content": "Hello?"}],
+    }
+    with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        events = sse_events(response)
+        first = json.loads(next(events)["data"])  # the role chunk goes out at once
+        job_id = first["id"].removeprefix("chatcmpl-")
+        time.sleep(6.5)
+        http.post(f"/api/v1/jobs/{job_id}/cancel").raise_for_status()
+        rest = [event["data"] for event in events]
+    assert rest[-1] == "[DONE]"
+    assert json.loads(rest[-2])["choices"][0]["finish_reason"] == "stop"
+    assert ChatJob.objects.get(pk=job_id).status == "cancelled"
