@@ -3,6 +3,8 @@
 import re
 from collections.abc import AsyncIterator
 
+from asgiref.sync import sync_to_async
+from django.db import connections
 from django.http import StreamingHttpResponse
 from rest_framework import serializers
 
@@ -30,6 +32,17 @@ def validate_or_raise(serializer_class, data) -> serializers.Serializer:
         param, message = first_validation_error(serializer.errors)
         raise InvalidRequestError(message, param=param)
     return serializer
+
+
+async def release_database() -> None:
+    """Close this request's database connections (or give them back to the pool)."""
+    await sync_to_async(_close_connections)()
+
+
+def _close_connections() -> None:
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close()
 
 
 def check_event_id(value: str | None) -> str:
@@ -73,12 +86,17 @@ async def job_events(
     While idle, checks the database: a finished job whose stream has expired is replayed from
     the stored result instead of waiting forever. With ``keepalive`` the idle ticks are yielded
     as ``None`` so the caller can send a keep-alive comment.
+
+    The request's database connection is given back before the wait, and after each check: an
+    open stream must not hold one of the database's few connections for minutes.
     """
+    await release_database()
     async for event in events.read_events(job.id, after=after):
         if event is not None:
             yield event
             continue
         fresh = await ChatJob.objects.filter(pk=job.pk).afirst()
+        await release_database()
         if fresh is None:
             return  # deleted with its session
         if fresh.is_finished and not await events.stream_exists(job.id):

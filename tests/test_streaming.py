@@ -1,6 +1,7 @@
 """SSE on the running stack: tokens arrive while generating, resume without gaps, and
 disconnecting or cancelling stops the worker with the partial answer kept."""
 
+import contextlib
 import json
 import time
 
@@ -209,3 +210,47 @@ def test_it_keeps_a_queued_jobs_stream_open_while_it_waits(http):
     assert rest[-1] == "[DONE]"
     assert json.loads(rest[-2])["choices"][0]["finish_reason"] == "stop"
     assert ChatJob.objects.get(pk=job_id).status == "cancelled"
+
+
+def _database_connections() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+def test_it_holds_no_database_connection_while_jobs_stream(http):
+    # Open streams last minutes: if each held a database connection (its web request's, and its
+    # worker thread's while generating), a few hundred users would exhaust PostgreSQL's limit.
+    before = _database_connections()
+
+    def body(model: str) -> dict:
+        return {
+            "model": model,
+            "stream": True,
+            "max_tokens": LONG,
+            "temperature": 0,
+            "messages": [{"role": "user", "content": "Write an essay about the sea."}],
+        }
+
+    readers = []  # a reader that is let go closes its connection, which cancels its job
+    with contextlib.ExitStack() as stack:
+        for model in ["autoglm-demo"] * 3 + ["autoglm-idle"] * 3:
+            response = stack.enter_context(
+                http.stream("POST", "/v1/chat/completions", json=body(model))
+            )
+            events = sse_events(response)
+            readers.append(events)
+            chunk = json.loads(next(events)["data"])  # the role chunk
+            if model == "autoglm-demo":
+                while not chunk["choices"][0]["delta"].get("content"):
+                    chunk = json.loads(next(events)["data"])  # generating now
+        time.sleep(0.5)
+        held = _database_connections() - before
+        generating = ChatJob.objects.filter(status="running").count()
+    assert generating == 3
+    assert held <= 1

@@ -10,6 +10,7 @@ import time
 
 from celery import shared_task
 from django.conf import settings
+from django.db import close_old_connections
 
 from autoglm_site.tracing import trace_id_var
 from chat import events
@@ -46,8 +47,8 @@ def chat_job_run(job_id: str) -> None:
 
 
 def _run(job) -> None:
-    from .engine import EngineDeadError, JobTimeoutError, generate_messages
-    from .generation import GenerationError, PromptTooLongError, count_prompt_tokens, fit_messages
+    from .engine import EngineDeadError, EngineRequest, JobTimeoutError
+    from .generation import GenerationError, PromptTooLongError, encode_prompt, fit_messages
     from .registry import UnknownModelError
     from .runtime import cancels, get_engine, publisher
 
@@ -71,24 +72,27 @@ def _run(job) -> None:
         messages, dropped = job_prompt_messages(job=job), 0
         if job.session_id is not None:
             messages, dropped = fit_messages(loaded, messages, max_tokens=params["max_tokens"])
+        prompt_ids = encode_prompt(loaded, messages)
         max_tokens = job_budget(
-            job=job,
-            prompt_tokens=count_prompt_tokens(loaded, messages),
-            max_tokens=params["max_tokens"],
+            job=job, prompt_tokens=len(prompt_ids), max_tokens=params["max_tokens"]
         )
-        result = generate_messages(
-            engine,
-            loaded,
-            messages,
-            max_tokens=max_tokens,
-            temperature=params.get("temperature", 1.0),
-            top_p=params.get("top_p", 1.0),
-            seed=params.get("seed"),
-            stop=params.get("stop") or (),
-            on_text=lambda text: _publish_text(stream, job_id, text),
-            should_stop=_Heartbeat(job),
-            timeout=settings.AUTOGLM_JOB_TIMEOUT,
+        handle = engine.submit(
+            EngineRequest(
+                prompt_ids=prompt_ids,
+                max_tokens=max_tokens,
+                temperature=params.get("temperature", 1.0),
+                top_p=params.get("top_p", 1.0),
+                seed=params.get("seed"),
+                stop=params.get("stop") or (),
+                on_text=lambda text: _publish_text(stream, job_id, text),
+                should_stop=_Heartbeat(job),
+                timeout=settings.AUTOGLM_JOB_TIMEOUT,
+            )
         )
+        # A job generates for seconds or minutes: it must not hold one of the database's
+        # connections meanwhile (a worker runs up to a batch of jobs at once).
+        close_old_connections()
+        result = handle.result()
     except PromptTooLongError as exc:
         job_fail(job=job, reason=str(exc), code="context_length_exceeded")
         return
