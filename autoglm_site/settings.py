@@ -131,6 +131,9 @@ AUTOGLM_STREAM_TTL = envint("AUTOGLM_STREAM_TTL", 3600, minimum=1)
 AUTOGLM_STREAM_MAX_AGE = envint("AUTOGLM_STREAM_MAX_AGE", 86400, minimum=60)
 # An idle SSE connection gets a keep-alive comment (and a look at the database) this often.
 AUTOGLM_SSE_KEEPALIVE_MS = envint("AUTOGLM_SSE_KEEPALIVE_MS", 15000, minimum=100)
+# Stream events one web process sends per second, shared by the streams it relays: beyond
+# that, tokens are merged into fewer events (chat/events.py). 0: every token is its own event.
+AUTOGLM_STREAM_EVENTS_PER_S = envint("AUTOGLM_STREAM_EVENTS_PER_S", 100, minimum=0)
 
 # Concurrency leases: a queued job's slot is held this long at most; a running job's lease is
 # renewed by its worker and expires this long after the worker stops renewing it (it died).

@@ -6,6 +6,7 @@ event id it saw. The stream expires a while after the job ends; the final answer
 in the database, so nothing depends on Redis keeping them.
 """
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -72,6 +73,12 @@ async def stream_exists(job_id) -> bool:
     return bool(await async_redis_client().exists(stream_key(job_id)))
 
 
+# Event streams this process is relaying now: together they share AUTOGLM_STREAM_EVENTS_PER_S.
+_relaying = 0
+# However many streams share the budget, each is read at least this often.
+_MAX_PAUSE_S = 1.0
+
+
 async def read_events(
     job_id, *, after: str = "0-0", block_ms: int | None = None
 ) -> AsyncIterator[Event | None]:
@@ -79,18 +86,51 @@ async def read_events(
 
     The idle ``None`` lets a caller send an SSE keep-alive and check the database, in case the
     stream is gone (expired, or Redis lost it) while the job is already finished.
+
+    Token events that are read together are merged into one (its id is the last one's, so a
+    resume after it neither skips nor repeats text). Once a stream has yielded two pieces of
+    text (the first ones go out as soon as they exist), it is read at most every
+    N / AUTOGLM_STREAM_EVENTS_PER_S seconds, N being the streams this process relays: the
+    relay's cost per second stays bounded however many streams are open, and under load each
+    event carries a few tokens instead of one. With few streams every token is its own event.
     """
+    global _relaying
     client = async_redis_client()
     key = stream_key(job_id)
     block = block_ms if block_ms is not None else settings.AUTOGLM_SSE_KEEPALIVE_MS
-    while True:
-        response = await client.xread({key: after}, block=block, count=256)
-        if not response:
-            yield None
+    budget = settings.AUTOGLM_STREAM_EVENTS_PER_S
+    texts = 0
+    _relaying += 1
+    try:
+        while True:
+            response = await client.xread({key: after}, block=block, count=1024)
+            if not response:
+                yield None
+                continue
+            for event in _merged(response[0][1]):
+                after = event.id
+                texts += event.type == TOKEN
+                yield event
+                if event.is_final:
+                    return
+            pause = min(_relaying / budget, _MAX_PAUSE_S) if budget else 0
+            if texts >= 2 and pause >= 0.005:
+                await asyncio.sleep(pause)
+    finally:
+        _relaying -= 1
+
+
+def _merged(entries: list[tuple[str, dict[str, str]]]) -> list[Event]:
+    """Stream entries as events, runs of consecutive token events merged into one."""
+    result: list[Event] = []
+    texts: list[str] = []
+    for event_id, fields in entries:
+        event = Event(event_id, fields.get("type", ""), json.loads(fields.get("data") or "{}"))
+        if event.type == TOKEN and result and result[-1].type == TOKEN:
+            texts.append(event.data.get("text", ""))
+            result[-1] = Event(event_id, TOKEN, {"text": "".join(texts)})
             continue
-        for event_id, fields in response[0][1]:
-            after = event_id
-            event = Event(event_id, fields.get("type", ""), json.loads(fields.get("data") or "{}"))
-            yield event
-            if event.is_final:
-                return
+        if event.type == TOKEN:
+            texts = [event.data.get("text", "")]
+        result.append(event)
+    return result

@@ -1,0 +1,80 @@
+"""Job event streams on a real Redis: the relay merges tokens under load and loses none."""
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+
+from autoglm_site.redisconn import redis_client
+from chat import events
+from chat.events import read_events
+
+
+def produce(job_id: str, pieces: list[str], every: float) -> None:
+    for piece in pieces:
+        events.publish(job_id, events.TOKEN, {"text": piece})
+        time.sleep(every)
+    events.publish(job_id, events.DONE, {"status": "succeeded"})
+
+
+def relay(job_id: str, after: str = "0-0") -> list[events.Event]:
+    async def collect():
+        return [event async for event in read_events(job_id, after=after) if event is not None]
+
+    return asyncio.run(collect())
+
+
+def test_it_merges_tokens_into_fewer_events_when_over_the_budget(settings):
+    # One stream and a budget of 10 events a second: after the first two pieces (sent as soon
+    # as they exist), the stream is read every 0.1 s, so each event carries several tokens.
+    settings.AUTOGLM_STREAM_EVENTS_PER_S = 10
+    job_id = str(uuid.uuid4())
+    pieces = [f"w{i} " for i in range(40)]
+    producer = threading.Thread(target=produce, args=(job_id, pieces, 0.01))
+    producer.start()
+    got = relay(job_id)
+    producer.join()
+    tokens = [event for event in got if event.type == events.TOKEN]
+    assert "".join(event.data["text"] for event in tokens) == "".join(pieces)
+    assert [event.data["text"] for event in tokens[:2]] == pieces[:2]
+    assert len(tokens) < 20
+    assert got[-1].type == events.DONE
+    ids = [tuple(map(int, event.id.split("-"))) for event in got]
+    assert ids == sorted(set(ids))
+
+
+def test_it_resumes_after_a_merged_event_without_gap_or_repeat(settings):
+    settings.AUTOGLM_STREAM_EVENTS_PER_S = 10
+    job_id = str(uuid.uuid4())
+    pieces = [f"p{i}," for i in range(12)]
+    produce(job_id, pieces, 0)
+    first = relay(job_id)
+    # Everything was already there: one merged token event, then done.
+    assert [event.type for event in first] == [events.TOKEN, events.DONE]
+    assert first[0].data["text"] == "".join(pieces)
+    # Resuming after a merged event continues after its last token; after the middle of the
+    # stream, the rest comes once.
+    entries = redis_client().xrange(events.stream_key(job_id))
+    middle = entries[5][0]
+    rest = relay(job_id, after=middle)
+    assert rest[0].data["text"] == "".join(pieces[6:])
+    assert relay(job_id, after=first[0].id)[0].type == events.DONE
+
+
+def test_it_never_merges_across_a_reset(settings):
+    settings.AUTOGLM_STREAM_EVENTS_PER_S = 10
+    job_id = str(uuid.uuid4())
+    events.publish(job_id, events.TOKEN, {"text": "first try"})
+    events.publish(job_id, events.RESET, {"attempt": 2})
+    events.publish(job_id, events.TOKEN, {"text": "second "})
+    events.publish(job_id, events.TOKEN, {"text": "try"})
+    events.publish(job_id, events.DONE, {"status": "succeeded"})
+    got = relay(job_id)
+    assert [(event.type, event.data.get("text")) for event in got] == [
+        (events.TOKEN, "first try"),
+        (events.RESET, None),
+        (events.TOKEN, "second try"),
+        (events.DONE, None),
+    ]
+    assert json.loads(json.dumps(got[-1].data)) == {"status": "succeeded"}
