@@ -7,6 +7,7 @@ in the database, so nothing depends on Redis keeping them.
 """
 
 import asyncio
+import itertools
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -121,16 +122,17 @@ async def read_events(
 
 
 def _merged(entries: list[tuple[str, dict[str, str]]]) -> list[Event]:
-    """Stream entries as events, runs of consecutive token events merged into one."""
+    """Stream entries as events, each run of consecutive token events merged into one."""
+    parsed = [
+        Event(event_id, fields.get("type", ""), json.loads(fields.get("data") or "{}"))
+        for event_id, fields in entries
+    ]
     result: list[Event] = []
-    texts: list[str] = []
-    for event_id, fields in entries:
-        event = Event(event_id, fields.get("type", ""), json.loads(fields.get("data") or "{}"))
-        if event.type == TOKEN and result and result[-1].type == TOKEN:
-            texts.append(event.data.get("text", ""))
-            result[-1] = Event(event_id, TOKEN, {"text": "".join(texts)})
-            continue
-        if event.type == TOKEN:
-            texts = [event.data.get("text", "")]
-        result.append(event)
+    for is_token, run in itertools.groupby(parsed, key=lambda event: event.type == TOKEN):
+        run = list(run)
+        if is_token and len(run) > 1:
+            text = "".join(event.data.get("text", "") for event in run)
+            result.append(Event(run[-1].id, TOKEN, {"text": text}))
+        else:
+            result.extend(run)
     return result
