@@ -222,7 +222,40 @@ def print_table(rows: list[Row]) -> None:
     sys.stdout.flush()
 
 
-def main(argv: list[str] | None = None) -> int:
+def make_engine(name: str, loaded, args, max_batch: int, cache_tokens: int):
+    """The engine a contender runs on (None for one-at-a-time ``generate``), started."""
+    if name == "generate":
+        return None
+    if name == "batching":
+        engine = BatchingEngine(
+            loaded,
+            max_batch_size=max_batch,
+            max_batch_tokens=args.max_batch_tokens,
+            max_prefill_tokens=args.max_prefill_tokens,
+        )
+    elif name == "transformers":
+        engine = TransformersEngine(
+            loaded,
+            max_batch_size=max_batch,
+            max_batch_tokens=args.max_prefill_tokens,
+            cache_tokens=cache_tokens,
+            do_sample=args.temperature > 0,
+        )
+    else:
+        raise ValueError(f"unknown engine {name!r}")
+    engine.start()
+    return engine
+
+
+def run_level(name, engine, loaded, chats, concurrency, max_tokens, temperature):
+    if name == "generate":
+        return bench_generate(loaded, chats, concurrency, max_tokens, temperature)
+    return bench_engine(
+        engine, loaded, chats, concurrency, max_tokens, temperature, seeded=name == "batching"
+    )
+
+
+def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="8 chats, 32 new tokens")
     parser.add_argument(
@@ -239,17 +272,69 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="chats used at concurrency 1 (default 8; quick: 4): it is the slow case",
     )
+    # The worker's defaults (AUTOGLM_MAX_BATCH_TOKENS, AUTOGLM_MAX_PREFILL_TOKENS).
     parser.add_argument("--max-batch-tokens", type=int, default=8192)
-    parser.add_argument("--max-prefill-tokens", type=int, default=512)
+    parser.add_argument("--max-prefill-tokens", type=int, default=1024)
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs per row, the fastest is kept (default 1)"
     )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep one engine (the first of --engines) resident and run the concurrency "
+        "levels read from stdin, one JSON row per line on stdout (bench/run.py drives this)",
+    )
     args = parser.parse_args(argv)
+    args.count = 8 if args.quick else 32
+    args.max_tokens = args.max_tokens or (32 if args.quick else 64)
+    args.serial = args.serial_requests or (4 if args.quick else 8)
+    return args
 
-    count = 8 if args.quick else 32
-    max_tokens = args.max_tokens or (32 if args.quick else 64)
-    serial = args.serial_requests or (4 if args.quick else 8)
+
+def prepare(args, dtype: str):
+    """Load the model in ``dtype`` with the benchmark's threads; the workload; a warm-up."""
+    os.environ["AUTOGLM_DTYPE"] = dtype
+    loaded = load_model("demo-100m", MODEL_DIR)
+    torch.set_num_threads(args.threads)
+    chats = make_workload(loaded, args.count)
+    # Warm up kernels and allocator on the longest prompt once.
+    generate(loaded, chats[-1], max_tokens=4, temperature=0)
+    return loaded, chats
+
+
+def serve(args) -> int:
+    """One resident contender: a concurrency level per stdin line, a JSON row per stdout line."""
+    name = args.engines.split(",")[0]
+    dtype = args.dtype.split(",")[0]
+    build_demo_model(MODEL_DIR, "100m", progress=lambda message: None)
+    loaded, chats = prepare(args, dtype)
+    max_batch = max(int(c) for c in args.concurrency.split(","))
+    lengths = [len(encode_prompt(loaded, chat)) for chat in chats]
+    cache_tokens = max_batch * (max(lengths) + args.max_tokens + 64)
+    engine = make_engine(name, loaded, args, max_batch, cache_tokens)
+    try:
+        if engine is not None:  # warm-up
+            bench_engine(engine, loaded, chats[:4], 4, 4, args.temperature, True)
+        print("ready", flush=True)
+        for line in sys.stdin:
+            concurrency = int(line)
+            subset = chats[: args.serial] if concurrency == 1 else chats
+            wall, results = run_level(
+                name, engine, loaded, subset, concurrency, args.max_tokens, args.temperature
+            )
+            row = summarise(name, dtype, concurrency, wall, results)
+            print(json.dumps(asdict(row)), flush=True)
+    finally:
+        if engine is not None:
+            engine.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.serve:
+        return serve(args)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     engines = args.engines.split(",")
     dtypes = ["float32", "bfloat16"] if args.dtype == "both" else args.dtype.split(",")
@@ -257,64 +342,36 @@ def main(argv: list[str] | None = None) -> int:
     build_demo_model(MODEL_DIR, "100m", progress=lambda message: print(message, flush=True))
     rows: list[Row] = []
     for dtype in dtypes:
-        os.environ["AUTOGLM_DTYPE"] = dtype
-        loaded = load_model("demo-100m", MODEL_DIR)
-        torch.set_num_threads(args.threads)
-        chats = make_workload(loaded, count)
+        loaded, chats = prepare(args, dtype)
         lengths = [len(encode_prompt(loaded, chat)) for chat in chats]
         print(
             f"\n{dtype}: {len(chats)} chats, prompts {min(lengths)}..{max(lengths)} tokens "
-            f"(mean {statistics.mean(lengths):.0f}), {max_tokens} new tokens, "
+            f"(mean {statistics.mean(lengths):.0f}), {args.max_tokens} new tokens, "
             f"temperature {args.temperature}, {torch.get_num_threads()} threads",
             flush=True,
         )
-        # Warm up kernels and allocator on every prompt length once.
-        generate(loaded, chats[-1], max_tokens=4, temperature=0)
-
+        max_batch = max(concurrencies)
+        cache_tokens = max_batch * (max(lengths) + args.max_tokens + 64)
         for name in engines:
-            engine = None
-            if name == "batching":
-                engine = BatchingEngine(
-                    loaded,
-                    max_batch_size=max(concurrencies),
-                    max_batch_tokens=args.max_batch_tokens,
-                    max_prefill_tokens=args.max_prefill_tokens,
-                )
-            elif name == "transformers":
-                engine = TransformersEngine(
-                    loaded,
-                    max_batch_size=max(concurrencies),
-                    max_batch_tokens=args.max_prefill_tokens,
-                    cache_tokens=max(concurrencies) * (max(lengths) + max_tokens + 64),
-                    do_sample=args.temperature > 0,
-                )
-            elif name != "generate":
-                parser.error(f"unknown engine {name!r}")
-            if engine is not None:
-                engine.start()
+            engine = make_engine(name, loaded, args, max_batch, cache_tokens)
             try:
                 if engine is not None:  # warm-up
                     bench_engine(engine, loaded, chats[:4], 4, 4, args.temperature, True)
                 for concurrency in concurrencies:
-                    subset = chats[:serial] if concurrency == 1 else chats
+                    subset = chats[: args.serial] if concurrency == 1 else chats
                     if name == "generate" and concurrency != 1:
                         continue  # serialised on the model lock: same throughput
                     best: Row | None = None
                     for _ in range(args.repeat):  # keep the best: load from others only slows
-                        if name == "generate":
-                            wall, results = bench_generate(
-                                loaded, subset, concurrency, max_tokens, args.temperature
-                            )
-                        else:
-                            wall, results = bench_engine(
-                                engine,
-                                loaded,
-                                subset,
-                                concurrency,
-                                max_tokens,
-                                args.temperature,
-                                seeded=name == "batching",
-                            )
+                        wall, results = run_level(
+                            name,
+                            engine,
+                            loaded,
+                            subset,
+                            concurrency,
+                            args.max_tokens,
+                            args.temperature,
+                        )
                         row = summarise(name, dtype, concurrency, wall, results)
                         if best is None or row.tokens_per_s > best.tokens_per_s:
                             best = row

@@ -1,31 +1,51 @@
 """`make bench`: every contender on the same workload, one table and one plot.
 
-Runs each contender in its own process, one at a time, so they do not compete for the cores
-(the engine benchmark builds the ~100M demo model first if needed):
+Contenders (the ~100M demo model, built first if needed):
 
-- bench/engine_bench.py: one-at-a-time `generate`, our BatchingEngine in-process (the raw
-  engine), and transformers' own continuous batching in-process;
-- bench/stack_bench.py --target stack: the full stack over HTTP (web, Redis, Celery, worker);
-- bench/stack_bench.py --target serve: `transformers serve --continuous-batching` on the same
-  model and load, when its extra packages (fastapi, accelerate) are installed.
+- one-at-a-time `generate`, our BatchingEngine in-process (the raw engine), and transformers'
+  own continuous batching in-process: each a resident bench/engine_bench.py --serve process;
+- the full stack over HTTP (web, Redis, PostgreSQL, Celery, worker; bench/stack_bench.py);
+- `transformers serve --continuous-batching` on the same model, when its extra packages
+  (fastapi, accelerate) are installed.
 
-Workload: 32 chats, prompts 17-281 tokens, 64 new tokens, greedy, concurrency 1, 8 and 32.
+Workload: 32 chats, prompts 17-281 tokens, 64 new tokens, greedy, concurrency 1 (the first 8
+chats), 8 and 32 (all of them), closed loop. The raw engine and the stack's worker run with the
+same engine settings.
+
+A shared machine's speed drifts by 10-20% within minutes, so every contender stays resident and
+they take turns: each round runs every contender at every level, one at a time, and the table
+gives each row's median over the rounds (and their range). Ratios are taken within a round, where
+the contenders ran minutes apart, then their median is reported.
+
 Writes bench/results/results.json and bench/results/throughput.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(BENCH))
+
+import stack_bench  # noqa: E402
+
+MODEL_DIR = ROOT / ".models" / "demo-100m"
+SERIAL_REQUESTS = 8  # chats at concurrency 1: the slow case
+# The worker's defaults, given to both the raw engine and the stack's worker.
+MAX_BATCH_TOKENS = 8192
+MAX_PREFILL_TOKENS = 1024
 
 LABELS = {
     "generate": "one-at-a-time generate",
@@ -36,115 +56,200 @@ LABELS = {
 }
 
 
-def run(args: list[str]) -> None:
-    print("==>", " ".join(args), flush=True)
-    subprocess.run(
-        [sys.executable, *args], cwd=ROOT, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
-    )
+class EngineContender:
+    """A resident engine_bench.py --serve process: one level per line in, one JSON row out."""
 
+    def __init__(self, name: str, levels: list[int], threads: int, dtype: str) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(BENCH / "engine_bench.py"),
+                "--serve",
+                "--engines",
+                name,
+                "--dtype",
+                dtype,
+                "--threads",
+                str(threads),
+                "--concurrency",
+                ",".join(map(str, levels)),
+                "--serial-requests",
+                str(SERIAL_REQUESTS),
+                "--max-batch-tokens",
+                str(MAX_BATCH_TOKENS),
+                "--max-prefill-tokens",
+                str(MAX_PREFILL_TOKENS),
+            ],
+            cwd=ROOT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        ready = self.proc.stdout.readline().strip()
+        if ready != "ready":
+            raise RuntimeError(f"{name}: engine_bench.py did not start ({ready!r})")
 
-def serving_dtype() -> str:
-    """The dtype a worker picks on this machine (AUTOGLM_DTYPE, else auto), so that the raw
-    engine is measured as the stack runs it."""
-    sys.path.insert(0, str(ROOT))
-    from workers.registry import select_device_and_dtype
-
-    return str(select_device_and_dtype()[1]).removeprefix("torch.")
-
-
-def collect(levels: str, threads: int, quick: bool) -> dict[str, dict[int, dict]]:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    rows: dict[str, dict[int, dict]] = {}
-    engine_json = RESULTS / "engine.json"
-    dtype = serving_dtype()
-    print(f"(serving dtype on this machine: {dtype})")
-    run(
-        [
-            str(BENCH / "engine_bench.py"),
-            "--concurrency",
-            levels,
-            "--threads",
-            str(threads),
-            "--dtype",
-            dtype,
-            "--json",
-            str(engine_json),
-            *(["--quick"] if quick else []),
-        ]
-    )
-    for row in json.loads(engine_json.read_text()):
-        rows.setdefault(row["engine"], {})[row["concurrency"]] = {
+    def run(self, level: int) -> dict:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"{level}\n")
+        self.proc.stdin.flush()
+        row = json.loads(self.proc.stdout.readline())
+        return {
             "tokens_per_s": row["tokens_per_s"],
             "p50_latency": row["latency_p50_s"],
             "p99_latency": row["latency_p99_s"],
             "p50_ttft": row["ttft_p50_s"],
         }
-    targets = ["stack"]
-    if importlib.util.find_spec("fastapi") and importlib.util.find_spec("accelerate"):
-        targets.append("serve")
-    else:
-        print("(transformers serve skipped: pip install fastapi accelerate)")
-    requests = "8" if quick else "32"
-    for target in targets:
-        out = RESULTS / f"{target}.json"
-        run(
-            [
-                str(BENCH / "stack_bench.py"),
-                "--target",
-                target,
-                "--levels",
-                levels,
-                "--threads",
-                str(threads),
-                "--requests",
-                requests,
-                "--json",
-                str(out),
-            ]
+
+    def stop(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait(60)
+
+
+class HttpContender:
+    """The full stack or transformers serve, queried like any OpenAI client would."""
+
+    def __init__(self, name: str, server, model: str, workload: list) -> None:
+        self.name = name
+        self.server = server.start()
+        self.model = model
+        self.workload = workload
+        self.base = f"http://127.0.0.1:{server.port}"
+        self._level(1, workload[:2])  # warm-up: first requests, kernels for a batch
+        self._level(8, workload[:8])
+
+    def _level(self, level: int, chats: list) -> dict:
+        return asyncio.run(
+            stack_bench.run_level(self.base, self.server.key, self.model, level, chats, 0.0)
         )
-        for level, row in next(iter(json.loads(out.read_text()).values())).items():
-            rows.setdefault(target, {})[int(level)] = row
-    return rows
+
+    def run(self, level: int) -> dict:
+        chats = self.workload[:SERIAL_REQUESTS] if level == 1 else self.workload
+        return self._level(level, chats)
+
+    def stop(self) -> None:
+        self.server.stop()
 
 
-def table(rows: dict[str, dict[int, dict]]) -> str:
-    lines = [
-        f"{'contender':<30} {'conc':>4} {'tok/s':>8} {'p50 lat':>8} {'p99 lat':>8} "
-        f"{'p50 TTFT':>8} {'vs serve':>8} {'vs engine':>9}"
-    ]
+def serving_dtype() -> str:
+    """The dtype a worker picks on this machine (AUTOGLM_DTYPE, else auto), so that the raw
+    engine is measured as the stack runs it."""
+    from workers.registry import select_device_and_dtype
+
+    return str(select_device_and_dtype()[1]).removeprefix("torch.")
+
+
+def collect(levels: list[int], threads: int, rounds: int, workdir: Path) -> dict:
+    """Per contender and level, the rows of every round."""
+    from workers.demo_model import build_demo_model
+
+    build_demo_model(MODEL_DIR, "100m", progress=lambda message: print(message, flush=True))
+    dtype = serving_dtype()
+    workload = stack_bench.load_workload(MODEL_DIR, 32)
+    print(f"(serving dtype on this machine: {dtype}; {threads} threads)", flush=True)
+    contenders: list = []
+    try:
+        for name in ("generate", "batching", "transformers"):
+            print(f"==> starting {LABELS[name]}", flush=True)
+            contenders.append(EngineContender(name, levels, threads, dtype))
+        print(f"==> starting {LABELS['stack']}", flush=True)
+        settings = {
+            "AUTOGLM_MAX_BATCH_TOKENS": str(MAX_BATCH_TOKENS),
+            "AUTOGLM_MAX_PREFILL_TOKENS": str(MAX_PREFILL_TOKENS),
+        }
+        stack = stack_bench.Stack(MODEL_DIR, workdir, threads, max(levels), settings)
+        contenders.append(HttpContender("stack", stack, stack_bench.MODEL, workload))
+        if importlib.util.find_spec("fastapi") and importlib.util.find_spec("accelerate"):
+            print(f"==> starting {LABELS['serve']}", flush=True)
+            serve = stack_bench.TransformersServe(MODEL_DIR, workdir, threads)
+            contenders.append(HttpContender("serve", serve, str(MODEL_DIR), workload))
+        else:
+            print("(transformers serve skipped: pip install fastapi accelerate)")
+        rows: dict = {c.name: {level: [] for level in levels} for c in contenders}
+        for round_ in range(1, rounds + 1):
+            for level in levels:
+                for contender in contenders:
+                    if contender.name == "generate" and level != 1:
+                        continue  # serialised on the model lock: the same at any concurrency
+                    row = contender.run(level)
+                    rows[contender.name][level].append(row)
+                    print(
+                        f"round {round_}/{rounds} c={level:<3} {LABELS[contender.name]:<30} "
+                        f"{row['tokens_per_s']:7.1f} tok/s",
+                        flush=True,
+                    )
+    finally:
+        for contender in contenders:
+            contender.stop()
+    return {name: {lv: runs for lv, runs in by.items() if runs} for name, by in rows.items()}
+
+
+def summary(rows: dict) -> dict:
+    """Medians over rounds, the tok/s range, and the median within-round ratios."""
+    result: dict = {}
     for name, by_level in rows.items():
+        for level, runs in by_level.items():
+            speeds = [run["tokens_per_s"] for run in runs]
+            entry = {
+                key: statistics.median(run[key] for run in runs)
+                for key in ("tokens_per_s", "p50_latency", "p99_latency", "p50_ttft")
+            }
+            entry["range"] = (min(speeds), max(speeds))
+            for base in ("serve", "batching"):
+                others = rows.get(base, {}).get(level, [])
+                if others and len(others) == len(runs):
+                    ratios = [a / b["tokens_per_s"] for a, b in zip(speeds, others, strict=True)]
+                    entry[f"vs_{base}"] = statistics.median(ratios)
+            result.setdefault(name, {})[level] = entry
+    return result
+
+
+def table(summ: dict, rounds: int) -> str:
+    lines = [
+        f"medians of {rounds} round(s); tok/s range over the rounds; ratios: median of "
+        "within-round ratios",
+        f"{'contender':<30} {'conc':>4} {'tok/s':>7} {'range':>13} {'p50 lat':>8} "
+        f"{'p99 lat':>8} {'p50 TTFT':>8} {'vs serve':>8} {'vs engine':>9}",
+    ]
+    for name, by_level in summ.items():
         for level, row in sorted(by_level.items()):
-            serve = rows.get("serve", {}).get(level, {}).get("tokens_per_s")
-            engine = rows.get("batching", {}).get(level, {}).get("tokens_per_s")
-            ratio_serve = f"{row['tokens_per_s'] / serve:.2f}x" if serve else "-"
-            ratio_engine = f"{row['tokens_per_s'] / engine:.2f}x" if engine else "-"
+            low, high = row["range"]
+            vs_serve = f"{row['vs_serve']:.2f}x" if "vs_serve" in row else "-"
+            vs_engine = f"{row['vs_batching']:.2f}x" if "vs_batching" in row else "-"
             lines.append(
-                f"{LABELS.get(name, name):<30} {level:>4} {row['tokens_per_s']:>8.1f} "
-                f"{row['p50_latency']:>7.2f}s {row['p99_latency']:>7.2f}s "
-                f"{row['p50_ttft']:>7.2f}s {ratio_serve:>8} {ratio_engine:>9}"
+                f"{LABELS.get(name, name):<30} {level:>4} {row['tokens_per_s']:>7.1f} "
+                f"{f'{low:.0f}-{high:.0f}':>13} {row['p50_latency']:>7.2f}s "
+                f"{row['p99_latency']:>7.2f}s {row['p50_ttft']:>7.2f}s {vs_serve:>8} "
+                f"{vs_engine:>9}"
             )
     return "\n".join(lines)
 
 
-def plot(rows: dict[str, dict[int, dict]], path: Path) -> None:
+def plot(summ: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    for name, by_level in rows.items():
+    for name, by_level in summ.items():
         levels = sorted(by_level)
-        axis.plot(
-            levels,
-            [by_level[c]["tokens_per_s"] for c in levels],
-            marker="o",
-            label=LABELS.get(name, name),
+        medians = [by_level[c]["tokens_per_s"] for c in levels]
+        errors = [
+            [m - by_level[c]["range"][0] for c, m in zip(levels, medians, strict=True)],
+            [by_level[c]["range"][1] - m for c, m in zip(levels, medians, strict=True)],
+        ]
+        axis.errorbar(
+            levels, medians, yerr=errors, marker="o", capsize=3, label=LABELS.get(name, name)
         )
     axis.set_xscale("log", base=2)
     axis.set_xticks([1, 8, 32], labels=["1", "8", "32"])
     axis.set_xlabel("concurrent chats")
-    axis.set_ylabel("generated tokens / s")
+    axis.set_ylabel("generated tokens / s (median, range over rounds)")
     axis.set_title("autoglm, ~100M demo model, 64 new tokens")
     axis.grid(True, alpha=0.3)
     axis.legend()
@@ -153,23 +258,26 @@ def plot(rows: dict[str, dict[int, dict]], path: Path) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", default="1,8,32")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--quick", action="store_true", help="fewer chats, for a smoke run")
+    parser.add_argument("--rounds", type=int, default=3, help="turns every contender takes")
     parser.add_argument("--from-json", type=Path, help="re-render a saved results.json")
     args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
     if args.from_json:
-        rows = {
-            k: {int(c): v for c, v in d.items()}
-            for k, d in json.loads(args.from_json.read_text()).items()
-        }
+        saved = json.loads(args.from_json.read_text())
+        rows = {n: {int(c): runs for c, runs in by.items()} for n, by in saved["rows"].items()}
     else:
-        rows = collect(args.levels, args.threads, args.quick)
-        (RESULTS / "results.json").write_text(json.dumps(rows, indent=2))
+        levels = [int(level) for level in args.levels.split(",")]
+        with tempfile.TemporaryDirectory(prefix="autoglm-bench-") as tmp:
+            rows = collect(levels, args.threads, args.rounds, Path(tmp))
+        (RESULTS / "results.json").write_text(json.dumps({"rows": rows}, indent=2))
+    rounds = max(len(runs) for by in rows.values() for runs in by.values())
+    summ = summary(rows)
     print()
-    print(table(rows))
-    plot(rows, RESULTS / "throughput.png")
+    print(table(summ, rounds))
+    plot(summ, RESULTS / "throughput.png")
     print(f"\nplot: {RESULTS / 'throughput.png'}")
     return 0
 

@@ -53,14 +53,22 @@ def load_workload(model_dir: Path, count: int) -> list[list[dict]]:
 class Stack:
     """Redis, PostgreSQL, web and worker, all throwaway."""
 
-    def __init__(self, model_dir: Path, workdir: Path, threads: int, batch: int):
+    def __init__(
+        self,
+        model_dir: Path,
+        workdir: Path,
+        threads: int,
+        batch: int,
+        settings: dict[str, str] | None = None,
+    ):
         self.workdir = workdir
         self.redis = RedisServer(workdir / "redis")
         self.postgres = PostgresServer(workdir / "pg")
         self.port = free_port()
         self.env = {
             **os.environ,
-            "AUTOGLM_DEBUG": "1",
+            # Production settings, as deployed: DEBUG off (it records every SQL query).
+            "SECRET_KEY": "bench-secret-key-not-for-production",
             "AUTOGLM_DATA_DIR": str(workdir / "data"),
             "AUTOGLM_MODELS": f"{MODEL}={model_dir}",
             "AUTOGLM_TORCH_THREADS": str(threads),
@@ -68,6 +76,7 @@ class Stack:
             "AUTOGLM_LOG_LEVEL": "WARNING",
             "AUTOGLM_MAX_TOKENS_LIMIT": "4096",
             "HF_HUB_OFFLINE": "1",
+            **(settings or {}),
         }
         self.procs: list[subprocess.Popen] = []
         self.key = ""
