@@ -268,19 +268,14 @@ def generate_messages(
     output is token-for-token the same), plus ``timeout``; the callbacks run
     on the engine thread. Blocks until the job is done.
     """
-    validate_sampling(max_tokens, temperature, top_p)
-    stops = validate_stop(stop)
-    prompt_ids = encode_prompt(loaded, messages)
-    if len(prompt_ids) > loaded.context_window - max_tokens:
-        raise PromptTooLongError(len(prompt_ids), max_tokens, loaded.context_window)
-    handle = engine.submit(
+    handle = engine.submit(  # submit() validates the request
         EngineRequest(
-            prompt_ids=prompt_ids,
+            prompt_ids=encode_prompt(loaded, messages),
             max_tokens=max_tokens,
             temperature=temperature,
             top_p=top_p,
             seed=seed,
-            stop=stops,
+            stop=stop,
             on_text=on_text,
             should_stop=should_stop,
             timeout=timeout,
