@@ -7,6 +7,7 @@ settled to the worker's exact count when the job ends, so an estimate only has t
 
 import functools
 import json
+import threading
 from pathlib import Path
 
 from django.conf import settings
@@ -14,8 +15,24 @@ from django.conf import settings
 PER_MESSAGE_OVERHEAD = 4  # role markers and separators of a chat template
 
 
-@functools.lru_cache(maxsize=16)
+_tokenizers: dict[str, object] = {}
+_tokenizers_lock = threading.Lock()
+
+
 def _tokenizer(model: str):
+    """The model's tokenizer, loaded once per process: the first burst of requests after a
+    start must not each parse the file (a real model's tokenizer.json takes ~0.3 s)."""
+    try:
+        return _tokenizers[model]
+    except KeyError:
+        pass
+    with _tokenizers_lock:
+        if model not in _tokenizers:
+            _tokenizers[model] = _load_tokenizer(model)
+        return _tokenizers[model]
+
+
+def _load_tokenizer(model: str):
     path = Path(settings.AUTOGLM_MODELS.get(model, "")) / "tokenizer.json"
     if not path.is_file():
         return None
