@@ -93,7 +93,8 @@ async def read_events(
     text (the first ones go out as soon as they exist), it is read at most every
     N / AUTOGLM_STREAM_EVENTS_PER_S seconds, N being the streams this process relays: the
     relay's cost per second stays bounded however many streams are open, and under load each
-    event carries a few tokens instead of one. With few streams every token is its own event.
+    event carries a few tokens instead of one. With few streams a token is its own event unless
+    the model writes faster than a stream is read.
     """
     global _relaying
     client = async_redis_client()
