@@ -4,7 +4,6 @@ import json
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -17,7 +16,8 @@ from tenants import quotas
 from tenants.auth import arequest_tenant, request_tenant
 
 from . import selectors, services
-from .models import ChatJob, ChatSession, Message
+from .models import ChatJob
+from .presenters import JobOutput, MessageOutput, SessionOutput
 from .streaming import check_event_id, job_events, sse
 
 
@@ -35,87 +35,6 @@ class ParamsInput(serializers.Serializer):
         if value <= 0:
             raise serializers.ValidationError("top_p must be greater than 0.")
         return value
-
-
-class SessionOutput(serializers.ModelSerializer):
-    object = serializers.SerializerMethodField()
-
-    class Meta:
-        model = ChatSession
-        fields = (
-            "id",
-            "object",
-            "title",
-            "model",
-            "system_prompt",
-            "params",
-            "created_at",
-            "updated_at",
-        )
-
-    def get_object(self, obj) -> str:
-        return "chat.session"
-
-
-class MessageOutput(serializers.ModelSerializer):
-    object = serializers.SerializerMethodField()
-
-    class Meta:
-        model = Message
-        fields = ("id", "object", "role", "content", "created_at")
-
-    def get_object(self, obj) -> str:
-        return "chat.message"
-
-
-class JobOutput(serializers.Serializer):
-    """A job as clients see it, with the assistant's message once there is one."""
-
-    id = serializers.UUIDField()
-    object = serializers.SerializerMethodField()
-    status = serializers.CharField()
-    model = serializers.CharField()
-    session_id = serializers.UUIDField(allow_null=True)
-    created_at = serializers.DateTimeField()
-    started_at = serializers.DateTimeField(allow_null=True)
-    finished_at = serializers.DateTimeField(allow_null=True)
-    finish_reason = serializers.SerializerMethodField()
-    dropped_messages = serializers.IntegerField()
-    error = serializers.SerializerMethodField()
-    usage = serializers.SerializerMethodField()
-    message = serializers.SerializerMethodField()
-    links = serializers.SerializerMethodField()
-
-    def get_object(self, job) -> str:
-        return "chat.job"
-
-    def get_finish_reason(self, job) -> str | None:
-        return job.finish_reason or None
-
-    def get_error(self, job) -> dict | None:
-        return services.job_error(job)["error"] if job.status == ChatJob.Status.FAILED else None
-
-    def get_usage(self, job) -> dict | None:
-        return services.job_usage(job)
-
-    def get_message(self, job) -> dict | None:
-        return MessageOutput(job.assistant_message).data if job.assistant_message else None
-
-    def get_links(self, job) -> dict:
-        request = self.context["request"]
-
-        def url(name: str, *args) -> str:
-            return request.build_absolute_uri(reverse(name, args=args))
-
-        links = {
-            "self": url("api-job-detail", job.id),
-            "events": url("api-job-events", job.id),
-            "cancel": url("api-job-cancel", job.id),
-        }
-        if job.session_id:
-            links["session"] = url("api-session-detail", job.session_id)
-            links["messages"] = url("api-session-messages", job.session_id)
-        return links
 
 
 class PageInput(serializers.Serializer):

@@ -64,6 +64,16 @@ class ChatJob(models.Model):
 
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
+    class ErrorCode(models.TextChoices):
+        """Why a job failed: written by the worker, mapped to HTTP by ``chat.presenters``."""
+
+        CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+        INVALID_REQUEST = "invalid_request_error"
+        INSUFFICIENT_QUOTA = "insufficient_quota"
+        TIMEOUT = "timeout"
+        ENGINE_ERROR = "engine_error"
+        INTERNAL_ERROR = "internal_error"
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="chat_jobs")
     session = models.ForeignKey(
@@ -89,7 +99,7 @@ class ChatJob(models.Model):
         default=0, help_text="Oldest session messages left out to fit the context window."
     )
     error = models.TextField(blank=True)
-    error_code = models.CharField(max_length=64, blank=True)
+    error_code = models.CharField(max_length=64, blank=True, choices=ErrorCode.choices)
     trace_id = models.CharField(max_length=128, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     reserved_tokens = models.PositiveIntegerField(

@@ -34,6 +34,13 @@ from tenants.auth import ApiKeyAuthentication, aauthenticate
 
 from . import events, services
 from .models import ChatJob
+from .presenters import (
+    completion_body,
+    completion_id,
+    job_error,
+    job_error_status,
+    openai_finish_reason,
+)
 from .streaming import job_events, sse, validate_or_raise
 
 logger = logging.getLogger(__name__)
@@ -147,34 +154,6 @@ class ChatCompletionInput(serializers.Serializer):
         ]
 
 
-def completion_id(job: ChatJob) -> str:
-    return f"chatcmpl-{job.id.hex}"
-
-
-def openai_finish_reason(reason: str | None) -> str:
-    # OpenAI knows only stop and length; a cancelled answer ended early, as with a stop.
-    return "length" if reason == "length" else "stop"
-
-
-def completion_body(job: ChatJob) -> dict:
-    return {
-        "id": completion_id(job),
-        "object": "chat.completion",
-        "created": int(job.created_at.timestamp()),
-        "model": job.model,
-        "system_fingerprint": None,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": job.output, "refusal": None},
-                "logprobs": None,
-                "finish_reason": openai_finish_reason(job.finish_reason),
-            }
-        ],
-        "usage": services.job_usage(job),
-    }
-
-
 def _parse_json(request) -> object:
     try:
         return json.loads(request.body or b"null")
@@ -215,7 +194,7 @@ async def chat_completions(request) -> HttpResponse:
             await sync_to_async(services.job_cancel, thread_sensitive=False)(job=job)
             raise
         if job.status == ChatJob.Status.FAILED:
-            response = JsonResponse(services.job_error(job), status=services.job_error_status(job))
+            response = JsonResponse(job_error(job), status=job_error_status(job))
         else:
             response = JsonResponse(completion_body(job))
     for name, value in limits.values.items():

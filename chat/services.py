@@ -14,12 +14,11 @@ from autoglm_site.errors import (
     ConflictError,
     InvalidRequestError,
     ModelNotFoundError,
-    error_body,
 )
 from tenants import quotas
 from tenants.models import ApiKey, Tenant, UsageRecord
 
-from . import events
+from . import events, presenters
 from .models import ChatJob, ChatSession, Message
 from .tokens import estimate_prompt_tokens
 
@@ -328,17 +327,6 @@ def job_prompt_messages(*, job: ChatJob) -> list[dict[str, str]]:
     return messages
 
 
-def job_usage(job: ChatJob) -> dict[str, int] | None:
-    if job.prompt_tokens is None:
-        return None
-    completion = job.completion_tokens or 0
-    return {
-        "prompt_tokens": job.prompt_tokens,
-        "completion_tokens": completion,
-        "total_tokens": job.prompt_tokens + completion,
-    }
-
-
 @transaction.atomic
 def job_finish(
     *,
@@ -381,7 +369,7 @@ def job_finish(
     payload = {
         "status": locked.status,
         "finish_reason": finish_reason,
-        "usage": job_usage(locked),
+        "usage": presenters.job_usage(locked),
         "message_id": str(locked.assistant_message_id) if locked.assistant_message_id else None,
     }
     transaction.on_commit(lambda: events.publish(locked.id, events.DONE, payload))
@@ -399,7 +387,9 @@ def job_finish(
 
 
 @transaction.atomic
-def job_fail(*, job: ChatJob, reason: str, code: str = "internal_error") -> ChatJob | None:
+def job_fail(
+    *, job: ChatJob, reason: str, code: str = ChatJob.ErrorCode.INTERNAL_ERROR
+) -> ChatJob | None:
     """Close the job as failed with a reason a client can read and a stable code."""
     locked = (
         ChatJob.objects.select_for_update(of=("self",))
@@ -415,36 +405,12 @@ def job_fail(*, job: ChatJob, reason: str, code: str = "internal_error") -> Chat
     locked.finished_at = timezone.now()
     locked.save(update_fields=["status", "error", "error_code", "finished_at"])
     _job_ended(locked)
-    error = job_error(locked)
+    error = presenters.job_error(locked)
     transaction.on_commit(
         lambda: events.publish(locked.id, events.ERROR, {"status": "failed", **error})
     )
     logger.warning("job failed", extra={"job_id": str(job.id), "reason": reason, "code": code})
     return locked
-
-
-# A failed job's error code -> (HTTP status, error type) when it is reported to a client.
-JOB_ERRORS = {
-    "context_length_exceeded": (400, "invalid_request_error"),
-    "invalid_request_error": (400, "invalid_request_error"),
-    "insufficient_quota": (429, "insufficient_quota"),
-    "timeout": (504, "server_error"),
-    "engine_error": (503, "server_error"),
-}
-
-
-def job_error_status(job: ChatJob) -> int:
-    return JOB_ERRORS.get(job.error_code, (500, "server_error"))[0]
-
-
-def job_error(job: ChatJob) -> dict[str, Any]:
-    """A failed job's error, in the API's error shape."""
-    return error_body(
-        job.error or "The job failed.",
-        type=JOB_ERRORS.get(job.error_code, (500, "server_error"))[1],
-        code=job.error_code or "internal_error",
-        param="messages" if job.error_code == "context_length_exceeded" else None,
-    )
 
 
 @transaction.atomic

@@ -12,7 +12,7 @@ from autoglm_site.errors import InvalidRequestError, first_validation_error
 
 from . import events
 from .models import ChatJob
-from .services import job_error, job_usage
+from .presenters import job_error, job_usage
 
 _EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 

@@ -31,8 +31,8 @@ from tenants.models import Membership
 from tenants.services import TenantSuspendedError
 
 from . import selectors, services
-from .api import JobOutput
 from .models import ChatJob
+from .presenters import JobOutput, job_error
 
 # Every page: scripts, styles, images and connections from this origin only. Nothing a model or
 # a user writes can run even if it slipped past the Markdown sanitizer (no inline script).
@@ -179,7 +179,7 @@ def chat_page(request, membership: Membership, session_id=None):
         else {"id": str(active_job.id), "status": active_job.status},
         "failed_job": None
         if failed_job is None
-        else {"id": str(failed_job.id), "error": services.job_error(failed_job)["error"]},
+        else {"id": str(failed_job.id), "error": job_error(failed_job)["error"]},
     }
     context = {
         **_shell_context(request, membership, current_session=session),

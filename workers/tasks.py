@@ -14,6 +14,7 @@ from django.db import close_old_connections
 
 from autoglm_site.tracing import trace_id_var
 from chat import events
+from chat.models import ChatJob
 from chat.services import (
     job_budget,
     job_fail,
@@ -25,6 +26,8 @@ from chat.services import (
 from tenants.quotas import QuotaExceededError
 
 logger = logging.getLogger(__name__)
+
+Code = ChatJob.ErrorCode
 
 
 @shared_task(name="workers.chat_job_run", acks_late=True, reject_on_worker_lost=True)
@@ -94,21 +97,23 @@ def _run(job) -> None:
         close_old_connections()
         result = handle.result()
     except PromptTooLongError as exc:
-        job_fail(job=job, reason=str(exc), code="context_length_exceeded")
+        job_fail(job=job, reason=str(exc), code=Code.CONTEXT_LENGTH_EXCEEDED)
         return
     except QuotaExceededError as exc:
-        job_fail(job=job, reason=exc.message, code="insufficient_quota")
+        job_fail(job=job, reason=exc.message, code=Code.INSUFFICIENT_QUOTA)
         return
     except JobTimeoutError as exc:
         stream.flush()
-        job_fail(job=job, reason=str(exc), code="timeout")
+        job_fail(job=job, reason=str(exc), code=Code.TIMEOUT)
         return
     except GenerationError as exc:
-        job_fail(job=job, reason=str(exc), code="invalid_request_error")
+        job_fail(job=job, reason=str(exc), code=Code.INVALID_REQUEST)
         return
     except EngineDeadError as exc:
         logger.error("engine died under the job", extra={"job_id": job_id, "reason": exc.reason})
-        job_fail(job=job, reason="The worker's engine failed; please retry.", code="engine_error")
+        job_fail(
+            job=job, reason="The worker's engine failed; please retry.", code=Code.ENGINE_ERROR
+        )
         return
     finally:
         cancels().forget(job_id)

@@ -1,0 +1,159 @@
+"""What clients see of chat objects: output shapes, usage, completion bodies, and the HTTP
+status and error body of a failed job. The native API, the OpenAI-compatible API, the event
+replay and the UI all present through here."""
+
+from typing import Any
+
+from django.urls import reverse
+from rest_framework import serializers
+
+from autoglm_site.errors import error_body
+
+from .models import ChatJob, ChatSession, Message
+
+Code = ChatJob.ErrorCode
+
+# A failed job's error code -> (HTTP status, error type) when it is reported to a client.
+JOB_ERRORS: dict[str, tuple[int, str]] = {
+    Code.CONTEXT_LENGTH_EXCEEDED: (400, "invalid_request_error"),
+    Code.INVALID_REQUEST: (400, "invalid_request_error"),
+    Code.INSUFFICIENT_QUOTA: (429, "insufficient_quota"),
+    Code.TIMEOUT: (504, "server_error"),
+    Code.ENGINE_ERROR: (503, "server_error"),
+}
+_UNKNOWN_ERROR = (500, "server_error")
+
+
+def job_error_status(job: ChatJob) -> int:
+    return JOB_ERRORS.get(job.error_code, _UNKNOWN_ERROR)[0]
+
+
+def job_error(job: ChatJob) -> dict[str, Any]:
+    """A failed job's error, in the API's error shape."""
+    return error_body(
+        job.error or "The job failed.",
+        type=JOB_ERRORS.get(job.error_code, _UNKNOWN_ERROR)[1],
+        code=job.error_code or Code.INTERNAL_ERROR,
+        param="messages" if job.error_code == Code.CONTEXT_LENGTH_EXCEEDED else None,
+    )
+
+
+def job_usage(job: ChatJob) -> dict[str, int] | None:
+    if job.prompt_tokens is None:
+        return None
+    completion = job.completion_tokens or 0
+    return {
+        "prompt_tokens": job.prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": job.prompt_tokens + completion,
+    }
+
+
+class SessionOutput(serializers.ModelSerializer):
+    object = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ChatSession
+        fields = (
+            "id",
+            "object",
+            "title",
+            "model",
+            "system_prompt",
+            "params",
+            "created_at",
+            "updated_at",
+        )
+
+    def get_object(self, obj) -> str:
+        return "chat.session"
+
+
+class MessageOutput(serializers.ModelSerializer):
+    object = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Message
+        fields = ("id", "object", "role", "content", "created_at")
+
+    def get_object(self, obj) -> str:
+        return "chat.message"
+
+
+class JobOutput(serializers.Serializer):
+    """A job as clients see it, with the assistant's message once there is one."""
+
+    id = serializers.UUIDField()
+    object = serializers.SerializerMethodField()
+    status = serializers.CharField()
+    model = serializers.CharField()
+    session_id = serializers.UUIDField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    finish_reason = serializers.SerializerMethodField()
+    dropped_messages = serializers.IntegerField()
+    error = serializers.SerializerMethodField()
+    usage = serializers.SerializerMethodField()
+    message = serializers.SerializerMethodField()
+    links = serializers.SerializerMethodField()
+
+    def get_object(self, job) -> str:
+        return "chat.job"
+
+    def get_finish_reason(self, job) -> str | None:
+        return job.finish_reason or None
+
+    def get_error(self, job) -> dict | None:
+        return job_error(job)["error"] if job.status == ChatJob.Status.FAILED else None
+
+    def get_usage(self, job) -> dict | None:
+        return job_usage(job)
+
+    def get_message(self, job) -> dict | None:
+        return MessageOutput(job.assistant_message).data if job.assistant_message else None
+
+    def get_links(self, job) -> dict:
+        request = self.context["request"]
+
+        def url(name: str, *args) -> str:
+            return request.build_absolute_uri(reverse(name, args=args))
+
+        links = {
+            "self": url("api-job-detail", job.id),
+            "events": url("api-job-events", job.id),
+            "cancel": url("api-job-cancel", job.id),
+        }
+        if job.session_id:
+            links["session"] = url("api-session-detail", job.session_id)
+            links["messages"] = url("api-session-messages", job.session_id)
+        return links
+
+
+def completion_id(job: ChatJob) -> str:
+    return f"chatcmpl-{job.id.hex}"
+
+
+def openai_finish_reason(reason: str | None) -> str:
+    # OpenAI knows only stop and length; a cancelled answer ended early, as with a stop.
+    return "length" if reason == "length" else "stop"
+
+
+def completion_body(job: ChatJob) -> dict:
+    """A finished job as OpenAI's ``chat.completion`` object."""
+    return {
+        "id": completion_id(job),
+        "object": "chat.completion",
+        "created": int(job.created_at.timestamp()),
+        "model": job.model,
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": job.output, "refusal": None},
+                "logprobs": None,
+                "finish_reason": openai_finish_reason(job.finish_reason),
+            }
+        ],
+        "usage": job_usage(job),
+    }
