@@ -65,6 +65,7 @@ class Process:
         pipes: bool = False,
         stop_timeout: float = 10,
     ) -> None:
+        assert not (pipes and log), "a child driven over pipes has no log"
         self.argv = list(argv)
         self.env = env
         self.cwd = cwd
