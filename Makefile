@@ -14,12 +14,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) scripts/devstack.py
+	HF_HUB_OFFLINE=1 $(PY) -m devtools.devstack
 
 test: $(STAMP)
-	bash scripts/ensure_chromium.sh
+	bash devtools/ensure_chromium.sh
 	$(PY) -m ruff check .
-	HF_HUB_OFFLINE=1 $(PY) scripts/run_tests.py $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m devtools.run_tests $(PYTEST_ARGS)
 
 # Throughput and latency of the engine and the whole stack (a benchmark, not a test).
 bench: $(STAMP)

@@ -28,7 +28,6 @@ import importlib.util
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -40,6 +39,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
 import stack_bench  # noqa: E402
+
+from devtools.processes import Process  # noqa: E402
 
 MODEL_DIR = ROOT / ".models" / "demo-100m"
 SERIAL_REQUESTS = 8  # chats at concurrency 1: the slow case
@@ -61,42 +62,24 @@ class EngineContender:
 
     def __init__(self, name: str, levels: list[int], threads: int, dtype: str) -> None:
         self.name = name
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(BENCH / "engine_bench.py"),
-                "--serve",
-                "--engines",
-                name,
-                "--dtype",
-                dtype,
-                "--threads",
-                str(threads),
-                "--concurrency",
-                ",".join(map(str, levels)),
-                "--serial-requests",
-                str(SERIAL_REQUESTS),
-                "--max-batch-tokens",
-                str(MAX_BATCH_TOKENS),
-                "--max-prefill-tokens",
-                str(MAX_PREFILL_TOKENS),
-            ],
-            cwd=ROOT,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        ready = self.proc.stdout.readline().strip()
+        command = [sys.executable, str(BENCH / "engine_bench.py"), "--serve", "--engines", name]
+        command += ["--dtype", dtype, "--threads", str(threads)]
+        command += ["--concurrency", ",".join(map(str, levels))]
+        command += ["--serial-requests", str(SERIAL_REQUESTS)]
+        command += ["--max-batch-tokens", str(MAX_BATCH_TOKENS)]
+        command += ["--max-prefill-tokens", str(MAX_PREFILL_TOKENS)]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        self.process = Process(command, env=env, pipes=True, stop_timeout=60).start()
+        self.stdin, self.stdout = self.process.proc.stdin, self.process.proc.stdout
+        ready = self.stdout.readline().strip()
         if ready != "ready":
+            self.process.stop()
             raise RuntimeError(f"{name}: engine_bench.py did not start ({ready!r})")
 
     def run(self, level: int) -> dict:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(f"{level}\n")
-        self.proc.stdin.flush()
-        row = json.loads(self.proc.stdout.readline())
+        self.stdin.write(f"{level}\n")
+        self.stdin.flush()
+        row = json.loads(self.stdout.readline())
         return {
             "tokens_per_s": row["tokens_per_s"],
             "p50_latency": row["latency_p50_s"],
@@ -105,9 +88,7 @@ class EngineContender:
         }
 
     def stop(self) -> None:
-        if self.proc.stdin:
-            self.proc.stdin.close()
-        self.proc.wait(60)
+        self.process.stop()
 
 
 class HttpContender:

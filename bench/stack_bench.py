@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,12 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from autoglm_site.localservices import (  # noqa: E402
-    PostgresServer,
-    RedisServer,
-    free_port,
-    wait_for_port,
-)
+from devtools.processes import Process, free_port, manage, stop_all  # noqa: E402
+from devtools.services import PostgresServer, RedisServer  # noqa: E402
 
 MODEL = "bench"
 NEW_TOKENS = 64
@@ -78,18 +73,8 @@ class Stack:
             "HF_HUB_OFFLINE": "1",
             **(settings or {}),
         }
-        self.procs: list[subprocess.Popen] = []
+        self.processes: list[Process] = []
         self.key = ""
-
-    def _manage(self, *args: str) -> str:
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
 
     def start(self) -> Stack:
         self.redis.start()
@@ -97,60 +82,22 @@ class Stack:
         os.chmod(self.workdir, 0o755)  # PostgreSQL runs as its own user
         self.postgres.start()
         self.env["DATABASE_URL"] = self.postgres.url
-        self._manage("migrate", "--noinput")
-        self.key = json.loads(self._manage("bootstrap_demo", "--json"))["api_key"]
-        log = open(self.workdir / "stack.log", "ab")
-        self.procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "manage.py",
-                    "worker",
-                    "--concurrency",
-                    self.env["AUTOGLM_MAX_BATCH_SIZE"],
-                    "--loglevel",
-                    "WARNING",
-                ],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-        self.procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "autoglm_site.asgi:application",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--lifespan",
-                    "off",
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
-                ],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-        wait_for_port(self.port, 60, self.procs[-1])
+        manage("migrate", "--noinput", env=self.env)
+        self.key = json.loads(manage("bootstrap_demo", "--json", env=self.env))["api_key"]
+        log = self.workdir / "stack.log"
+        worker = [sys.executable, "manage.py", "worker"]
+        worker += ["--concurrency", self.env["AUTOGLM_MAX_BATCH_SIZE"], "--loglevel", "WARNING"]
+        web = [sys.executable, "-m", "uvicorn", "autoglm_site.asgi:application"]
+        web += ["--host", "127.0.0.1", "--port", str(self.port), "--lifespan", "off"]
+        web += ["--no-access-log", "--log-level", "warning"]
+        for command in (worker, web):
+            process = Process(command, env=self.env, log=log, stop_timeout=30)
+            self.processes.append(process.start())
+        self.processes[-1].wait_for_port(self.port, 60)
         return self
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(reversed(self.processes))
         self.redis.stop()
         self.postgres.stop()
 
@@ -164,36 +111,20 @@ class TransformersServe:
         self.key = "unused"
         self.workdir = workdir
         self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
-        self.proc: subprocess.Popen | None = None
+        self.process: Process | None = None
 
     def start(self) -> TransformersServe:
-        log = open(self.workdir / "serve.log", "ab")
-        self.proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "transformers"),
-                "serve",
-                "--continuous-batching",
-                "--port",
-                str(self.port),
-                "--host",
-                "127.0.0.1",
-                str(self.model_dir),
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for_port(self.port, 180, self.proc)
+        command = [str(Path(sys.executable).parent / "transformers"), "serve"]
+        command += ["--continuous-batching", "--port", str(self.port), "--host", "127.0.0.1"]
+        command.append(str(self.model_dir))
+        log = self.workdir / "serve.log"
+        self.process = Process(command, env=self.env, log=log, stop_timeout=30).start()
+        self.process.wait_for_port(self.port, 180)
         return self
 
     def stop(self) -> None:
-        if self.proc:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        if self.process:
+            self.process.stop()
 
 
 async def one_chat(

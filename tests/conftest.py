@@ -2,7 +2,6 @@
 the demo model; a real Celery worker process on the test database."""
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,10 +11,10 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
+from devtools.processes import Process, free_port
 from tenants.models import Membership
 from tenants.services import api_key_create, membership_ensure, tenant_create
 
-ROOT = Path(__file__).resolve().parent.parent
 DEMO_MODEL = "autoglm-demo"
 
 
@@ -82,52 +81,17 @@ def _test_database_url() -> str:
     return urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
 
 
-class WorkerProcess:
+class WorkerProcess(Process):
+    """A Celery worker on the demo model (threads pool, 4 slots), ready once Celery says so."""
+
     def __init__(self, log_path: Path, env: dict[str, str]):
-        self.log_path = log_path
-        self.env = env
-        self.proc: subprocess.Popen | None = None
+        command = [sys.executable, "manage.py", "worker", "--models", DEMO_MODEL]
+        command += ["--concurrency", "4", "--hostname", f"test-{os.getpid()}@%h"]
+        super().__init__(command, env=env, log=log_path, stop_timeout=20)
 
     def start(self, timeout: float = 60) -> "WorkerProcess":
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "manage.py",
-                "worker",
-                "--models",
-                DEMO_MODEL,
-                "--concurrency",
-                "4",
-                "--hostname",
-                f"test-{os.getpid()}@%h",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if b" ready." in self.log_path.read_bytes():
-                return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited early:\n{self.log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
-        raise TimeoutError(f"worker not ready:\n{self.log_path.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().start().wait_for_line(" ready.", timeout)
+        return self
 
 
 @pytest.fixture(scope="session")
@@ -164,41 +128,17 @@ def _jobs_end_before_teardown(request):
 def live_server_url(celery_worker, tmp_path_factory):
     """The ASGI app under uvicorn (as in production: two worker processes, so two web
     replicas share the limits) on the test database, with the Celery worker."""
-    from autoglm_site.localservices import free_port, wait_for_port
-
     port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "autoglm_site.asgi:application"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--lifespan", "off"]
+    command += ["--workers", "2", "--no-access-log"]
     log_path = tmp_path_factory.mktemp("web") / "web.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "autoglm_site.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--lifespan",
-                "off",
-                "--workers",
-                "2",
-                "--no-access-log",
-            ],
-            cwd=ROOT,
-            env=celery_worker.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    web = Process(command, env=celery_worker.env, log=log_path).start()
     try:
-        wait_for_port(port, 30, proc)
+        web.wait_for_port(port, 30)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        web.stop()
 
 
 def wait_for_job(client: APIClient, job_id: str, timeout: float = 90) -> dict:

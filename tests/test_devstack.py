@@ -12,9 +12,7 @@ import time
 import httpx
 import pytest
 
-from autoglm_site.localservices import free_port, port_open
-
-from .conftest import ROOT
+from devtools.processes import ROOT, free_port, port_open
 
 pytestmark = pytest.mark.e2e
 
@@ -33,7 +31,7 @@ def test_it_runs_the_stack_and_answers(tmp_path, demo_model_dir):
         AUTOGLM_TORCH_THREADS="1",
     )
     proc = subprocess.Popen(
-        [sys.executable, "scripts/devstack.py"],
+        [sys.executable, "-m", "devtools.devstack"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

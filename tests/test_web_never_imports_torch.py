@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from .conftest import ROOT
+from devtools.processes import ROOT
 
 
 def test_it_serves_the_api_without_importing_torch():

@@ -1,4 +1,5 @@
-"""`make run`: set up and run the whole stack on embedded defaults, under one supervisor.
+"""`make run` (`python -m devtools.devstack`): set up and run the whole stack on embedded
+defaults, under one supervisor.
 
 Migrates (SQLite unless DATABASE_URL is set), builds the demo model when no model is
 configured, creates the demo tenant/user/key, then runs Redis (unless REDIS_URL is set), the
@@ -7,28 +8,13 @@ ASGI web server and a Celery worker with honcho. Ctrl-C stops all of them.
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from honcho.manager import Manager
 
-from honcho.manager import Manager  # noqa: E402
-
-from autoglm_site.localservices import port_open, redis_server_command  # noqa: E402
-
-
-def manage(*args: str, env: dict[str, str]) -> str:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args],
-        env=env,
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    return result.stdout
+from devtools.processes import ROOT, manage, port_open
+from devtools.services import redis_server_command
 
 
 def main() -> int:
@@ -46,18 +32,13 @@ def main() -> int:
         size = env.get("AUTOGLM_DEMO_SIZE", "tiny")
         model_dir = ROOT / ".models" / f"demo-{size}"
         print(f"==> no AUTOGLM_MODELS set: using the demo model ({size}) at {model_dir}")
-        subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "manage.py"),
-                "build_demo_model",
-                str(model_dir),
-                "--size",
-                size,
-            ],
+        manage(
+            "build_demo_model",
+            str(model_dir),
+            "--size",
+            size,
             env={**env, "AUTOGLM_MODELS": f"autoglm-demo={model_dir}"},
-            cwd=ROOT,
-            check=True,
+            capture=False,
         )
         env["AUTOGLM_MODELS"] = f"autoglm-demo={model_dir}"
 

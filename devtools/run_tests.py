@@ -1,4 +1,5 @@
-"""`make test`: start real PostgreSQL and Redis on loopback, run the suite, stop them."""
+"""`make test` (`python -m devtools.run_tests [pytest arguments]`): start real PostgreSQL and
+Redis on loopback, run the suite, stop them."""
 
 import os
 import subprocess
@@ -6,10 +7,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from autoglm_site.localservices import PostgresServer, RedisServer  # noqa: E402
+from devtools.processes import ROOT
+from devtools.services import PostgresServer, RedisServer
 
 
 def main(argv: list[str]) -> int:

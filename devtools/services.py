@@ -1,4 +1,5 @@
-"""Local Redis and PostgreSQL servers for `make run` and `make test`, on loopback only.
+"""Local Redis and PostgreSQL servers for `make run`, `make test` and `make bench`, on loopback
+only.
 
 No Django import: this runs before settings exist. Production points REDIS_URL and
 DATABASE_URL at real servers instead.
@@ -9,34 +10,11 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((host, port)) == 0
-
-
-def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if port_open(port):
-            return
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+from devtools.processes import Process, free_port
 
 
 def redis_server_binary() -> str:
@@ -71,7 +49,7 @@ def redis_server_command(port: int, data_dir: Path) -> list[str]:
 class RedisServer:
     data_dir: Path
     port: int = field(default_factory=free_port)
-    proc: subprocess.Popen | None = None
+    process: Process | None = None
 
     @property
     def url(self) -> str:
@@ -79,21 +57,13 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            redis_server_command(self.port, self.data_dir),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for_port(self.port, 10, self.proc)
+        self.process = Process(redis_server_command(self.port, self.data_dir)).start()
+        self.process.wait_for_port(self.port, 10)
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        if self.process:
+            self.process.stop()
 
 
 def _pg_bin(name: str) -> str:
