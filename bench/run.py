@@ -17,6 +17,11 @@ they take turns: each round runs every contender at every level, one at a time, 
 gives each row's median over the rounds (and their range). Ratios are taken within a round, where
 the contenders ran minutes apart, then their median is reported.
 
+With ``--baseline DIR`` (another checkout of autoglm, e.g. ``git worktree add /tmp/old REV``),
+that checkout's raw engine and full stack join every round as two more contenders, and the table
+gives each of this checkout's rows its within-round ratio to the baseline's: a regression check
+measured in the same run, not against numbers from another day.
+
 Writes bench/results/results.json and bench/results/throughput.png.
 """
 
@@ -55,21 +60,30 @@ LABELS = {
     "stack": "full stack over HTTP",
     "serve": "transformers serve --cb",
 }
+BASELINE = "@baseline"  # suffix of the contenders that run from the --baseline checkout
+
+
+def label(name: str) -> str:
+    base = name.removesuffix(BASELINE)
+    return LABELS.get(base, base) + (" [baseline]" if name.endswith(BASELINE) else "")
 
 
 class EngineContender:
     """A resident engine_bench.py --serve process: one level per line in, one JSON row out."""
 
-    def __init__(self, name: str, levels: list[int], threads: int, dtype: str) -> None:
-        self.name = name
-        command = [sys.executable, str(BENCH / "engine_bench.py"), "--serve", "--engines", name]
+    def __init__(
+        self, name: str, levels: list[int], threads: int, dtype: str, root: Path = ROOT
+    ) -> None:
+        self.name = name if root == ROOT else name + BASELINE
+        script = root / "bench" / "engine_bench.py"
+        command = [sys.executable, str(script), "--serve", "--engines", name]
         command += ["--dtype", dtype, "--threads", str(threads)]
         command += ["--concurrency", ",".join(map(str, levels))]
         command += ["--serial-requests", str(SERIAL_REQUESTS)]
         command += ["--max-batch-tokens", str(MAX_BATCH_TOKENS)]
         command += ["--max-prefill-tokens", str(MAX_PREFILL_TOKENS)]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-        self.process = Process(command, env=env, pipes=True, stop_timeout=60).start()
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root)}
+        self.process = Process(command, env=env, cwd=root, pipes=True, stop_timeout=60).start()
         self.stdin, self.stdout = self.process.proc.stdin, self.process.proc.stdout
         ready = self.stdout.readline().strip()
         if ready != "ready":
@@ -124,7 +138,9 @@ def serving_dtype() -> str:
     return str(select_device_and_dtype()[1]).removeprefix("torch.")
 
 
-def collect(levels: list[int], threads: int, rounds: int, workdir: Path) -> dict:
+def collect(
+    levels: list[int], threads: int, rounds: int, workdir: Path, baseline: Path | None = None
+) -> dict:
     """Per contender and level, the rows of every round."""
     from workers.demo_model import build_demo_model
 
@@ -144,6 +160,13 @@ def collect(levels: list[int], threads: int, rounds: int, workdir: Path) -> dict
         }
         stack = stack_bench.Stack(MODEL_DIR, workdir, threads, max(levels), settings)
         contenders.append(HttpContender("stack", stack, stack_bench.MODEL, workload))
+        if baseline is not None:
+            print(f"==> starting the raw engine and the full stack of {baseline}", flush=True)
+            contenders.append(EngineContender("batching", levels, threads, dtype, baseline))
+            stack = stack_bench.Stack(
+                MODEL_DIR, workdir / "baseline", threads, max(levels), settings, root=baseline
+            )
+            contenders.append(HttpContender("stack" + BASELINE, stack, stack_bench.MODEL, workload))
         if importlib.util.find_spec("fastapi") and importlib.util.find_spec("accelerate"):
             print(f"==> starting {LABELS['serve']}", flush=True)
             serve = stack_bench.TransformersServe(MODEL_DIR, workdir, threads)
@@ -159,7 +182,7 @@ def collect(levels: list[int], threads: int, rounds: int, workdir: Path) -> dict
                     row = contender.run(level)
                     rows[contender.name][level].append(row)
                     print(
-                        f"round {round_}/{rounds} c={level:<3} {LABELS[contender.name]:<30} "
+                        f"round {round_}/{rounds} c={level:<3} {label(contender.name):<30} "
                         f"{row['tokens_per_s']:7.1f} tok/s",
                         flush=True,
                     )
@@ -180,11 +203,15 @@ def summary(rows: dict) -> dict:
                 for key in ("tokens_per_s", "p50_latency", "p99_latency", "p50_ttft")
             }
             entry["range"] = (min(speeds), max(speeds))
-            for base in ("serve", "batching"):
+            for key, base in (
+                ("serve", "serve"),
+                ("batching", "batching"),
+                ("baseline", name + BASELINE),
+            ):
                 others = rows.get(base, {}).get(level, [])
                 if others and len(others) == len(runs):
                     ratios = [a / b["tokens_per_s"] for a, b in zip(speeds, others, strict=True)]
-                    entry[f"vs_{base}"] = statistics.median(ratios)
+                    entry[f"vs_{key}"] = statistics.median(ratios)
             result.setdefault(name, {})[level] = entry
     return result
 
@@ -194,18 +221,19 @@ def table(summ: dict, rounds: int) -> str:
         f"medians of {rounds} round(s); tok/s range over the rounds; ratios: median of "
         "within-round ratios",
         f"{'contender':<30} {'conc':>4} {'tok/s':>7} {'range':>13} {'p50 lat':>8} "
-        f"{'p99 lat':>8} {'p50 TTFT':>8} {'vs serve':>8} {'vs engine':>9}",
+        f"{'p99 lat':>8} {'p50 TTFT':>8} {'vs serve':>8} {'vs engine':>9} {'vs base':>8}",
     ]
     for name, by_level in summ.items():
         for level, row in sorted(by_level.items()):
             low, high = row["range"]
             vs_serve = f"{row['vs_serve']:.2f}x" if "vs_serve" in row else "-"
             vs_engine = f"{row['vs_batching']:.2f}x" if "vs_batching" in row else "-"
+            vs_base = f"{row['vs_baseline']:.2f}x" if "vs_baseline" in row else "-"
             lines.append(
-                f"{LABELS.get(name, name):<30} {level:>4} {row['tokens_per_s']:>7.1f} "
+                f"{label(name):<30} {level:>4} {row['tokens_per_s']:>7.1f} "
                 f"{f'{low:.0f}-{high:.0f}':>13} {row['p50_latency']:>7.2f}s "
                 f"{row['p99_latency']:>7.2f}s {row['p50_ttft']:>7.2f}s {vs_serve:>8} "
-                f"{vs_engine:>9}"
+                f"{vs_engine:>9} {vs_base:>8}"
             )
     return "\n".join(lines)
 
@@ -224,9 +252,7 @@ def plot(summ: dict, path: Path) -> None:
             [m - by_level[c]["range"][0] for c, m in zip(levels, medians, strict=True)],
             [by_level[c]["range"][1] - m for c, m in zip(levels, medians, strict=True)],
         ]
-        axis.errorbar(
-            levels, medians, yerr=errors, marker="o", capsize=3, label=LABELS.get(name, name)
-        )
+        axis.errorbar(levels, medians, yerr=errors, marker="o", capsize=3, label=label(name))
     axis.set_xscale("log", base=2)
     axis.set_xticks([1, 8, 32], labels=["1", "8", "32"])
     axis.set_xlabel("concurrent chats")
@@ -244,6 +270,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--rounds", type=int, default=3, help="turns every contender takes")
     parser.add_argument("--from-json", type=Path, help="re-render a saved results.json")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout (e.g. a git worktree of an older commit): its raw engine and "
+        "full stack run in the same rounds, and the table gives the ratios to them",
+    )
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.from_json:
@@ -252,7 +284,8 @@ def main() -> int:
     else:
         levels = [int(level) for level in args.levels.split(",")]
         with tempfile.TemporaryDirectory(prefix="autoglm-bench-") as tmp:
-            rows = collect(levels, args.threads, args.rounds, Path(tmp))
+            baseline = args.baseline.resolve() if args.baseline else None
+            rows = collect(levels, args.threads, args.rounds, Path(tmp), baseline)
         (RESULTS / "results.json").write_text(json.dumps({"rows": rows}, indent=2))
     rounds = max(len(runs) for by in rows.values() for runs in by.values())
     summ = summary(rows)

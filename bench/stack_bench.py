@@ -55,8 +55,10 @@ class Stack:
         threads: int,
         batch: int,
         settings: dict[str, str] | None = None,
+        root: Path = ROOT,
     ):
         self.workdir = workdir
+        self.root = root  # the checkout whose web and worker run (bench/run.py --baseline)
         self.redis = RedisServer(workdir / "redis")
         self.postgres = PostgresServer(workdir / "pg")
         self.port = free_port()
@@ -71,19 +73,22 @@ class Stack:
             "AUTOGLM_LOG_LEVEL": "WARNING",
             "AUTOGLM_MAX_TOKENS_LIMIT": "4096",
             "HF_HUB_OFFLINE": "1",
+            "PYTHONPATH": str(root),
             **(settings or {}),
         }
         self.processes: list[Process] = []
         self.key = ""
 
     def start(self) -> Stack:
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.redis.start()
         self.env["REDIS_URL"] = self.redis.url
         os.chmod(self.workdir, 0o755)  # PostgreSQL runs as its own user
         self.postgres.start()
         self.env["DATABASE_URL"] = self.postgres.url
-        manage("migrate", "--noinput", env=self.env)
-        self.key = json.loads(manage("bootstrap_demo", "--json", env=self.env))["api_key"]
+        manage("migrate", "--noinput", env=self.env, root=self.root)
+        bootstrap = manage("bootstrap_demo", "--json", env=self.env, root=self.root)
+        self.key = json.loads(bootstrap)["api_key"]
         log = self.workdir / "stack.log"
         worker = [sys.executable, "manage.py", "worker"]
         worker += ["--concurrency", self.env["AUTOGLM_MAX_BATCH_SIZE"], "--loglevel", "WARNING"]
@@ -91,7 +96,7 @@ class Stack:
         web += ["--host", "127.0.0.1", "--port", str(self.port), "--lifespan", "off"]
         web += ["--no-access-log", "--log-level", "warning"]
         for command in (worker, web):
-            process = Process(command, env=self.env, log=log, stop_timeout=30)
+            process = Process(command, env=self.env, cwd=self.root, log=log, stop_timeout=30)
             self.processes.append(process.start())
         self.processes[-1].wait_for_port(self.port, 60)
         return self

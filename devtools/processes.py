@@ -34,13 +34,13 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def manage(*args: str, env: Mapping[str, str], capture: bool = True) -> str:
-    """Run a manage.py command of the checkout to its end (raising if it fails); its stdout
-    when captured, else it prints as it goes."""
+def manage(*args: str, env: Mapping[str, str], capture: bool = True, root: Path = ROOT) -> str:
+    """Run a manage.py command of the checkout (or of the one at `root`) to its end (raising if
+    it fails); its stdout when captured, else it prints as it goes."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args],
+        [sys.executable, str(root / "manage.py"), *args],
         env=env,
-        cwd=ROOT,
+        cwd=root,
         check=True,
         stdout=subprocess.PIPE if capture else None,
         text=True,
