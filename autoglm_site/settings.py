@@ -146,6 +146,10 @@ AUTOGLM_MAX_BATCH_TOKENS = envint("AUTOGLM_MAX_BATCH_TOKENS", 8192, minimum=2)
 AUTOGLM_MAX_PREFILL_TOKENS = envint("AUTOGLM_MAX_PREFILL_TOKENS", 1024, minimum=1)
 AUTOGLM_KV_CACHE_MB = envint("AUTOGLM_KV_CACHE_MB", 4096, minimum=16)
 AUTOGLM_JOB_TIMEOUT = envint("AUTOGLM_JOB_TIMEOUT", 600, minimum=1)
+# Celery threads (jobs in flight) per worker process; unset or 0: the engine's max batch size.
+AUTOGLM_WORKER_CONCURRENCY = (
+    envint("AUTOGLM_WORKER_CONCURRENCY", 0, minimum=0) or AUTOGLM_MAX_BATCH_SIZE
+)
 
 # Celery: Redis broker, long tasks, redelivery when a worker dies mid-job.
 CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", REDIS_URL)

@@ -15,7 +15,7 @@ from autoglm_site.fields import StrictCharField, StrictFloatField, StrictInteger
 from tenants import quotas
 from tenants.auth import arequest_tenant, request_tenant
 
-from . import selectors, services
+from . import jobs, selectors, services
 from .models import ChatJob
 from .presenters import JobOutput, MessageOutput, SessionOutput
 from .streaming import check_event_id, job_events, sse
@@ -195,7 +195,7 @@ class JobCancelApi(ApiView):
     )
     def post(self, request, job_id):
         job = selectors.job_get(tenant=request_tenant(request), job_id=job_id)
-        job = services.job_cancel(job=job)
+        job = jobs.job_cancel(job=job)
         return Response(JobOutput(job, context={"request": request}).data)
 
 

@@ -4,6 +4,10 @@ The worker appends (sync client); web processes read with ``XREAD BLOCK`` (async
 a late subscriber replays what already happened and a resumed one continues after the last
 event id it saw. The stream expires a while after the job ends; the final answer and usage live
 in the database, so nothing depends on Redis keeping them.
+
+This module owns the protocol: ``token_event``, ``reset_event``, ``done_event`` and
+``error_event`` make each event's ``(type, data)``, for the worker that publishes it, the relay
+that merges it and the replay that rebuilds it from the database alike.
 """
 
 import asyncio
@@ -17,6 +21,9 @@ from typing import Any
 from django.conf import settings
 
 from autoglm_site.redisconn import async_redis_client, redis_client
+
+from .models import ChatJob
+from .presenters import job_error, job_usage
 
 logger = logging.getLogger(__name__)
 
@@ -44,16 +51,56 @@ class Event:
         return self.type in FINAL
 
 
+EventData = tuple[str, dict[str, Any]]  # an event's type and data, as published
+
+
+def token_event(text: str) -> EventData:
+    """A piece of the answer (several, merged, when the relay read them together)."""
+    return TOKEN, {"text": text}
+
+
+def reset_event(attempt: int) -> EventData:
+    """A redelivered job starts over: listeners drop what the earlier attempt sent."""
+    return RESET, {"attempt": attempt}
+
+
+def done_event(job: ChatJob, *, with_message: bool = True) -> EventData:
+    """The final event of a job that did not fail: succeeded, or cancelled (partial answer kept).
+
+    A job cancelled while still queued has always been announced without ``message_id``
+    (``with_message=False``); its replay from the database carries ``"message_id": null``.
+    """
+    data: dict[str, Any] = {
+        "status": job.status,
+        "finish_reason": job.finish_reason or None,
+        "usage": job_usage(job),
+    }
+    if with_message:
+        data["message_id"] = str(job.assistant_message_id) if job.assistant_message_id else None
+    return DONE, data
+
+
+def error_event(job: ChatJob) -> EventData:
+    """The final event of a failed job: its error in the API's error shape."""
+    return ERROR, {"status": ChatJob.Status.FAILED, **job_error(job)}
+
+
+def append(pipe, job_id, type_: str, data: dict[str, Any]) -> None:
+    """Queue one event and the stream's expiry on a Redis pipeline (the caller executes it).
+
+    Every append pushes the expiry back; a final event starts the shorter ``AUTOGLM_STREAM_TTL``.
+    """
+    key = stream_key(job_id)
+    pipe.xadd(key, {"type": type_, "data": json.dumps(data)})
+    ttl = settings.AUTOGLM_STREAM_TTL if type_ in FINAL else settings.AUTOGLM_STREAM_MAX_AGE
+    pipe.expire(key, ttl)
+
+
 def publish(job_id, type_: str, data: dict[str, Any] | None = None) -> str:
     """Append one event to the job's stream; a final event starts the stream's expiry."""
-    client = redis_client()
-    key = stream_key(job_id)
-    with client.pipeline(transaction=False) as pipe:
-        pipe.xadd(key, {"type": type_, "data": json.dumps(data or {})})
-        ttl = settings.AUTOGLM_STREAM_TTL if type_ in FINAL else settings.AUTOGLM_STREAM_MAX_AGE
-        pipe.expire(key, ttl)
-        event_id = pipe.execute()[0]
-    return event_id
+    with redis_client().pipeline(transaction=False) as pipe:
+        append(pipe, job_id, type_, data or {})
+        return pipe.execute()[0]
 
 
 def cancel_request(job_id) -> None:
@@ -133,7 +180,7 @@ def _merged(entries: list[tuple[str, dict[str, str]]]) -> list[Event]:
         run = list(run)
         if is_token and len(run) > 1:
             text = "".join(event.data.get("text", "") for event in run)
-            result.append(Event(run[-1].id, TOKEN, {"text": text}))
+            result.append(Event(run[-1].id, *token_event(text)))
         else:
             result.extend(run)
     return result

@@ -32,7 +32,7 @@ from autoglm_site.fields import (
 )
 from tenants.auth import ApiKeyAuthentication, aauthenticate
 
-from . import events, services
+from . import events, jobs, services
 from .models import ChatJob
 from .presenters import (
     completion_body,
@@ -191,7 +191,7 @@ async def chat_completions(request) -> HttpResponse:
         except asyncio.CancelledError:
             # The client went away. Not thread-sensitive: the request's own thread context
             # is being torn down with the cancelled request.
-            await sync_to_async(services.job_cancel, thread_sensitive=False)(job=job)
+            await sync_to_async(jobs.job_cancel, thread_sensitive=False)(job=job)
             raise
         if job.status == ChatJob.Status.FAILED:
             response = JsonResponse(job_error(job), status=job_error_status(job))
@@ -210,7 +210,7 @@ async def _submit(**kwargs) -> tuple[ChatJob, object]:
         return await asyncio.shield(submission)
     except asyncio.CancelledError:
         job, _ = await submission
-        await sync_to_async(services.job_cancel, thread_sensitive=False)(job=job)
+        await sync_to_async(jobs.job_cancel, thread_sensitive=False)(job=job)
         raise
 
 
@@ -272,7 +272,7 @@ async def completion_chunks(job: ChatJob, *, include_usage: bool) -> AsyncIterat
     finally:
         if not ended:
             logger.info("stream closed early, cancelling", extra={"job_id": str(job.id)})
-            await sync_to_async(services.job_cancel, thread_sensitive=False)(job=job)
+            await sync_to_async(jobs.job_cancel, thread_sensitive=False)(job=job)
 
 
 def _restart_error() -> dict:

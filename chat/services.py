@@ -1,4 +1,5 @@
-"""Writes of chat data: sessions, messages and the life of a chat job."""
+"""Writes of chat data: sessions and their messages, and the admission of the jobs that
+answer them (the jobs' own life is in ``chat.jobs``)."""
 
 import logging
 import uuid
@@ -7,7 +8,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from autoglm_site.errors import (
@@ -16,18 +16,13 @@ from autoglm_site.errors import (
     ModelNotFoundError,
 )
 from tenants import quotas
-from tenants.models import ApiKey, Tenant, UsageRecord
+from tenants.models import ApiKey, Tenant
 
-from . import events, presenters
+from . import jobs
 from .models import ChatJob, ChatSession, Message
 from .tokens import estimate_prompt_tokens
 
 logger = logging.getLogger(__name__)
-
-
-def model_queue(model: str) -> str:
-    """The Celery queue that the workers of ``model`` consume."""
-    return f"{settings.AUTOGLM_QUEUE_PREFIX}{model}"
 
 
 def model_check(*, model: str, api_key: ApiKey | None = None, param: str = "model") -> str:
@@ -79,7 +74,7 @@ def session_update(
 def session_delete(*, session: ChatSession) -> None:
     """Delete a session with its messages and jobs, stopping any job still generating."""
     for job in session.jobs.exclude(status__in=ChatJob.FINISHED):
-        job_cancel(job=job)
+        jobs.job_cancel(job=job)
     session.delete()
 
 
@@ -102,10 +97,10 @@ def message_submit(
     """
     model_check(model=session.model, api_key=api_key)
     params = {**_default_params(), **session.params, **params}
-    history = [{"role": m.role, "content": m.content} for m in session.messages.all()]
-    history.append({"role": "user", "content": content})
-    if session.system_prompt:
-        history.insert(0, {"role": "system", "content": session.system_prompt})
+    prompt = jobs.session_prompt(
+        session=session,
+        history=[*session.messages.all(), Message(role=Message.Role.USER, content=content)],
+    )
 
     def build() -> ChatJob:
         message = Message.objects.create(
@@ -119,7 +114,7 @@ def message_submit(
         api_key=api_key,
         model=session.model,
         params=params,
-        prompt=history,
+        prompt=prompt,
         trace_id=trace_id,
         build=build,
     )
@@ -182,7 +177,7 @@ def _admit_and_create(
             job.trace_id = trace_id
             job.reserved_tokens = reserve
             job.save(force_insert=True)
-            transaction.on_commit(lambda: job_enqueue(job=job))
+            transaction.on_commit(lambda: jobs.job_enqueue(job=job))
     except BaseException:
         quotas.settle(
             tenant=tenant, api_key=api_key, job_id=str(job_id), reserved=reserve, actual=0
@@ -194,223 +189,6 @@ def _admit_and_create(
 
 def _default_params() -> dict[str, Any]:
     return {"max_tokens": settings.AUTOGLM_DEFAULT_MAX_TOKENS, "temperature": 1.0, "top_p": 1.0}
-
-
-def job_enqueue(*, job: ChatJob) -> None:
-    from workers.tasks import chat_job_run  # Celery task module; it never imports torch.
-
-    chat_job_run.apply_async(args=[str(job.id)], queue=model_queue(job.model))
-
-
-def job_cancel(*, job: ChatJob) -> ChatJob:
-    """Stop a job: a queued one ends now; a running one stops at the worker's next step.
-
-    The worker keeps the partial answer and ends the job ``cancelled``. Cancelling a finished
-    job changes nothing.
-    """
-    with transaction.atomic():
-        cancelled_now = ChatJob.objects.filter(pk=job.pk, status=ChatJob.Status.QUEUED).update(
-            status=ChatJob.Status.CANCELLED, finished_at=timezone.now(), finish_reason="cancelled"
-        )
-        if cancelled_now:
-            job.refresh_from_db()
-            _job_ended(job)
-            transaction.on_commit(
-                lambda: events.publish(
-                    job.id,
-                    events.DONE,
-                    {
-                        "status": ChatJob.Status.CANCELLED,
-                        "finish_reason": "cancelled",
-                        "usage": None,
-                    },
-                )
-            )
-    if cancelled_now:
-        logger.info("job cancelled while queued", extra={"job_id": str(job.id)})
-    else:
-        events.cancel_request(job.id)
-    job.refresh_from_db()
-    return job
-
-
-def job_start(*, job_id: str) -> ChatJob | None:
-    """Claim a job for running; None when it already ended (a redelivery after it finished).
-
-    A job found ``running`` is one whose worker died mid-way and whose message the broker
-    redelivered: it is run again from the start.
-    """
-    updated = ChatJob.objects.filter(
-        pk=job_id, status__in=[ChatJob.Status.QUEUED, ChatJob.Status.RUNNING]
-    ).update(status=ChatJob.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1)
-    if not updated:
-        return None
-    job = ChatJob.objects.select_related("tenant", "api_key", "session", "user_message").get(
-        pk=job_id
-    )
-    job_lease_renew(job=job)
-    return job
-
-
-def job_lease_renew(*, job: ChatJob) -> None:
-    """Hold the running job's concurrency slot for another lease period.
-
-    The worker calls this while it generates; if it dies, the lease runs out and the slot
-    comes back within ``AUTOGLM_LEASE_TTL`` seconds.
-    """
-    quotas.lease_renew(tenant=job.tenant, api_key=job.api_key, job_id=str(job.id))
-
-
-def job_budget(*, job: ChatJob, prompt_tokens: int, max_tokens: int) -> int:
-    """How many tokens the job may generate within what it holds against the quotas.
-
-    Admission reserved an estimate; when the real prompt needs more, the reservation grows if
-    the month has room, else the answer is shortened to fit. Raises QuotaExceededError when
-    not even one token fits.
-    """
-    needed = prompt_tokens + max_tokens
-    if needed <= job.reserved_tokens:
-        return max_tokens
-    extra = needed - job.reserved_tokens
-    if quotas.extend(tenant=job.tenant, api_key=job.api_key, job_id=str(job.id), extra=extra):
-        job.reserved_tokens = needed
-        ChatJob.objects.filter(pk=job.pk).update(reserved_tokens=needed)
-        return max_tokens
-    allowed = job.reserved_tokens - prompt_tokens
-    if allowed < 1:
-        raise quotas.QuotaExceededError(
-            "The monthly token quota has no room for this prompt.", retry_after=0, headers={}
-        )
-    return allowed
-
-
-def _job_ended(job: ChatJob) -> None:
-    """Every ending writes a usage row and, after commit, settles the quota reservation."""
-    prompt, completion = job.prompt_tokens or 0, job.completion_tokens or 0
-    latency = (job.finished_at - job.created_at).total_seconds() * 1000 if job.finished_at else 0
-    UsageRecord.objects.get_or_create(
-        job_id=job.id,
-        defaults={
-            "tenant_id": job.tenant_id,
-            "api_key_id": job.api_key_id,
-            "model": job.model,
-            "status": job.status,
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "latency_ms": max(0, int(latency)),
-        },
-    )
-    tenant, api_key = job.tenant, job.api_key
-    transaction.on_commit(
-        lambda: quotas.settle(
-            tenant=tenant,
-            api_key=api_key,
-            job_id=str(job.id),
-            reserved=job.reserved_tokens,
-            actual=prompt + completion,
-        )
-    )
-
-
-def job_prompt_messages(*, job: ChatJob) -> list[dict[str, str]]:
-    """The conversation to answer: the session up to the job's user message, or the
-    request's own messages for a completion job."""
-    if job.session is None:
-        return list(job.params.get("messages", []))
-    messages: list[dict[str, str]] = []
-    if job.session.system_prompt:
-        messages.append({"role": "system", "content": job.session.system_prompt})
-    history = Message.objects.filter(session=job.session).order_by("created_at", "id")
-    if job.user_message is not None:
-        history = history.filter(created_at__lte=job.user_message.created_at)
-    messages.extend({"role": m.role, "content": m.content} for m in history)
-    return messages
-
-
-@transaction.atomic
-def job_finish(
-    *,
-    job: ChatJob,
-    text: str,
-    prompt_tokens: int,
-    completion_tokens: int,
-    finish_reason: str,
-    dropped_messages: int = 0,
-) -> ChatJob | None:
-    """Store the answer (partial when cancelled) and close the job, once even if it ran twice.
-
-    Returns None when the job is gone (its session was deleted while it ran).
-    """
-    locked = (
-        ChatJob.objects.select_for_update(of=("self",))
-        .select_related("tenant", "api_key")
-        .filter(pk=job.pk)
-        .first()
-    )
-    if locked is None or locked.is_finished:
-        return locked
-    cancelled = finish_reason == "cancelled"
-    if locked.session_id and (text or not cancelled):
-        locked.assistant_message = Message.objects.create(
-            tenant_id=locked.tenant_id,
-            session_id=locked.session_id,
-            role=Message.Role.ASSISTANT,
-            content=text,
-        )
-    locked.status = ChatJob.Status.CANCELLED if cancelled else ChatJob.Status.SUCCEEDED
-    locked.output = text
-    locked.prompt_tokens = prompt_tokens
-    locked.completion_tokens = completion_tokens
-    locked.finish_reason = finish_reason
-    locked.dropped_messages = dropped_messages
-    locked.finished_at = timezone.now()
-    locked.save()
-    _job_ended(locked)
-    payload = {
-        "status": locked.status,
-        "finish_reason": finish_reason,
-        "usage": presenters.job_usage(locked),
-        "message_id": str(locked.assistant_message_id) if locked.assistant_message_id else None,
-    }
-    transaction.on_commit(lambda: events.publish(locked.id, events.DONE, payload))
-    logger.info(
-        "job finished",
-        extra={
-            "job_id": str(job.id),
-            "status": locked.status,
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "finish_reason": finish_reason,
-        },
-    )
-    return locked
-
-
-@transaction.atomic
-def job_fail(
-    *, job: ChatJob, reason: str, code: str = ChatJob.ErrorCode.INTERNAL_ERROR
-) -> ChatJob | None:
-    """Close the job as failed with a reason a client can read and a stable code."""
-    locked = (
-        ChatJob.objects.select_for_update(of=("self",))
-        .select_related("tenant", "api_key")
-        .filter(pk=job.pk)
-        .first()
-    )
-    if locked is None or locked.is_finished:
-        return locked
-    locked.status = ChatJob.Status.FAILED
-    locked.error = reason
-    locked.error_code = code
-    locked.finished_at = timezone.now()
-    locked.save(update_fields=["status", "error", "error_code", "finished_at"])
-    _job_ended(locked)
-    error = presenters.job_error(locked)
-    transaction.on_commit(
-        lambda: events.publish(locked.id, events.ERROR, {"status": "failed", **error})
-    )
-    logger.warning("job failed", extra={"job_id": str(job.id), "reason": reason, "code": code})
-    return locked
 
 
 @transaction.atomic

@@ -12,7 +12,6 @@ from autoglm_site.errors import InvalidRequestError, first_validation_error
 
 from . import events
 from .models import ChatJob
-from .presenters import job_error, job_usage
 
 _EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
@@ -57,24 +56,11 @@ def final_events(job: ChatJob) -> list[events.Event]:
     """A finished job's events rebuilt from the database, for when its stream is gone."""
     result = []
     if job.output:
-        result.append(events.Event("0-1", events.TOKEN, {"text": job.output}))
+        result.append(events.Event("0-1", *events.token_event(job.output)))
     if job.status == ChatJob.Status.FAILED:
-        result.append(events.Event("0-2", events.ERROR, {"status": job.status, **job_error(job)}))
+        result.append(events.Event("0-2", *events.error_event(job)))
     else:
-        result.append(
-            events.Event(
-                "0-2",
-                events.DONE,
-                {
-                    "status": job.status,
-                    "finish_reason": job.finish_reason or None,
-                    "usage": job_usage(job),
-                    "message_id": str(job.assistant_message_id)
-                    if job.assistant_message_id
-                    else None,
-                },
-            )
-        )
+        result.append(events.Event("0-2", *events.done_event(job)))
     return result
 
 

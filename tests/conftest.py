@@ -112,8 +112,8 @@ def _jobs_end_before_teardown(request):
     yield
     if "celery_worker" not in request.fixturenames:
         return
+    from chat.jobs import job_cancel
     from chat.models import ChatJob
-    from chat.services import job_cancel
 
     deadline = time.monotonic() + 30
     for job in ChatJob.objects.exclude(status__in=ChatJob.FINISHED):

@@ -243,7 +243,7 @@ class TestUiEndpoints:
         alice, csrf = sign_in("alice", "alice-pw")
         busy = post_json(alice, f"/ui/sessions/{job.session_id}/regenerate", csrf=csrf)
         assert busy.status_code == 409  # still generating
-        from chat.services import job_finish
+        from chat.jobs import job_finish
 
         job_finish(
             job=job, text="old answer", prompt_tokens=3, completion_tokens=2, finish_reason="stop"

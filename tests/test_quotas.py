@@ -7,8 +7,8 @@ import time
 import httpx
 import pytest
 
+from chat.jobs import job_fail
 from chat.models import ChatJob
-from chat.services import job_fail
 from tenants import quotas
 from tenants.models import UsageRecord
 from tenants.services import api_key_create

@@ -12,8 +12,8 @@ import autoglm
 import pytest
 
 from chat import events as job_events
+from chat.jobs import job_fail
 from chat.models import ChatJob
-from chat.services import job_fail
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 

@@ -8,12 +8,9 @@ an in-memory set, so ``should_stop`` is a set lookup.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
-
-from django.conf import settings
 
 from autoglm_site.redisconn import redis_client
 from chat import events
@@ -59,10 +56,7 @@ class TokenPublisher:
                 if merged:
                     with client.pipeline(transaction=False) as pipe:
                         for job_id, pieces in merged.items():
-                            key = events.stream_key(job_id)
-                            data = json.dumps({"text": "".join(pieces)})
-                            pipe.xadd(key, {"type": events.TOKEN, "data": data})
-                            pipe.expire(key, settings.AUTOGLM_STREAM_MAX_AGE)
+                            events.append(pipe, job_id, *events.token_event("".join(pieces)))
                         pipe.execute()
             except Exception:
                 logger.exception("publishing tokens failed", extra={"tokens": len(tokens)})

@@ -6,27 +6,34 @@
 """
 
 import logging
-import os
 
 from celery.signals import worker_init, worker_shutdown
 
 logger = logging.getLogger(__name__)
 
+# The models this process serves: set by the ``worker`` command before it starts Celery in the
+# same process. Empty in every other process that loads the Celery app (web, manage.py).
+_serving: list[str] = []
+
+
+def models_serve(models: list[str]) -> None:
+    """Make this process a worker for ``models``: they load when Celery's worker starts."""
+    _serving[:] = models
+
 
 @worker_init.connect
 def load_models(**kwargs) -> None:
-    models = [m for m in os.environ.get("AUTOGLM_WORKER_MODELS", "").split(",") if m]
-    if not models:
+    if not _serving:
         return
     from .runtime import preload
 
-    preload(models)
+    preload(list(_serving))
 
 
 @worker_shutdown.connect
 def stop_engines(**kwargs) -> None:
     """Celery's warm shutdown (SIGTERM) has let running tasks finish; stop the engines."""
-    if not os.environ.get("AUTOGLM_WORKER_MODELS"):
+    if not _serving:
         return
     from .runtime import shutdown
 

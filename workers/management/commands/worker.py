@@ -1,10 +1,9 @@
-import os
-
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from autoglm_site.celery import app
-from chat.services import model_queue
+from chat.jobs import model_queue
+from workers.signals import models_serve
 
 
 class Command(BaseCommand):
@@ -20,7 +19,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--concurrency",
             type=int,
-            default=int(os.environ.get("AUTOGLM_WORKER_CONCURRENCY", 0)) or None,
+            default=settings.AUTOGLM_WORKER_CONCURRENCY,
             help="Jobs in flight per process (threads); default: the engine's max batch size.",
         )
         parser.add_argument("--hostname", default="", help="Celery node name.")
@@ -36,7 +35,7 @@ class Command(BaseCommand):
         concurrency = concurrency or settings.AUTOGLM_MAX_BATCH_SIZE
         if concurrency < 1:
             raise CommandError("--concurrency must be at least 1")
-        os.environ["AUTOGLM_WORKER_MODELS"] = ",".join(names)
+        models_serve(names)
         argv = [
             "worker",
             "--pool=threads",

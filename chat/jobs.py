@@ -1,0 +1,240 @@
+"""The life of a chat job: queued, claimed by a worker, run under its quota budget, ended.
+
+Web views queue and cancel jobs through here; the worker's job runner claims, budgets, finishes
+and fails them. Every ending writes a usage row, settles the quota reservation and publishes
+the job's final event.
+"""
+
+import logging
+from collections.abc import Iterable
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from autoglm_site.celery import app
+from tenants import quotas
+from tenants.models import UsageRecord
+
+from . import events
+from .models import ChatJob, ChatSession, Message
+
+logger = logging.getLogger(__name__)
+
+# The Celery task that runs a job, sent by name: the web side never imports the workers.
+JOB_RUN_TASK = "workers.chat_job_run"
+
+
+def model_queue(model: str) -> str:
+    """The Celery queue that the workers of ``model`` consume."""
+    return f"{settings.AUTOGLM_QUEUE_PREFIX}{model}"
+
+
+def session_prompt(*, session: ChatSession, history: Iterable[Message]) -> list[dict[str, str]]:
+    """The conversation a model answers in a session: its system prompt, then ``history``.
+
+    Admission estimates the prompt from it and the worker generates from it, so both count
+    the same messages.
+    """
+    messages: list[dict[str, str]] = []
+    if session.system_prompt:
+        messages.append({"role": "system", "content": session.system_prompt})
+    messages.extend({"role": m.role, "content": m.content} for m in history)
+    return messages
+
+
+def job_enqueue(*, job: ChatJob) -> None:
+    """Send the job to its model's queue (callers do it after commit)."""
+    app.send_task(JOB_RUN_TASK, args=[str(job.id)], queue=model_queue(job.model))
+
+
+def job_cancel(*, job: ChatJob) -> ChatJob:
+    """Stop a job: a queued one ends now; a running one stops at the worker's next step.
+
+    The worker keeps the partial answer and ends the job ``cancelled``. Cancelling a finished
+    job changes nothing.
+    """
+    with transaction.atomic():
+        cancelled_now = ChatJob.objects.filter(pk=job.pk, status=ChatJob.Status.QUEUED).update(
+            status=ChatJob.Status.CANCELLED, finished_at=timezone.now(), finish_reason="cancelled"
+        )
+        if cancelled_now:
+            job.refresh_from_db()
+            _job_ended(job)
+            final = events.done_event(job, with_message=False)
+            transaction.on_commit(lambda: events.publish(job.id, *final))
+    if cancelled_now:
+        logger.info("job cancelled while queued", extra={"job_id": str(job.id)})
+    else:
+        events.cancel_request(job.id)
+    job.refresh_from_db()
+    return job
+
+
+def job_start(*, job_id: str) -> ChatJob | None:
+    """Claim a job for running; None when it already ended (a redelivery after it finished).
+
+    A job found ``running`` is one whose worker died mid-way and whose message the broker
+    redelivered: it is run again from the start.
+    """
+    updated = ChatJob.objects.filter(
+        pk=job_id, status__in=[ChatJob.Status.QUEUED, ChatJob.Status.RUNNING]
+    ).update(status=ChatJob.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1)
+    if not updated:
+        return None
+    job = ChatJob.objects.select_related("tenant", "api_key", "session", "user_message").get(
+        pk=job_id
+    )
+    job_lease_renew(job=job)
+    return job
+
+
+def job_lease_renew(*, job: ChatJob) -> None:
+    """Hold the running job's concurrency slot for another lease period.
+
+    The worker calls this while it generates; if it dies, the lease runs out and the slot
+    comes back within ``AUTOGLM_LEASE_TTL`` seconds.
+    """
+    quotas.lease_renew(tenant=job.tenant, api_key=job.api_key, job_id=str(job.id))
+
+
+def job_prompt_messages(*, job: ChatJob) -> list[dict[str, str]]:
+    """The conversation to answer: the session up to the job's user message, or the
+    request's own messages for a completion job."""
+    if job.session is None:
+        return list(job.params.get("messages", []))
+    history = Message.objects.filter(session=job.session).order_by("created_at", "id")
+    if job.user_message is not None:
+        history = history.filter(created_at__lte=job.user_message.created_at)
+    return session_prompt(session=job.session, history=history)
+
+
+def job_budget(*, job: ChatJob, prompt_tokens: int, max_tokens: int) -> int:
+    """How many tokens the job may generate within what it holds against the quotas.
+
+    Admission reserved an estimate; when the real prompt needs more, the reservation grows if
+    the month has room, else the answer is shortened to fit. Raises QuotaExceededError when
+    not even one token fits.
+    """
+    needed = prompt_tokens + max_tokens
+    if needed <= job.reserved_tokens:
+        return max_tokens
+    extra = needed - job.reserved_tokens
+    if quotas.extend(tenant=job.tenant, api_key=job.api_key, job_id=str(job.id), extra=extra):
+        job.reserved_tokens = needed
+        ChatJob.objects.filter(pk=job.pk).update(reserved_tokens=needed)
+        return max_tokens
+    allowed = job.reserved_tokens - prompt_tokens
+    if allowed < 1:
+        raise quotas.QuotaExceededError(
+            "The monthly token quota has no room for this prompt.", retry_after=0, headers={}
+        )
+    return allowed
+
+
+@transaction.atomic
+def job_finish(
+    *,
+    job: ChatJob,
+    text: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    finish_reason: str,
+    dropped_messages: int = 0,
+) -> ChatJob | None:
+    """Store the answer (partial when cancelled) and close the job, once even if it ran twice.
+
+    Returns None when the job is gone (its session was deleted while it ran).
+    """
+    locked = _job_lock(job)
+    if locked is None or locked.is_finished:
+        return locked
+    cancelled = finish_reason == "cancelled"
+    if locked.session_id and (text or not cancelled):
+        locked.assistant_message = Message.objects.create(
+            tenant_id=locked.tenant_id,
+            session_id=locked.session_id,
+            role=Message.Role.ASSISTANT,
+            content=text,
+        )
+    locked.status = ChatJob.Status.CANCELLED if cancelled else ChatJob.Status.SUCCEEDED
+    locked.output = text
+    locked.prompt_tokens = prompt_tokens
+    locked.completion_tokens = completion_tokens
+    locked.finish_reason = finish_reason
+    locked.dropped_messages = dropped_messages
+    locked.finished_at = timezone.now()
+    locked.save()
+    _job_ended(locked)
+    final = events.done_event(locked)
+    transaction.on_commit(lambda: events.publish(locked.id, *final))
+    logger.info(
+        "job finished",
+        extra={
+            "job_id": str(job.id),
+            "status": locked.status,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "finish_reason": finish_reason,
+        },
+    )
+    return locked
+
+
+@transaction.atomic
+def job_fail(
+    *, job: ChatJob, reason: str, code: ChatJob.ErrorCode = ChatJob.ErrorCode.INTERNAL_ERROR
+) -> ChatJob | None:
+    """Close the job as failed with a reason a client can read and a stable code."""
+    locked = _job_lock(job)
+    if locked is None or locked.is_finished:
+        return locked
+    locked.status = ChatJob.Status.FAILED
+    locked.error = reason
+    locked.error_code = code
+    locked.finished_at = timezone.now()
+    locked.save(update_fields=["status", "error", "error_code", "finished_at"])
+    _job_ended(locked)
+    final = events.error_event(locked)
+    transaction.on_commit(lambda: events.publish(locked.id, *final))
+    logger.warning("job failed", extra={"job_id": str(job.id), "reason": reason, "code": code})
+    return locked
+
+
+def _job_lock(job: ChatJob) -> ChatJob | None:
+    """The job's row, locked for its ending (None when it is gone)."""
+    return (
+        ChatJob.objects.select_for_update(of=("self",))
+        .select_related("tenant", "api_key")
+        .filter(pk=job.pk)
+        .first()
+    )
+
+
+def _job_ended(job: ChatJob) -> None:
+    """Every ending writes a usage row and, after commit, settles the quota reservation."""
+    prompt, completion = job.prompt_tokens or 0, job.completion_tokens or 0
+    latency = (job.finished_at - job.created_at).total_seconds() * 1000 if job.finished_at else 0
+    UsageRecord.objects.get_or_create(
+        job_id=job.id,
+        defaults={
+            "tenant_id": job.tenant_id,
+            "api_key_id": job.api_key_id,
+            "model": job.model,
+            "status": job.status,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "latency_ms": max(0, int(latency)),
+        },
+    )
+    tenant, api_key = job.tenant, job.api_key
+    transaction.on_commit(
+        lambda: quotas.settle(
+            tenant=tenant,
+            api_key=api_key,
+            job_id=str(job.id),
+            reserved=job.reserved_tokens,
+            actual=prompt + completion,
+        )
+    )

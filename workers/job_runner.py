@@ -1,0 +1,240 @@
+"""Runs one chat job on this worker: load job + history -> prompt -> budget -> submit -> wait ->
+persist, each phase a small function below.
+
+Django state (the job's row, its quotas) is read and written through ``chat.jobs``; generation
+goes through an engine that only has to ``submit`` a request and hand back something to wait
+on. The engine's modules import torch, so they are imported inside the functions that use
+them: importing this module (and ``workers.tasks``) stays light.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import close_old_connections
+
+from autoglm_site.tracing import trace_id_var
+from chat import events, jobs
+from chat.models import ChatJob
+from tenants.quotas import QuotaExceededError
+
+if TYPE_CHECKING:
+    from .engine import Engine, EngineHandle
+    from .generation import GenerationResult
+    from .jobstreams import TokenPublisher
+    from .registry import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+Code = ChatJob.ErrorCode
+
+
+class ModelUnavailableError(Exception):
+    """The job's model could not be loaded on this worker."""
+
+
+def job_run(*, job_id: str) -> None:
+    """Generate the answer of one chat job, streaming it as job events, and store it."""
+    job = jobs.job_start(job_id=job_id)
+    if job is None:
+        logger.info("job already finished, skipping", extra={"job_id": job_id})
+        return
+    token = trace_id_var.set(job.trace_id)
+    try:
+        _run(job)
+    except Exception:
+        # Whatever broke, the job must not stay "running": fail it with a reason. The
+        # traceback goes to the worker log, not to the client.
+        logger.exception("job crashed", extra={"job_id": job_id})
+        jobs.job_fail(job=job, reason="The worker hit an internal error while generating.")
+    finally:
+        trace_id_var.reset(token)
+
+
+def _run(job: ChatJob) -> None:
+    from .runtime import publisher
+
+    logger.info(
+        "job running", extra={"job_id": str(job.id), "model": job.model, "attempt": job.attempts}
+    )
+    stream = publisher()
+    try:
+        result, dropped = _generate(job, stream)
+    except Exception as exc:
+        failure = _failure(exc, job_id=str(job.id))
+        if failure is None:
+            raise
+        code, reason, tokens_out = failure
+        if tokens_out:
+            stream.flush()  # every token is in the stream before the error event
+        jobs.job_fail(job=job, reason=reason, code=code)
+        return
+    stream.flush()  # every token is in the stream before the final event
+    _persist(job, result, dropped)
+
+
+def _generate(job: ChatJob, stream: TokenPublisher) -> tuple[GenerationResult, int]:
+    """The job's answer and how many session messages were left out to fit the context."""
+    from .runtime import cancels
+
+    loaded, engine = _load_engine(job)
+    if job.attempts > 1:
+        # A redelivered job starts over: tell listeners to drop what the first attempt sent.
+        events.publish(job.id, *events.reset_event(job.attempts))
+    job_id = str(job.id)
+    cancels().watch(job_id)
+    try:
+        messages, dropped = _prompt(job, loaded)
+        prompt_ids = _encode(loaded, messages)
+        max_tokens = _budget(job, prompt_ids)
+        handle = _submit(job, engine, prompt_ids, max_tokens, stream)
+        return _wait(handle), dropped
+    finally:
+        cancels().forget(job_id)
+
+
+# -- the phases --------------------------------------------------------------------------------
+
+
+def _load_engine(job: ChatJob) -> tuple[LoadedModel, Engine]:
+    from .registry import UnknownModelError
+    from .runtime import get_engine
+
+    try:
+        return get_engine(job.model)
+    except (UnknownModelError, OSError) as exc:
+        logger.exception("model unavailable", extra={"job_id": str(job.id), "model": job.model})
+        raise ModelUnavailableError(
+            f"The model '{job.model}' could not be loaded on the worker."
+        ) from exc
+
+
+def _prompt(job: ChatJob, loaded: LoadedModel) -> tuple[list[dict[str, str]], int]:
+    """The conversation to answer, and how many of the session's oldest messages were left
+    out to fit the context window (a completion's own messages are never trimmed)."""
+    from .generation import fit_messages
+
+    messages = jobs.job_prompt_messages(job=job)
+    if job.session_id is None:
+        return messages, 0
+    return fit_messages(loaded, messages, max_tokens=job.params["max_tokens"])
+
+
+def _encode(loaded: LoadedModel, messages: list[dict[str, str]]) -> list[int]:
+    from .generation import encode_prompt
+
+    return encode_prompt(loaded, messages)
+
+
+def _budget(job: ChatJob, prompt_ids: list[int]) -> int:
+    return jobs.job_budget(
+        job=job, prompt_tokens=len(prompt_ids), max_tokens=job.params["max_tokens"]
+    )
+
+
+def _submit(
+    job: ChatJob, engine: Engine, prompt_ids: list[int], max_tokens: int, stream: TokenPublisher
+) -> EngineHandle:
+    from .engine import EngineRequest
+
+    params, job_id = job.params, str(job.id)
+    return engine.submit(
+        EngineRequest(
+            prompt_ids=prompt_ids,
+            max_tokens=max_tokens,
+            temperature=params.get("temperature", 1.0),
+            top_p=params.get("top_p", 1.0),
+            seed=params.get("seed"),
+            stop=params.get("stop") or (),
+            on_text=lambda text: _publish_text(stream, job_id, text),
+            should_stop=_Heartbeat(job),
+            timeout=settings.AUTOGLM_JOB_TIMEOUT,
+        )
+    )
+
+
+def _wait(handle: EngineHandle) -> GenerationResult:
+    # A job generates for seconds or minutes: it must not hold one of the database's
+    # connections meanwhile (a worker runs up to a batch of jobs at once).
+    close_old_connections()
+    return handle.result()
+
+
+def _persist(job: ChatJob, result: GenerationResult, dropped: int) -> None:
+    jobs.job_finish(
+        job=job,
+        text=_printable(result.text),
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        finish_reason=result.finish_reason,
+        dropped_messages=dropped,
+    )
+
+
+# -- how a job fails ---------------------------------------------------------------------------
+
+
+def _failure(exc: Exception, *, job_id: str) -> tuple[Code, str, bool] | None:
+    """The error code, the reason a client reads and whether tokens may already be out, for
+    an exception that ends a job; None for one that is a bug (the job fails as internal)."""
+    from .engine import EngineDeadError, JobTimeoutError
+    from .generation import GenerationError, PromptTooLongError
+
+    def engine_dead(exc: EngineDeadError) -> str:
+        logger.error("engine died under the job", extra={"job_id": job_id, "reason": exc.reason})
+        return "The worker's engine failed; please retry."
+
+    # First match wins: JobTimeoutError and PromptTooLongError are GenerationErrors.
+    table: list[tuple[type[Exception], Code, Callable[[Any], str], bool]] = [
+        (ModelUnavailableError, Code.INTERNAL_ERROR, str, False),
+        (PromptTooLongError, Code.CONTEXT_LENGTH_EXCEEDED, str, False),
+        (QuotaExceededError, Code.INSUFFICIENT_QUOTA, lambda e: e.message, False),
+        (JobTimeoutError, Code.TIMEOUT, str, True),
+        (GenerationError, Code.INVALID_REQUEST, str, False),
+        (EngineDeadError, Code.ENGINE_ERROR, engine_dead, False),
+    ]
+    for kind, code, reason, tokens_out in table:
+        if isinstance(exc, kind):
+            return code, reason(exc), tokens_out
+    return None
+
+
+# -- the engine's callbacks --------------------------------------------------------------------
+
+
+def _printable(text: str) -> str:
+    # A model can emit NUL, which PostgreSQL cannot store and JSON clients choke on.
+    return text.replace("\x00", "")
+
+
+def _publish_text(stream: TokenPublisher, job_id: str, text: str) -> None:
+    text = _printable(text)
+    if text:
+        stream.publish(job_id, text)
+
+
+class _Heartbeat:
+    """Called by the engine once per decode step: renews the job's concurrency lease now and
+    then, and says whether someone asked to cancel the job."""
+
+    def __init__(self, job: ChatJob) -> None:
+        self.job = job
+        self.job_id = str(job.id)
+        self.every = settings.AUTOGLM_LEASE_TTL / 3
+        self.next_renewal = time.monotonic() + self.every
+
+    def __call__(self) -> bool:
+        from .runtime import cancels
+
+        if time.monotonic() >= self.next_renewal:
+            self.next_renewal = time.monotonic() + self.every
+            # Off the engine thread: a Redis round trip must not stall the batch.
+            threading.Thread(
+                target=jobs.job_lease_renew, kwargs={"job": self.job}, daemon=True
+            ).start()
+        return cancels().is_cancelled(self.job_id)
