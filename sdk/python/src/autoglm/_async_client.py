@@ -1,5 +1,6 @@
-"""The asyncio client: :class:`AsyncAutoGLMClient`, the same surface as the synchronous one
-with ``await`` (and ``async for`` over streams and events)."""
+# The source of _client.py, the synchronous client: after an edit, run scripts/unasync.py.
+"""The asyncio client: :class:`AsyncAutoGLMClient` and its ``sessions``, ``jobs`` and
+``models``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from typing import Any, Literal, overload
 
 import httpx
 
-from ._client import _session_params
 from ._core import (
     FINAL_EVENTS,
     FINAL_JOB_STATUSES,
@@ -42,10 +42,27 @@ __all__ = ["AsyncAutoGLMClient", "AsyncChatStream", "AsyncJobs", "AsyncModels", 
 
 
 class AsyncAutoGLMClient:
-    """Asyncio client of an autoglm server; the arguments are those of
-    :class:`autoglm.AutoGLMClient` (``http_client`` is an :class:`httpx.AsyncClient`).
+    """Client of an autoglm server: OpenAI-compatible chat plus the native sessions and jobs.
 
-    Use it as ``async with AsyncAutoGLMClient(...) as client:``, or ``await client.close()``.
+    Args:
+        api_key: ``sk-...``; defaults to the ``AUTOGLM_API_KEY`` environment variable.
+        base_url: the server's root, e.g. ``http://127.0.0.1:8000``; defaults to
+            ``AUTOGLM_BASE_URL``, then to ``http://127.0.0.1:8000``. A trailing ``/v1`` (as given
+            to OpenAI clients) is dropped.
+        timeout: a number (seconds, every phase) or an :class:`httpx.Timeout`; when given it
+            replaces ``connect_timeout`` and ``read_timeout``.
+        connect_timeout: seconds to establish a connection (and to send the request).
+        read_timeout: seconds to wait for data; for a non-streamed chat, the whole generation.
+        max_retries: retries after the first attempt, 0 to 2 (at most 3 attempts in all).
+        backoff_base: first backoff in seconds; it doubles each retry, with jitter.
+        backoff_max: the longest backoff in seconds.
+        max_retry_after: a ``retry-after`` longer than this many seconds is not waited for: the
+            error is raised at once.
+        default_headers: extra headers for every request.
+        http_client: an :class:`httpx.AsyncClient` to use (proxies, certificates...); its own
+            timeout is then overridden per request, and the SDK does not close it.
+
+    Use it as a context manager (``async with``), or call :meth:`close`, to release its connections.
     """
 
     def __init__(
@@ -130,7 +147,11 @@ class AsyncAutoGLMClient:
         timeout: float | httpx.Timeout | None = None,
         stream: bool = False,
     ) -> httpx.Response:
-        """Send with retries; see :meth:`autoglm.AutoGLMClient._send`."""
+        """Send with retries; return a successful response or raise the typed error.
+
+        With ``stream=True`` the body is left unread. Once a successful response has arrived,
+        nothing is retried: a stream that breaks later raises to the caller.
+        """
         request_id = new_request_id()
         policy = self._config.retry
         request_headers = {
@@ -182,8 +203,11 @@ class AsyncAutoGLMClient:
         headers: Mapping[str, str] | None = None,
         timeout: float | httpx.Timeout | None = None,
     ) -> Any:
-        """Call any endpoint with the client's authentication, retries and error mapping;
-        return the decoded JSON. Nothing is checked before sending."""
+        """Call any endpoint (``path`` from the server root, e.g. ``"/api/v1/sessions"``) with
+        the client's authentication, retries and error mapping; return the decoded JSON.
+
+        Nothing is checked before sending: this is also the way around the SDK's validation.
+        """
         response = await self._send(
             method, path, json=json, params=params, headers=headers, timeout=timeout
         )
@@ -251,8 +275,27 @@ class AsyncAutoGLMClient:
         extra_body: Mapping[str, Any] | None = None,
         timeout: float | httpx.Timeout | None = None,
     ) -> ChatResponse | AsyncChatStream:
-        """Run a chat completion; see :meth:`autoglm.AutoGLMClient.chat`. With
-        ``stream=True``, returns an :class:`AsyncChatStream` to ``async for`` over."""
+        """Run a chat completion (``POST /v1/chat/completions``).
+
+        Args:
+            messages: the conversation, ``[{"role": "user", "content": "..."}]``; roles are
+                ``system``, ``developer``, ``user`` and ``assistant``.
+            model: the model's name, as ``client.models.list()`` gives it.
+            temperature: 0 to 2. top_p: greater than 0, at most 1. max_tokens: at least 1.
+            stop: a string or up to 4 at which the answer ends. seed: for reproducible samples.
+            user: an end-user id for the server's logs.
+            stream: return a :class:`AsyncChatStream` of text deltas instead of the whole answer.
+            extra_body: fields merged into the JSON body as they are, unchecked.
+            timeout: this call's timeout (a number for every phase, or an ``httpx.Timeout``).
+
+        Returns:
+            ``{"content", "finish_reason", "usage", "id", "model", "raw"}``; or, with
+            ``stream=True``, a :class:`AsyncChatStream`.
+
+        Raises:
+            ValidationError: a parameter breaks a documented rule; nothing was sent.
+            AutoGLMError: the typed error of the server's answer or of the connection.
+        """
         body = chat_body(
             messages=messages,
             model=model,
@@ -281,11 +324,18 @@ class AsyncAutoGLMClient:
 
 
 class AsyncChatStream:
-    """The text deltas of a streamed chat, for ``async for``; see :class:`autoglm.ChatStream`.
+    """The text deltas of a streamed chat, as they are generated.
 
-    Once the iteration is over, :attr:`usage`, :attr:`finish_reason`, :attr:`id`, :attr:`model`
-    and :attr:`content` are set. Leaving early (``break`` then :meth:`close`, or the end of an
-    ``async with`` block) closes the connection, which cancels the generation on the server.
+    Iterate it (``async for delta in stream``) for the text (``str``) pieces. When the stream is
+    over its metadata is set: :attr:`usage`, :attr:`finish_reason`, :attr:`id`, :attr:`model`, and
+    :attr:`content` (all the text). The iteration of the synchronous :class:`autoglm.ChatStream`
+    also ends with the usage as its return value, so ``usage = yield from stream`` works in a
+    generator.
+
+    A failure reported by the server mid-stream raises its typed error; a connection that drops
+    raises :class:`APIConnectionError`. A stream is never retried once it has begun. Leaving
+    early (``break`` then :meth:`close`, or leaving its ``async with`` block) closes the
+    connection, which cancels the generation on the server.
     """
 
     def __init__(
@@ -374,7 +424,7 @@ class AsyncChatStream:
 
 
 class AsyncSessions:
-    """Native chat sessions; see :class:`autoglm.Sessions`."""
+    """Native chat sessions (``/api/v1/sessions``): server-side history, answered by jobs."""
 
     def __init__(self, client: AsyncAutoGLMClient) -> None:
         self._client = client
@@ -387,7 +437,9 @@ class AsyncSessions:
         system_prompt: str | None = None,
         params: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Create a session (see :meth:`autoglm.Sessions.create`)."""
+        """Create a session. ``params`` are default sampling parameters for its messages
+        (``max_tokens``, ``temperature``, ``top_p``, ``seed``); ``model`` defaults to the
+        server's default model."""
         body: dict[str, Any] = {
             k: v
             for k, v in (("title", title), ("model", model), ("system_prompt", system_prompt))
@@ -398,7 +450,8 @@ class AsyncSessions:
         return await self._client._object("POST", "/api/v1/sessions", json=body)
 
     async def list(self, *, limit: int | None = None, after: str | None = None) -> dict[str, Any]:
-        """One page of the sessions, newest first (see :meth:`autoglm.Sessions.list`)."""
+        """One page of the sessions, newest first: ``{"object": "list", "data", "has_more",
+        "first_id", "last_id"}``; pass ``after=page["last_id"]`` for the next page."""
         return await self._client._object(
             "GET", "/api/v1/sessions", params={"limit": limit, "after": after}
         )
@@ -433,7 +486,9 @@ class AsyncSessions:
         if params is not None:
             body["params"] = {**params, **sampling_params(**_session_params(params))}
         return await self._client._object(
-            "PATCH", f"/api/v1/sessions/{path_id(session_id)}", json=body
+            "PATCH",
+            f"/api/v1/sessions/{path_id(session_id)}",
+            json=body,
         )
 
     async def delete(self, session_id: str) -> None:
@@ -463,8 +518,18 @@ class AsyncSessions:
         timeout: float | None = 600.0,
         poll_interval: float = 0.2,
     ) -> dict[str, Any]:
-        """Post a user message and (``wait=True``) wait for its job to end; see
-        :meth:`autoglm.Sessions.send`."""
+        """Post a user message; the answer is generated by a job.
+
+        With ``wait=True`` (the default) wait for the job to end and return it: its
+        ``message["content"]`` is the answer, ``usage`` the token counts; a cancelled job is
+        returned too (with its partial answer). With ``wait=False`` return the queued job at
+        once, to follow with ``client.jobs.events(job["id"])``.
+
+        Raises:
+            ValidationError: a parameter breaks a documented rule; nothing was sent.
+            AutoGLMError: the typed error of a job that failed (the job on ``.job``), or of the
+                request; :class:`APITimeoutError` if it is still running after ``timeout``.
+        """
         check_text(content, "content")
         body = {
             "content": content,
@@ -480,14 +545,19 @@ class AsyncSessions:
         return await self._client.jobs.wait(job["id"], timeout=timeout, poll_interval=poll_interval)
 
 
+def _session_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: params.get(k) for k in ("max_tokens", "temperature", "top_p", "seed")}
+
+
 class AsyncJobs:
-    """Jobs; see :class:`autoglm.Jobs`."""
+    """Jobs (``/api/v1/jobs``): one generation each, queued to the model's workers."""
 
     def __init__(self, client: AsyncAutoGLMClient) -> None:
         self._client = client
 
     async def get(self, job_id: str) -> dict[str, Any]:
-        """The job, with its status and, once ended, its result."""
+        """The job: ``status`` is ``queued``, ``running``, ``succeeded``, ``failed`` (with
+        ``error``) or ``cancelled``; once ended, ``message`` and ``usage``."""
         return await self._client._object("GET", f"/api/v1/jobs/{path_id(job_id)}")
 
     async def cancel(self, job_id: str) -> dict[str, Any]:
@@ -497,7 +567,11 @@ class AsyncJobs:
     async def wait(
         self, job_id: str, *, timeout: float | None = 600.0, poll_interval: float = 0.2
     ) -> dict[str, Any]:
-        """Poll until the job ends and return it; see :meth:`autoglm.Jobs.wait`."""
+        """Poll until the job ends and return it; raise the job's typed error if it failed.
+
+        Raises :class:`APITimeoutError` (with the job on ``.job``) if it is still going after
+        ``timeout`` seconds (``None``: no limit).
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         for wait in poll_intervals(poll_interval):
             job = await self.get(job_id)
@@ -516,8 +590,16 @@ class AsyncJobs:
     async def events(
         self, job_id: str, *, last_event_id: str | None = None, reconnect: bool = True
     ) -> AsyncIterator[JobEvent]:
-        """Follow the job's events, resuming after a dropped connection; see
-        :meth:`autoglm.Jobs.events`."""
+        """Follow the job's events: ``{"id", "event", "data"}`` dicts, ending after the final
+        ``done`` or ``error`` event (which is yielded, not raised).
+
+        ``token`` events carry ``{"text"}``; a ``reset`` means the worker restarted the
+        generation and the text so far is void. A late subscriber gets everything from the
+        start; ``last_event_id`` starts after that event instead. If the connection drops, the
+        stream is reopened after the last event received (``Last-Event-ID``), so nothing is
+        lost or repeated, up to ``max_retries`` times in a row without progress
+        (``reconnect=False``: raise at once). Closing the iterator does not cancel the job.
+        """
         path = f"/api/v1/jobs/{path_id(job_id)}/events"
         policy = self._client._config.retry
         last = last_event_id

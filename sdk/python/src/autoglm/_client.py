@@ -1,4 +1,6 @@
-"""The synchronous client: :class:`AutoGLMClient` and its ``sessions``, ``jobs`` and ``models``."""
+# Generated from _async_client.py by scripts/unasync.py: edit that file, then run it.
+"""The synchronous client: :class:`AutoGLMClient` and its ``sessions``, ``jobs`` and
+``models``."""
 
 from __future__ import annotations
 
@@ -59,7 +61,7 @@ class AutoGLMClient:
         http_client: an :class:`httpx.Client` to use (proxies, certificates...); its own
             timeout is then overridden per request, and the SDK does not close it.
 
-    Use it as a context manager, or call :meth:`close`, to release its connections.
+    Use it as a context manager (``with``), or call :meth:`close`, to release its connections.
     """
 
     def __init__(
@@ -323,15 +325,16 @@ class AutoGLMClient:
 class ChatStream:
     """The text deltas of a streamed chat, as they are generated.
 
-    Iterate it for the text (``str``) pieces. When the stream is over its metadata is set:
-    :attr:`usage`, :attr:`finish_reason`, :attr:`id`, :attr:`model`, and :attr:`content` (all
-    the text). The iteration also ends with the usage as its return value, so
-    ``usage = yield from stream`` works in a generator.
+    Iterate it (``for delta in stream``) for the text (``str``) pieces. When the stream is
+    over its metadata is set: :attr:`usage`, :attr:`finish_reason`, :attr:`id`, :attr:`model`, and
+    :attr:`content` (all the text). The iteration of the synchronous :class:`autoglm.ChatStream`
+    also ends with the usage as its return value, so ``usage = yield from stream`` works in a
+    generator.
 
     A failure reported by the server mid-stream raises its typed error; a connection that drops
     raises :class:`APIConnectionError`. A stream is never retried once it has begun. Leaving
-    early (``break``, :meth:`close`, or the end of a ``with`` block) closes the connection,
-    which cancels the generation on the server.
+    early (``break`` then :meth:`close`, or leaving its ``with`` block) closes the
+    connection, which cancels the generation on the server.
     """
 
     def __init__(
@@ -480,7 +483,11 @@ class Sessions:
         }
         if params is not None:
             body["params"] = {**params, **sampling_params(**_session_params(params))}
-        return self._client._object("PATCH", f"/api/v1/sessions/{path_id(session_id)}", json=body)
+        return self._client._object(
+            "PATCH",
+            f"/api/v1/sessions/{path_id(session_id)}",
+            json=body,
+        )
 
     def delete(self, session_id: str) -> None:
         """Delete a session with its messages and jobs."""
@@ -638,7 +645,8 @@ class Models:
 
     def list(self) -> builtins.list[dict[str, Any]]:
         """``[{"id", "object", "created", "owned_by"}, ...]``."""
-        return builtins.list(self._client._object("GET", "/v1/models").get("data") or [])
+        page = self._client._object("GET", "/v1/models")
+        return builtins.list(page.get("data") or [])
 
     def get(self, model: str) -> dict[str, Any]:
         """One model; :class:`NotFoundError` if there is none by that name for this key."""
