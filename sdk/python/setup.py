@@ -14,8 +14,9 @@ unasync = runpy.run_path(str(Path(__file__).resolve().parent / "scripts" / "unas
 class BuildPy(build_py):
     def build_packages(self) -> None:
         super().build_packages()
-        target = Path(self.build_lib, "autoglm", unasync["TARGET"].name)
-        target.write_text(unasync["generate"](), encoding="utf-8")
+        for target, text in unasync["generate"]().items():
+            built = Path(self.build_lib, target.relative_to(unasync["PACKAGE"].parent))
+            built.write_text(text, encoding="utf-8")
 
 
 setup(cmdclass={"build_py": BuildPy})

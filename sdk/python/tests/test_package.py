@@ -57,6 +57,11 @@ def test_it_puts_every_error_under_autoglm_error():
 
 def test_its_sync_client_is_generated_from_the_async_one():
     unasync = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "unasync.py"))
-    assert unasync["TARGET"].read_text(encoding="utf-8") == unasync["generate"](), (
-        "src/autoglm/_client.py is out of date: run sdk/python/scripts/unasync.py"
+    generated = unasync["generate"]()
+    assert sorted(path.name for path in unasync["TARGETS"].glob("*.py")) == sorted(
+        path.name for path in generated
     )
+    for path, text in generated.items():
+        assert path.read_text(encoding="utf-8") == text, (
+            f"{path} is out of date: run sdk/python/scripts/unasync.py"
+        )
