@@ -7,7 +7,7 @@ from typing import Any
 
 import autoglm
 import pytest
-from faultserver import FaultServer
+from faultserver import FaultServer, client_options
 
 
 @pytest.fixture
@@ -23,16 +23,7 @@ def make_client(server: FaultServer) -> Iterator[Callable[..., autoglm.AutoGLMCl
     clients: list[autoglm.AutoGLMClient] = []
 
     def make(**kwargs: Any) -> autoglm.AutoGLMClient:
-        options = {
-            "api_key": "sk-test",
-            "base_url": server.url,
-            "backoff_base": 0.01,
-            "backoff_max": 0.05,
-            "connect_timeout": 2.0,
-            "read_timeout": 5.0,
-            **kwargs,
-        }
-        client = autoglm.AutoGLMClient(**options)
+        client = autoglm.AutoGLMClient(**client_options(server, **kwargs))
         clients.append(client)
         return client
 

@@ -209,8 +209,9 @@ def chat_stream(*pieces: str, usage: dict | None = USAGE) -> Action:
     return sse(*frames)
 
 
-def make_async_client(server: FaultServer, **kwargs: Any) -> autoglm.AsyncAutoGLMClient:
-    options = {
+def client_options(server: FaultServer, **kwargs: Any) -> dict[str, Any]:
+    """A client's arguments for the fault server, with short backoff unless told otherwise."""
+    return {
         "api_key": "sk-test",
         "base_url": server.url,
         "backoff_base": 0.01,
@@ -219,4 +220,7 @@ def make_async_client(server: FaultServer, **kwargs: Any) -> autoglm.AsyncAutoGL
         "read_timeout": 5.0,
         **kwargs,
     }
-    return autoglm.AsyncAutoGLMClient(**options)
+
+
+def make_async_client(server: FaultServer, **kwargs: Any) -> autoglm.AsyncAutoGLMClient:
+    return autoglm.AsyncAutoGLMClient(**client_options(server, **kwargs))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import runpy
 import subprocess
 import sys
+from pathlib import Path
 
 import autoglm
 
@@ -51,3 +53,15 @@ def test_it_puts_every_error_under_autoglm_error():
         "r",
     )
     assert str(error) == "slow (status=429, code=c, param=p, request_id=r)"
+
+
+def test_its_sync_client_is_generated_from_the_async_one():
+    unasync = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "unasync.py"))
+    generated = unasync["generate"]()
+    assert sorted(path.name for path in unasync["TARGETS"].glob("*.py")) == sorted(
+        path.name for path in generated
+    )
+    for path, text in generated.items():
+        assert path.read_text(encoding="utf-8") == text, (
+            f"{path} is out of date: run sdk/python/scripts/unasync.py"
+        )

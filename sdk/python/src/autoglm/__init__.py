@@ -6,14 +6,9 @@
 >>> print(response["content"])
 """
 
-from ._async_client import (
-    AsyncAutoGLMClient,
-    AsyncChatStream,
-    AsyncJobs,
-    AsyncModels,
-    AsyncSessions,
-)
-from ._client import AutoGLMClient, ChatStream, Jobs, Models, Sessions
+from ._async.client import AsyncAutoGLMClient
+from ._async.resources import AsyncJobs, AsyncModels, AsyncSessions
+from ._async.stream import AsyncChatStream
 from ._core import RetryPolicy
 from ._exceptions import (
     APIConnectionError,
@@ -30,6 +25,9 @@ from ._exceptions import (
     ServerError,
     ValidationError,
 )
+from ._sync.client import AutoGLMClient
+from ._sync.resources import Jobs, Models, Sessions
+from ._sync.stream import ChatStream
 from ._types import ChatMessage, ChatResponse, JobEvent, Usage
 from ._version import __version__
 
