@@ -203,8 +203,8 @@ def admit(*, tenant: Tenant, api_key: ApiKey | None, job_id: str, reserve_tokens
                 UNLIMITED if exists else scope.month_used_from_ledger(now),
             ]
         )
-    admitted, windows, *refusal = ADMIT(_keys(scopes, month), args)
-    windows = Window.decode_all(windows)
+    admitted, reply, *refusal = ADMIT(_keys(scopes, month), args)
+    windows = Window.decode_all(reply)
     if int(admitted) == 1:
         return Headers.build(scopes, windows, reserved=reserve_tokens)
     reason, scope_index, retry_ms = refusal[0], int(refusal[1]), int(refusal[2])
