@@ -17,6 +17,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("healthz", healthz, name="healthz"),
     path("", include("chat.ui_urls")),  # the browser UI
+    path("", include("tenants.ui_urls")),  # its organisation pages
 ]
 
 handler404 = "autoglm_site.errors.handler404"

@@ -1,4 +1,5 @@
-"""URLs of the browser UI (pages, sign-in, and the UI's two JSON endpoints)."""
+"""URLs of the browser UI (pages, sign-in, and the UI's two JSON endpoints); the
+organisation's pages are in tenants/ui_urls.py."""
 
 from django.contrib.auth import views as auth_views
 from django.urls import path
@@ -11,9 +12,6 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("chat/", ui.chat_page, name="ui-chat"),
     path("chat/<uuid:session_id>/", ui.chat_page, name="ui-chat-session"),
-    path("org/switch/", ui.tenant_switch, name="ui-tenant-switch"),
-    path("org/keys/", ui.keys_page, name="ui-keys"),
-    path("org/usage/", ui.usage_page, name="ui-usage"),
     path("ui/jobs/<str:job_id>/state", ui.JobStateApi.as_view(), name="ui-job-state"),
     path(
         "ui/sessions/<str:session_id>/regenerate",

@@ -12,29 +12,11 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
 from autoglm_site.apiviews import ApiView
-from autoglm_site.errors import ApplicationError
 from autoglm_site.fields import StrictCharField, StrictIntegerField
 
 from . import selectors, services
-from .auth import ApiKeyAuthentication, session_membership
-from .models import Membership, Tenant
-
-
-class ManagerRequiredError(ApplicationError):
-    status_code = 403
-    type = "permission_error"
-    code = "permission_denied"
-
-
-def manager_tenant(request) -> Tenant:
-    """The tenant the signed-in owner or admin manages; 403 for anyone else."""
-    user = request.user
-    if not getattr(user, "is_authenticated", False) or not hasattr(user, "memberships"):
-        raise ManagerRequiredError("Managing keys and usage needs an owner or admin login.")
-    membership = session_membership(request)
-    if membership.role not in (Membership.Role.OWNER, Membership.Role.ADMIN):
-        raise ManagerRequiredError("Only the organisation's owners and admins may do this.")
-    return membership.tenant
+from .auth import ApiKeyAuthentication
+from .roles import manager_tenant
 
 
 class IsSignedIn(BasePermission):

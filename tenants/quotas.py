@@ -28,19 +28,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db.models import Sum
 from django.utils import timezone
 
 from autoglm_site.errors import ApplicationError
 from autoglm_site.redisconn import redis_client
 
-from .models import ApiKey, Limits, Tenant, UsageRecord
+from . import selectors
+from .models import ApiKey, Limits, Tenant
+from .quota_scripts import ADMIT, EXTEND, PEEK, RENEW, SETTLE, ScopeKeys, Window
 
 logger = logging.getLogger(__name__)
 
-WINDOW_MS = 60_000
 UNLIMITED = -1
-KEYS_PER_SCOPE = 5
 
 
 class RateLimitError(ApplicationError):
@@ -63,163 +62,43 @@ class QuotaExceededError(RateLimitError):
     code = "insufficient_quota"
 
 
-# KEYS: per scope [requests log, tokens log, tokens amounts, month counter, leases]
-# ARGV: now_ms, job_id, reserve, lease_ttl_ms, month_ttl_s,
-#       then per scope: rpm, tpm, monthly, concurrent, month_seed (-1 = unlimited / no seed)
-# Returns {1, stats...} when admitted, {0, reason, scope_index, retry_ms, stats...} when not;
-# stats per scope: requests used, requests reset ms, tokens used, tokens reset ms.
-_ADMIT = """
-local now = tonumber(ARGV[1])
-local id = ARGV[2]
-local reserve = tonumber(ARGV[3])
-local lease_ttl = tonumber(ARGV[4])
-local month_ttl = tonumber(ARGV[5])
-local window = 60000
-local nscopes = #KEYS / 5
-
-local function window_stats(req, tok, amt)
-  redis.call('ZREMRANGEBYSCORE', req, '-inf', now - window)
-  local old = redis.call('ZRANGEBYSCORE', tok, '-inf', now - window)
-  if #old > 0 then
-    redis.call('ZREMRANGEBYSCORE', tok, '-inf', now - window)
-    redis.call('HDEL', amt, unpack(old))
-  end
-  local requests = redis.call('ZCARD', req)
-  local tokens = 0
-  for _, v in ipairs(redis.call('HVALS', amt)) do tokens = tokens + tonumber(v) end
-  local req_reset, tok_reset = 0, 0
-  local first = redis.call('ZRANGE', req, 0, 0, 'WITHSCORES')
-  if #first > 0 then req_reset = tonumber(first[2]) + window - now end
-  first = redis.call('ZRANGE', tok, 0, 0, 'WITHSCORES')
-  if #first > 0 then tok_reset = tonumber(first[2]) + window - now end
-  return requests, req_reset, tokens, tok_reset
-end
-
-local stats = {}
-local denied = nil
-for s = 0, nscopes - 1 do
-  local k = s * 5
-  local a = 6 + s * 5
-  local rpm, tpm = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  local monthly, conc, seed = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-  local requests, req_reset, tokens, tok_reset = window_stats(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3])
-  redis.call('ZREMRANGEBYSCORE', KEYS[k + 5], '-inf', now)
-  if seed >= 0 then redis.call('SET', KEYS[k + 4], seed, 'NX', 'EX', month_ttl) end
-  local month_used = tonumber(redis.call('GET', KEYS[k + 4]) or '0')
-  table.insert(stats, requests)
-  table.insert(stats, req_reset)
-  table.insert(stats, tokens)
-  table.insert(stats, tok_reset)
-  if not denied then
-    if monthly >= 0 and month_used + reserve > monthly then
-      denied = {'insufficient_quota', s, 0}
-    elseif rpm >= 0 and requests + 1 > rpm then
-      denied = {'requests', s, req_reset}
-    elseif tpm >= 0 and tokens + reserve > tpm then
-      if reserve > tpm then denied = {'request_too_large', s, 0}
-      else denied = {'tokens', s, tok_reset} end
-    elseif conc >= 0 and redis.call('ZCARD', KEYS[k + 5]) >= conc then
-      denied = {'concurrency', s, 1000}
-    end
-  end
-end
-if denied then
-  return {0, denied[1], denied[2], denied[3], unpack(stats)}
-end
-for s = 0, nscopes - 1 do
-  local k = s * 5
-  redis.call('ZADD', KEYS[k + 1], now, id)
-  redis.call('PEXPIRE', KEYS[k + 1], window)
-  redis.call('ZADD', KEYS[k + 2], now, id)
-  redis.call('PEXPIRE', KEYS[k + 2], window)
-  redis.call('HSET', KEYS[k + 3], id, reserve)
-  redis.call('PEXPIRE', KEYS[k + 3], window)
-  redis.call('INCRBY', KEYS[k + 4], reserve)
-  redis.call('EXPIRE', KEYS[k + 4], month_ttl)
-  redis.call('ZADD', KEYS[k + 5], now + lease_ttl, id)
-  redis.call('PEXPIRE', KEYS[k + 5], lease_ttl + window)
-end
-return {1, unpack(stats)}
-"""
-
-# KEYS: settled marker, then per scope [tokens amounts, month counter, leases];
-# ARGV: job_id, reserved, actual. Releases the job's lease and settles its reservation to its
-# real use, once: the marker makes a second call (a redelivered job, a retry) change nothing.
-_SETTLE = """
-local id, reserved, actual = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local first = redis.call('SET', KEYS[1], '1', 'NX', 'EX', 604800)
-for s = 0, (#KEYS - 1) / 3 - 1 do
-  local k = 1 + s * 3
-  redis.call('ZREM', KEYS[k + 3], id)
-  if first then
-    if redis.call('HEXISTS', KEYS[k + 1], id) == 1 then
-      redis.call('HSET', KEYS[k + 1], id, actual)
-    end
-    local delta = actual - reserved
-    if delta ~= 0 and redis.call('EXISTS', KEYS[k + 2]) == 1 then
-      local now_used = redis.call('INCRBY', KEYS[k + 2], delta)
-      if now_used < 0 then redis.call('SET', KEYS[k + 2], 0, 'KEEPTTL') end
-    end
-  end
-end
-if first then return 1 end
-return 0
-"""
-
-# KEYS: per scope [tokens amounts, month counter]; ARGV: job_id, extra, then per scope the
-# monthly limit (-1 = unlimited). Adds ``extra`` tokens to a job's reservation if every
-# month has room for them; all or nothing.
-_EXTEND = """
-local id, extra = ARGV[1], tonumber(ARGV[2])
-for s = 0, #KEYS / 2 - 1 do
-  local monthly = tonumber(ARGV[3 + s])
-  local used = tonumber(redis.call('GET', KEYS[s * 2 + 2]) or '0')
-  if monthly >= 0 and used + extra > monthly then return 0 end
-end
-for s = 0, #KEYS / 2 - 1 do
-  if redis.call('HEXISTS', KEYS[s * 2 + 1], id) == 1 then
-    redis.call('HINCRBY', KEYS[s * 2 + 1], id, extra)
-  end
-  redis.call('INCRBY', KEYS[s * 2 + 2], extra)
-end
-return 1
-"""
-
-# KEYS: leases per scope; ARGV: job_id, expiry_ms. Extends a lease only if it still exists.
-_RENEW = """
-for _, key in ipairs(KEYS) do
-  redis.call('ZADD', key, 'XX', ARGV[2], ARGV[1])
-  redis.call('PEXPIRE', key, tonumber(ARGV[2]) - tonumber(ARGV[3]) + 60000)
-end
-return 1
-"""
-
-
 @dataclass(frozen=True)
 class Scope:
-    """One set of limits (a tenant's or a key's) and where its counters live in Redis."""
+    """One set of limits: the tenant's (``api_key`` None) or a key's, and its Redis keys."""
 
-    name: str
-    limits: Limits
+    tenant: Tenant
+    api_key: ApiKey | None = None
 
-    def keys(self, month: str) -> list[str]:
-        base = f"autoglm:quota:{self.name}"
-        return [
-            f"{base}:req",
-            f"{base}:tok",
-            f"{base}:tokamt",
-            f"{base}:month:{month}",
-            f"{base}:leases",
-        ]
+    @property
+    def limits(self) -> Limits:
+        return self.tenant if self.api_key is None else self.api_key
 
-    def limit_args(self) -> list[int]:
-        limits = self.limits
-        return [
-            _or_unlimited(limits.requests_per_minute),
-            _or_unlimited(limits.tokens_per_minute),
-            _or_unlimited(limits.tokens_per_month),
-            _or_unlimited(limits.max_concurrent_jobs),
-        ]
+    @property
+    def name(self) -> str:
+        return f"tenant:{self.tenant.pk}" if self.api_key is None else f"key:{self.api_key.pk}"
+
+    @property
+    def requests_per_minute(self) -> int:
+        return _or_unlimited(self.limits.requests_per_minute)
+
+    @property
+    def tokens_per_minute(self) -> int:
+        return _or_unlimited(self.limits.tokens_per_minute)
+
+    @property
+    def tokens_per_month(self) -> int:
+        return _or_unlimited(self.limits.tokens_per_month)
+
+    @property
+    def max_concurrent_jobs(self) -> int:
+        return _or_unlimited(self.limits.max_concurrent_jobs)
+
+    def keys(self, month: str) -> ScopeKeys:
+        return ScopeKeys.of(self.name, month)
+
+    def month_used_from_ledger(self, now: datetime) -> int:
+        """Tokens this month by the ledger: the seed of a month counter Redis does not have."""
+        return selectors.usage_month(tenant=self.tenant, api_key=self.api_key, now=now)
 
 
 def _or_unlimited(value: int | None) -> int:
@@ -227,10 +106,14 @@ def _or_unlimited(value: int | None) -> int:
 
 
 def scopes_for(tenant: Tenant, api_key: ApiKey | None) -> list[Scope]:
-    scopes = [Scope(f"tenant:{tenant.pk}", tenant)]
+    scopes = [Scope(tenant)]
     if api_key is not None:
-        scopes.append(Scope(f"key:{api_key.pk}", api_key))
+        scopes.append(Scope(tenant, api_key))
     return scopes
+
+
+def _keys(scopes: list[Scope], month: str) -> list[ScopeKeys]:
+    return [scope.keys(month) for scope in scopes]
 
 
 def _month(now: datetime | None = None) -> str:
@@ -242,18 +125,6 @@ def _month_seconds_left(now: datetime) -> int:
     return max(1, int((next_month - now).total_seconds()))
 
 
-def _month_used_from_ledger(scope: Scope, now: datetime) -> int:
-    """Tokens this month by the ledger: the seed of a month counter Redis does not have."""
-    start = datetime(now.year, now.month, 1, tzinfo=UTC)
-    rows = UsageRecord.objects.filter(created_at__gte=start)
-    if isinstance(scope.limits, Tenant):
-        rows = rows.filter(tenant=scope.limits)
-    else:
-        rows = rows.filter(api_key=scope.limits)
-    total = rows.aggregate(p=Sum("prompt_tokens"), c=Sum("completion_tokens"))
-    return (total["p"] or 0) + (total["c"] or 0)
-
-
 @dataclass(frozen=True)
 class Headers:
     """OpenAI's x-ratelimit-* headers for the tightest scope of each kind."""
@@ -261,19 +132,17 @@ class Headers:
     values: dict[str, str]
 
     @classmethod
-    def build(cls, scopes: list[Scope], stats: list[int], *, reserved: int | None) -> Headers:
-        """``reserved``: the tokens of a request admitted after ``stats`` were read."""
+    def build(cls, scopes: list[Scope], windows: list[Window], *, reserved: int | None) -> Headers:
+        """``reserved``: the tokens of a request admitted after ``windows`` were read."""
         values: dict[str, str] = {}
-        for kind, limit_index, offset in (("requests", 0, 0), ("tokens", 1, 2)):
+        for kind in ("requests", "tokens"):
             best = None
-            for index, scope in enumerate(scopes):
-                limit = scope.limit_args()[limit_index]
+            for scope, window in zip(scopes, windows, strict=True):
+                limit, used, reset_ms = _per_minute(kind, scope, window)
                 if limit < 0:
                     continue
-                used = int(stats[index * 4 + offset])
                 if reserved is not None:
                     used += 1 if kind == "requests" else reserved
-                reset_ms = int(stats[index * 4 + offset + 1])
                 remaining = max(0, limit - used)
                 if best is None or remaining < best[1]:
                     best = (limit, remaining, reset_ms)
@@ -282,6 +151,13 @@ class Headers:
                 values[f"x-ratelimit-remaining-{kind}"] = str(best[1])
                 values[f"x-ratelimit-reset-{kind}"] = _duration(best[2])
         return cls(values)
+
+
+def _per_minute(kind: str, scope: Scope, window: Window) -> tuple[int, int, int]:
+    """A scope's limit, use and reset (ms) of one kind of per-minute limit."""
+    if kind == "requests":
+        return scope.requests_per_minute, window.requests, window.requests_reset_ms
+    return scope.tokens_per_minute, window.tokens, window.tokens_reset_ms
 
 
 def _duration(ms: int) -> str:
@@ -305,11 +181,10 @@ def admit(*, tenant: Tenant, api_key: ApiKey | None, job_id: str, reserve_tokens
     now = datetime.now(UTC)
     month = _month(now)
     scopes = scopes_for(tenant, api_key)
-    keys = [key for scope in scopes for key in scope.keys(month)]
     # Seed month counters that Redis lacks (first use this month, or Redis lost them).
     with client.pipeline(transaction=False) as pipe:
         for scope in scopes:
-            pipe.exists(scope.keys(month)[3])
+            pipe.exists(scope.keys(month).month)
         present = pipe.execute()
     args: list[int | str] = [
         int(time.time() * 1000),
@@ -319,13 +194,21 @@ def admit(*, tenant: Tenant, api_key: ApiKey | None, job_id: str, reserve_tokens
         _month_seconds_left(now) + 86400 * 7,
     ]
     for scope, exists in zip(scopes, present, strict=True):
-        seed = UNLIMITED if exists else _month_used_from_ledger(scope, now)
-        args.extend([*scope.limit_args(), seed])
-    result = client.eval(_ADMIT, len(keys), *keys, *args)
-    if int(result[0]) == 1:
-        return Headers.build(scopes, result[1:], reserved=reserve_tokens)
-    reason, scope_index, retry_ms = result[1], int(result[2]), int(result[3])
-    headers = Headers.build(scopes, result[4:], reserved=None).values
+        args.extend(
+            [
+                scope.requests_per_minute,
+                scope.tokens_per_minute,
+                scope.tokens_per_month,
+                scope.max_concurrent_jobs,
+                UNLIMITED if exists else scope.month_used_from_ledger(now),
+            ]
+        )
+    admitted, reply, *refusal = ADMIT(_keys(scopes, month), args)
+    windows = Window.decode_all(reply)
+    if int(admitted) == 1:
+        return Headers.build(scopes, windows, reserved=reserve_tokens)
+    reason, scope_index, retry_ms = refusal[0], int(refusal[1]), int(refusal[2])
+    headers = Headers.build(scopes, windows, reserved=None).values
     who = "your organisation" if scope_index == 0 else "this API key"
     logger.info("request refused", extra={"tenant": tenant.slug, "reason": reason})
     if reason == "insufficient_quota":
@@ -351,36 +234,22 @@ def admit(*, tenant: Tenant, api_key: ApiKey | None, job_id: str, reserve_tokens
 
 def peek(*, tenant: Tenant, api_key: ApiKey | None) -> Headers:
     """The x-ratelimit-* headers right now, without recording anything."""
-    scopes = [s for s in scopes_for(tenant, api_key) if any(v >= 0 for v in s.limit_args()[:2])]
+    scopes = [
+        scope
+        for scope in scopes_for(tenant, api_key)
+        if scope.requests_per_minute >= 0 or scope.tokens_per_minute >= 0
+    ]
     if not scopes:
         return Headers({})
-    client = redis_client()
-    now_ms = int(time.time() * 1000)
-    stats: list[int] = []
-    with client.pipeline(transaction=False) as pipe:
-        for scope in scopes:
-            req, tok, amt = scope.keys(_month())[:3]
-            pipe.zcount(req, now_ms - WINDOW_MS + 1, "+inf")
-            pipe.zrange(req, 0, 0, withscores=True)
-            pipe.zrangebyscore(tok, now_ms - WINDOW_MS + 1, "+inf")
-            pipe.hgetall(amt)
-            pipe.zrange(tok, 0, 0, withscores=True)
-        replies = pipe.execute()
-    for index in range(len(scopes)):
-        count, first_req, live_ids, amounts, first_tok = replies[index * 5 : index * 5 + 5]
-        tokens = sum(int(amounts.get(member, 0)) for member in live_ids)
-        req_reset = int(first_req[0][1]) + WINDOW_MS - now_ms if first_req else 0
-        tok_reset = int(first_tok[0][1]) + WINDOW_MS - now_ms if first_tok else 0
-        stats.extend([count, max(0, req_reset), tokens, max(0, tok_reset)])
-    return Headers.build(scopes, stats, reserved=None)
+    windows = PEEK(_keys(scopes, _month()), [int(time.time() * 1000)])
+    return Headers.build(scopes, Window.decode_all(windows), reserved=None)
 
 
 def lease_renew(*, tenant: Tenant, api_key: ApiKey | None, job_id: str) -> None:
     """Keep a running job's concurrency slot for another lease period (the worker calls it)."""
-    keys = [scope.keys(_month())[4] for scope in scopes_for(tenant, api_key)]
     now_ms = int(time.time() * 1000)
     expiry = now_ms + settings.AUTOGLM_LEASE_TTL * 1000
-    redis_client().eval(_RENEW, len(keys), *keys, job_id, expiry, now_ms)
+    RENEW(_keys(scopes_for(tenant, api_key), _month()), [job_id, expiry, now_ms])
 
 
 def extend(*, tenant: Tenant, api_key: ApiKey | None, job_id: str, extra: int) -> bool:
@@ -390,10 +259,8 @@ def extend(*, tenant: Tenant, api_key: ApiKey | None, job_id: str, extra: int) -
     so a job never uses more tokens than it holds and a month is never overspent.
     """
     scopes = scopes_for(tenant, api_key)
-    month = _month()
-    keys = [key for scope in scopes for key in (scope.keys(month)[2], scope.keys(month)[3])]
-    monthly = [scope.limit_args()[2] for scope in scopes]
-    return bool(redis_client().eval(_EXTEND, len(keys), *keys, job_id, extra, *monthly))
+    monthly = [scope.tokens_per_month for scope in scopes]
+    return bool(EXTEND(_keys(scopes, _month()), [job_id, extra, *monthly]))
 
 
 def settle(
@@ -401,8 +268,8 @@ def settle(
 ) -> None:
     """Release a job's lease and settle its token reservation to what it really used."""
     month = _month(timezone.now())
-    keys = [f"autoglm:quota:settled:{job_id}"]
-    for scope in scopes_for(tenant, api_key):
-        scope_keys = scope.keys(month)
-        keys.extend([scope_keys[2], scope_keys[3], scope_keys[4]])
-    redis_client().eval(_SETTLE, len(keys), *keys, job_id, reserved, actual)
+    SETTLE(
+        _keys(scopes_for(tenant, api_key), month),
+        [job_id, reserved, actual],
+        lead=(f"autoglm:quota:settled:{job_id}",),
+    )

@@ -63,9 +63,14 @@ def usage_daily(*, tenant: Tenant, days: int = 30, today: date | None = None) ->
     return result
 
 
-def usage_month(*, tenant: Tenant, api_key: ApiKey | None = None) -> int:
-    """Tokens used this calendar month (UTC), from the ledger."""
-    now = timezone.now()
+def usage_month(
+    *, tenant: Tenant, api_key: ApiKey | None = None, now: datetime | None = None
+) -> int:
+    """Tokens used this calendar month (UTC), or the month of ``now``, from the ledger.
+
+    The quotas seed a scope's Redis month counter with it (``api_key`` for a key's scope).
+    """
+    now = now or timezone.now()
     start = datetime(now.year, now.month, 1, tzinfo=now.tzinfo)
     query = Q(tenant=tenant, created_at__gte=start)
     if api_key is not None:

@@ -112,7 +112,7 @@ def test_it_holds_a_slot_per_job_and_gives_it_back_when_cancelled(
 def test_it_settles_a_reservation_to_the_real_use(tenant_a):
     set_limits(tenant_a, tokens_per_month=10_000)
     quotas.admit(tenant=tenant_a, api_key=None, job_id="job-1", reserve_tokens=400)
-    month_key = quotas.scopes_for(tenant_a, None)[0].keys(quotas._month())[3]
+    month_key = quotas.scopes_for(tenant_a, None)[0].keys(quotas._month()).month
     client = quotas.redis_client()
     assert int(client.get(month_key)) == 400
     quotas.settle(tenant=tenant_a, api_key=None, job_id="job-1", reserved=400, actual=150)
@@ -187,7 +187,7 @@ def test_it_never_spends_more_than_the_month(live_server_url, tenant_a, client_a
     # Reservations given back by finished jobs are reused, but what is spent never passes.
     used = sum(u.total_tokens for u in UsageRecord.objects.filter(tenant=tenant_a))
     assert 0 < used <= 600
-    month_key = quotas.scopes_for(tenant_a, None)[0].keys(quotas._month())[3]
+    month_key = quotas.scopes_for(tenant_a, None)[0].keys(quotas._month()).month
     assert 0 <= int(quotas.redis_client().get(month_key)) <= 600
 
 
