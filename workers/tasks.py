@@ -50,9 +50,11 @@ def chat_job_run(job_id: str) -> None:
 
 
 def _run(job) -> None:
-    from .engine import EngineDeadError, EngineRequest, JobTimeoutError
-    from .generation import GenerationError, PromptTooLongError, encode_prompt, fit_messages
-    from .registry import UnknownModelError
+    from engine.errors import EngineDeadError, GenerationError, JobTimeoutError, PromptTooLongError
+    from engine.registry import UnknownModelError
+    from engine.request import EngineRequest
+
+    from .prompts import encode_prompt, fit_messages
     from .runtime import cancels, get_engine, publisher
 
     params = job.params
