@@ -143,7 +143,7 @@ def generate_messages(
     should_stop: Callable[[], bool] | None = None,
     timeout: float | None = None,
 ) -> GenerationResult:
-    """``generation.generate`` through an engine: chat template, submit, wait.
+    """``generate()`` through an engine: chat template, submit, wait.
 
     Same arguments, validation, errors and result as ``generate`` (greedy
     output is token-for-token the same), plus ``timeout``; the callbacks run

@@ -48,9 +48,9 @@ def _common_prefix_length(a: str, b: str) -> int:
 class CompletionMonitor:
     """Follows a completion token by token and turns it into text.
 
-    Shared by ``generate()`` (bench/baselines.py, as a ``model.generate`` stopping criterion: after
-    every decode step it is called with all ids so far) and by the batching
-    engine (which calls :meth:`feed` with each sequence's new token). It
+    Shared by ``generate()`` (bench/baselines.py; as a ``model.generate``
+    stopping criterion: after every decode step it is called with all ids so
+    far) and by the batching engine (which calls :meth:`feed` with each sequence's new token). It
     records the new token(s) and decides whether to stop: end-of-turn token or
     stop string ("stop"), ``should_stop()`` ("cancelled"), ``max_tokens``
     ("length"). When streaming (``on_text``) or matching stop strings it
@@ -60,8 +60,9 @@ class CompletionMonitor:
     is released when generation ends, so the deltas always add up to ``text``.
 
     Duck-typed rather than a ``StoppingCriteria`` subclass for the same reason
-    as GumbelMaxSampler (engine/sampler.py). Once finished it ignores further calls (and keeps
-    answering "stop"), in case ``generate`` runs a step past the decision.
+    as GumbelMaxSampler (engine/sampler.py). Once finished it ignores further
+    calls (and keeps answering "stop"), in case ``generate`` runs a step past
+    the decision.
     """
 
     def __init__(

@@ -204,7 +204,9 @@ class Scheduler:
 
     # After the forwards.
 
-    def postprocess_prefill(self, chunks: list[tuple[Sequence, int, int]], tokens: list[int]):
+    def postprocess_prefill(
+        self, chunks: list[tuple[Sequence, int, int]], tokens: list[int]
+    ) -> None:
         """Take in a prefill forward: ``tokens`` are the first of the chunks that end a prompt."""
         for seq, _, length in chunks:
             seq.prefilled += length
