@@ -140,6 +140,14 @@ AUTOGLM_STREAM_EVENTS_PER_S = envint("AUTOGLM_STREAM_EVENTS_PER_S", 100, minimum
 AUTOGLM_QUEUED_LEASE_TTL = envint("AUTOGLM_QUEUED_LEASE_TTL", 900, minimum=1)
 AUTOGLM_LEASE_TTL = envint("AUTOGLM_LEASE_TTL", 30, minimum=1)
 
+# Where the worker runs its models (engine/registry.py checks the values); None = auto: CUDA with
+# bf16 where present, else CPU, in bf16 when it has AMX or AVX512-BF16, else fp32. Device
+# cpu/cuda/cuda:N; dtype float32/bfloat16/float16. Torch threads on CPU: None = the CPUs this
+# process may use.
+AUTOGLM_DEVICE = envstr("AUTOGLM_DEVICE") or None
+AUTOGLM_DTYPE = envstr("AUTOGLM_DTYPE") or None
+AUTOGLM_TORCH_THREADS = envint("AUTOGLM_TORCH_THREADS", 0, minimum=1) or None
+
 # The worker's batching engine (per model, per worker process).
 AUTOGLM_MAX_BATCH_SIZE = envint("AUTOGLM_MAX_BATCH_SIZE", 32, minimum=1)
 AUTOGLM_MAX_BATCH_TOKENS = envint("AUTOGLM_MAX_BATCH_TOKENS", 8192, minimum=2)

@@ -4,10 +4,10 @@ Standalone (no Django): builds the demo model into .models/demo-100m if it is
 missing, makes a fixed workload of 32 chats whose chat-formatted prompts are
 17..281 tokens long, and runs it through
 
-- ``generate``: one request at a time (generation.generate; callers serialise
+- ``generate``: one request at a time (bench.baselines.generate; callers serialise
   on the model's lock, so its throughput does not depend on concurrency),
-- ``batching``: workers.engine.BatchingEngine (our continuous batching),
-- ``transformers``: workers.engine.TransformersEngine (transformers' own
+- ``batching``: engine.engine.BatchingEngine (our continuous batching),
+- ``transformers``: bench.baselines.TransformersEngine (transformers' own
   continuous batching, ContinuousBatchingManager),
 
 at concurrency 1, 8 and 32 (closed loop: N client threads, each submitting its
@@ -45,14 +45,12 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from bench.baselines import TransformersEngine, generate  # noqa: E402
+from engine.engine import BatchingEngine  # noqa: E402
+from engine.registry import LoadedModel, load_model  # noqa: E402
+from engine.request import EngineRequest  # noqa: E402
 from workers.demo_model import build_demo_model, gather_corpus  # noqa: E402
-from workers.engine import (  # noqa: E402
-    BatchingEngine,
-    EngineRequest,
-    TransformersEngine,
-)
-from workers.generation import encode_prompt, generate  # noqa: E402
-from workers.registry import LoadedModel, load_model  # noqa: E402
+from workers.prompts import encode_prompt  # noqa: E402
 
 MODEL_DIR = ROOT / ".models" / "demo-100m"
 
@@ -294,8 +292,9 @@ def parse_args(argv: list[str] | None):
 
 def prepare(args, dtype: str):
     """Load the model in ``dtype`` with the benchmark's threads; the workload; a warm-up."""
-    os.environ["AUTOGLM_DTYPE"] = dtype
-    loaded = load_model("demo-100m", MODEL_DIR)
+    loaded = load_model(
+        "demo-100m", MODEL_DIR, device=os.environ.get("AUTOGLM_DEVICE"), dtype=dtype
+    )
     torch.set_num_threads(args.threads)
     chats = make_workload(loaded, args.count)
     # Warm up kernels and allocator on the longest prompt once.

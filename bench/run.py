@@ -133,9 +133,10 @@ class HttpContender:
 def serving_dtype() -> str:
     """The dtype a worker picks on this machine (AUTOGLM_DTYPE, else auto), so that the raw
     engine is measured as the stack runs it."""
-    from workers.registry import select_device_and_dtype
+    from engine.registry import select_device_and_dtype
 
-    return str(select_device_and_dtype()[1]).removeprefix("torch.")
+    device, dtype = os.environ.get("AUTOGLM_DEVICE"), os.environ.get("AUTOGLM_DTYPE")
+    return str(select_device_and_dtype(device, dtype)[1]).removeprefix("torch.")
 
 
 def collect(

@@ -3,8 +3,8 @@ persist, each phase a small function below.
 
 Django state (the job's row, its quotas) is read and written through ``chat.jobs``; generation
 goes through an engine that only has to ``submit`` a request and hand back something to wait
-on. The engine's modules import torch, so they are imported inside the functions that use
-them: importing this module (and ``workers.tasks``) stays light.
+on. The modules that import torch (the registry, the runtime, the prompts) are imported inside
+the functions that use them: importing this module (and ``workers.tasks``) stays light.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from django.db import close_old_connections
 from autoglm_site.tracing import trace_id_var
 from chat import events, jobs
 from chat.models import ChatJob
+from engine.errors import EngineDeadError, GenerationError, JobTimeoutError, PromptTooLongError
+from engine.request import Engine, EngineHandle, EngineRequest, GenerationResult
 from tenants.quotas import QuotaExceededError
 
 if TYPE_CHECKING:
-    from .engine import Engine, EngineHandle
-    from .generation import GenerationResult
+    from engine.registry import LoadedModel
+
     from .jobstreams import TokenPublisher
-    from .registry import LoadedModel
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def _generate(job: ChatJob, stream: TokenPublisher) -> tuple[GenerationResult, i
 
 
 def _load_engine(job: ChatJob) -> tuple[LoadedModel, Engine]:
-    from .registry import UnknownModelError
+    from engine.registry import UnknownModelError
     from .runtime import get_engine
 
     try:
@@ -117,7 +118,7 @@ def _load_engine(job: ChatJob) -> tuple[LoadedModel, Engine]:
 def _prompt(job: ChatJob, loaded: LoadedModel) -> tuple[list[dict[str, str]], int]:
     """The conversation to answer, and how many of the session's oldest messages were left
     out to fit the context window (a completion's own messages are never trimmed)."""
-    from .generation import fit_messages
+    from .prompts import fit_messages
 
     messages = jobs.job_prompt_messages(job=job)
     if job.session_id is None:
@@ -126,7 +127,7 @@ def _prompt(job: ChatJob, loaded: LoadedModel) -> tuple[list[dict[str, str]], in
 
 
 def _encode(loaded: LoadedModel, messages: list[dict[str, str]]) -> list[int]:
-    from .generation import encode_prompt
+    from .prompts import encode_prompt
 
     return encode_prompt(loaded, messages)
 
@@ -140,8 +141,6 @@ def _budget(job: ChatJob, prompt_ids: list[int]) -> int:
 def _submit(
     job: ChatJob, engine: Engine, prompt_ids: list[int], max_tokens: int, stream: TokenPublisher
 ) -> EngineHandle:
-    from .engine import EngineRequest
-
     params, job_id = job.params, str(job.id)
     return engine.submit(
         EngineRequest(
@@ -182,8 +181,6 @@ def _persist(job: ChatJob, result: GenerationResult, dropped: int) -> None:
 def _failure(exc: Exception, *, job_id: str) -> tuple[Code, str, bool] | None:
     """The error code, the reason a client reads and whether tokens may already be out, for
     an exception that ends a job; None for one that is a bug (the job fails as internal)."""
-    from .engine import EngineDeadError, JobTimeoutError
-    from .generation import GenerationError, PromptTooLongError
 
     def engine_dead(exc: EngineDeadError) -> str:
         logger.error("engine died under the job", extra={"job_id": job_id, "reason": exc.reason})

@@ -11,9 +11,10 @@ import threading
 
 from django.conf import settings
 
-from .engine import BatchingEngine
+from engine.engine import BatchingEngine
+from engine.registry import LoadedModel, ModelRegistry
+
 from .jobstreams import CancelListener, TokenPublisher
-from .registry import LoadedModel, ModelRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,12 @@ def get_registry() -> ModelRegistry:
     if _registry is None:
         with _lock:
             if _registry is None:
-                _registry = ModelRegistry(dict(settings.AUTOGLM_MODELS))
+                _registry = ModelRegistry(
+                    dict(settings.AUTOGLM_MODELS),
+                    device=settings.AUTOGLM_DEVICE,
+                    dtype=settings.AUTOGLM_DTYPE,
+                    torch_threads=settings.AUTOGLM_TORCH_THREADS,
+                )
     return _registry
 
 

@@ -18,24 +18,19 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from workers.engine import (
-    BatchingEngine,
+from bench.baselines import TransformersEngine, generate, generate_messages
+from engine.attention import _gemv_attention
+from engine.engine import BatchingEngine
+from engine.errors import (
     EngineDeadError,
-    EngineHandle,
-    EngineRequest,
-    JobTimeoutError,
-    TransformersEngine,
-    _gemv_attention,
-    generate_messages,
-)
-from workers.generation import (
     GenerationError,
     InvalidGenerationRequest,
+    JobTimeoutError,
     PromptTooLongError,
-    encode_prompt,
-    generate,
 )
-from workers.registry import LoadedModel
+from engine.registry import LoadedModel
+from engine.request import EngineHandle, EngineRequest
+from workers.prompts import encode_prompt
 
 MESSAGES = [{"role": "user", "content": "Hello, who are you?"}]
 # Greedy decoding of this prompt on the tiny model runs 400+ tokens without an end-of-turn.

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from workers.demo_model import SIZES
-from workers.registry import (
+from engine.registry import (
     LoadedModel,
     ModelRegistry,
     UnknownModelError,
     select_device_and_dtype,
 )
+from workers.demo_model import SIZES
 
 
 def test_it_loads_a_model_once_under_concurrent_first_use(tiny_model_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_it_describes_the_loaded_model(tiny_loaded: LoadedModel, tiny_model_path
 def test_it_logs_each_load(tiny_model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     registry = ModelRegistry({"tiny": tiny_model_path})
 
-    with caplog.at_level(logging.INFO, logger="workers.registry"):
+    with caplog.at_level(logging.INFO, logger="engine.registry"):
         registry.get("tiny")
         registry.get("tiny")
 
@@ -83,28 +83,28 @@ def test_it_logs_each_load(tiny_model_path: Path, caplog: pytest.LogCaptureFixtu
     assert loads[0].load_seconds >= 0
 
 
-def test_it_selects_device_and_dtype_from_the_environment(
+def test_it_selects_device_and_dtype_from_the_settings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr("workers.registry._cpu_has_fast_bf16", lambda: False)
-    assert select_device_and_dtype({}) == (torch.device("cpu"), torch.float32)
-    monkeypatch.setattr("workers.registry._cpu_has_fast_bf16", lambda: True)
-    assert select_device_and_dtype({}) == (torch.device("cpu"), torch.bfloat16)
-    assert select_device_and_dtype({"AUTOGLM_DEVICE": "cpu", "AUTOGLM_DTYPE": "bfloat16"}) == (
+    monkeypatch.setattr("engine.registry._cpu_has_fast_bf16", lambda: False)
+    assert select_device_and_dtype() == (torch.device("cpu"), torch.float32)
+    monkeypatch.setattr("engine.registry._cpu_has_fast_bf16", lambda: True)
+    assert select_device_and_dtype("", "") == (torch.device("cpu"), torch.bfloat16)
+    assert select_device_and_dtype("cpu", "bfloat16") == (
         torch.device("cpu"),
         torch.bfloat16,
     )
     with pytest.raises(ValueError, match="AUTOGLM_DTYPE"):
-        select_device_and_dtype({"AUTOGLM_DTYPE": "int3"})
+        select_device_and_dtype(dtype="int3")
     with pytest.raises(ValueError, match="AUTOGLM_DEVICE"):
-        select_device_and_dtype({"AUTOGLM_DEVICE": "tpu"})
+        select_device_and_dtype(device="tpu")
     with pytest.raises(ValueError, match="CUDA"):
-        select_device_and_dtype({"AUTOGLM_DEVICE": "cuda"})
+        select_device_and_dtype(device="cuda")
 
 
 def test_it_refuses_to_unload_a_model_in_use(tiny_model_path):
-    from workers.registry import ModelInUseError, ModelRegistry
+    from engine.registry import ModelInUseError, ModelRegistry
 
     registry = ModelRegistry({"tiny": tiny_model_path})
     with registry.use("tiny") as loaded:

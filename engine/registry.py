@@ -19,14 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# huggingface_hub reads these once, when it is first imported, so they must be
-# set before anything imports transformers. Models are always local here: a
-# missing file must fail fast, not turn into a network request or a hang.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# from_pretrained draws a tqdm bar on stderr, which would garble worker logs.
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-
-import torch  # noqa: E402  (must come after the environment defaults above)
+import torch
 
 logger = logging.getLogger(__name__)
 
@@ -71,40 +64,41 @@ class LoadedModel:
 
 
 def select_device_and_dtype(
-    env: Mapping[str, str] | None = None,
+    device: str | None = None, dtype: str | None = None
 ) -> tuple[torch.device, torch.dtype]:
     """Choose where and in which precision to run models.
 
     Defaults to CUDA with bfloat16 (half the memory, native tensor-core format)
     when a GPU is present, otherwise CPU with float32 (CPU half-precision
-    matmuls are often slower than fp32). ``AUTOGLM_DEVICE`` (``cpu``/``cuda``/
-    ``cuda:N``) and ``AUTOGLM_DTYPE`` (``float32``/``bfloat16``/``float16``)
-    override the choice, e.g. to benchmark one configuration against another.
+    matmuls are often slower than fp32). ``device`` (``cpu``/``cuda``/
+    ``cuda:N``) and ``dtype`` (``float32``/``bfloat16``/``float16``) override
+    the choice, e.g. to benchmark one configuration against another; None or
+    "" means auto. The worker passes its ``AUTOGLM_DEVICE`` and
+    ``AUTOGLM_DTYPE`` settings, which the error messages name.
     """
-    env = os.environ if env is None else env
-    device_name = env.get("AUTOGLM_DEVICE", "").strip().lower()
+    device_name = (device or "").strip().lower()
     if not device_name:
         device_name = "cuda" if torch.cuda.is_available() else "cpu"
     if device_name != "cpu" and not device_name.startswith("cuda"):
         raise ValueError(f"AUTOGLM_DEVICE must be 'cpu' or 'cuda', got {device_name!r}")
-    device = torch.device(device_name)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    torch_device = torch.device(device_name)
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("AUTOGLM_DEVICE asks for CUDA but torch sees no CUDA device")
 
-    dtype_name = env.get("AUTOGLM_DTYPE", "").strip().lower()
+    dtype_name = (dtype or "").strip().lower()
     if dtype_name:
         try:
-            dtype = _DTYPES[dtype_name]
+            torch_dtype = _DTYPES[dtype_name]
         except KeyError:
             raise ValueError(
                 f"AUTOGLM_DTYPE must be float32, bfloat16 or float16, got {dtype_name!r}"
             ) from None
-    elif device.type == "cuda":
+    elif torch_device.type == "cuda":
         # Pre-Ampere GPUs emulate bf16 slowly; fp16 is their native half type.
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        torch_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     else:
-        dtype = torch.bfloat16 if _cpu_has_fast_bf16() else torch.float32
-    return device, dtype
+        torch_dtype = torch.bfloat16 if _cpu_has_fast_bf16() else torch.float32
+    return torch_device, torch_dtype
 
 
 def _cpu_has_fast_bf16() -> bool:
@@ -127,24 +121,32 @@ def _available_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def _configure_cpu_threads() -> None:
+def _configure_cpu_threads(threads: int | None) -> None:
     # torch's intra-op pool size is process-wide; set it once so that several
     # models loading in parallel do not fight over it.
     global _threads_configured
     with _threads_lock:
         if _threads_configured:
             return
-        threads = int(os.environ.get("AUTOGLM_TORCH_THREADS", _available_cpus()))
+        threads = threads or _available_cpus()
         torch.set_num_threads(threads)
         _threads_configured = True
         logger.info("torch cpu threads configured", extra={"torch_threads": threads})
 
 
-def _context_window(model: Any, tokenizer: Any) -> int:
+def text_config(model: Any) -> Any:
+    """The language model's config (multimodal configs nest its settings)."""
     config = model.config
-    # Multimodal configs nest the language model's settings.
-    if hasattr(config, "get_text_config"):
-        config = config.get_text_config()
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def vocab_size(model: Any) -> int:
+    """How many token ids the model embeds."""
+    return int(model.get_input_embeddings().num_embeddings)
+
+
+def _context_window(model: Any, tokenizer: Any) -> int:
+    config = text_config(model)
     window = getattr(config, "max_position_embeddings", None)
     if window is None:
         # Tokenizers without a limit report a huge sentinel (int(1e30)).
@@ -154,10 +156,20 @@ def _context_window(model: Any, tokenizer: Any) -> int:
     return int(window)
 
 
-def load_model(name: str, path: str | os.PathLike[str]) -> LoadedModel:
-    """Load one model from a local directory onto the configured device.
+def load_model(
+    name: str,
+    path: str | os.PathLike[str],
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    torch_threads: int | None = None,
+) -> LoadedModel:
+    """Load one model from a local directory onto ``device`` in ``dtype``.
 
-    Uses the plain ``from_pretrained`` path so that the demo model and real
+    ``device`` and ``dtype`` are as :func:`select_device_and_dtype` takes them
+    (None: auto). On CPU, ``torch_threads`` sizes torch's process-wide thread
+    pool, once per process (None: the CPUs this process may use). Uses the
+    plain ``from_pretrained`` path so that the demo model and real
     checkpoints are loaded identically. Most callers want
     :meth:`ModelRegistry.get`, which caches the result.
     """
@@ -168,18 +180,18 @@ def load_model(name: str, path: str | os.PathLike[str]) -> LoadedModel:
     # fail with a confusing "offline mode" error.
     if not path.is_dir():
         raise FileNotFoundError(f"model {name!r}: directory {path} does not exist")
-    device, dtype = select_device_and_dtype()
-    if device.type == "cpu":
-        _configure_cpu_threads()
+    torch_device, torch_dtype = select_device_and_dtype(device, dtype)
+    if torch_device.type == "cpu":
+        _configure_cpu_threads(torch_threads)
 
     started = time.perf_counter()
     # local_files_only in addition to HF_HUB_OFFLINE: the env var is ignored if
-    # huggingface_hub was imported before this module set it.
+    # huggingface_hub was imported before this package set it.
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
-    model.to(device)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, local_files_only=True)
+    model.to(torch_device)
     model.eval()
-    _warm_up(model, device)
+    _warm_up(model, torch_device)
     load_seconds = time.perf_counter() - started
     memory_bytes = sum(t.numel() * t.element_size() for t in model.parameters()) + sum(
         t.numel() * t.element_size() for t in model.buffers()
@@ -190,8 +202,8 @@ def load_model(name: str, path: str | os.PathLike[str]) -> LoadedModel:
         path=path,
         model=model,
         tokenizer=tokenizer,
-        device=device,
-        dtype=dtype,
+        device=torch_device,
+        dtype=torch_dtype,
         context_window=_context_window(model, tokenizer),
         load_seconds=load_seconds,
         memory_bytes=memory_bytes,
@@ -201,8 +213,8 @@ def load_model(name: str, path: str | os.PathLike[str]) -> LoadedModel:
         extra={
             "model": name,
             "load_seconds": round(load_seconds, 3),
-            "device": str(device),
-            "dtype": str(dtype).removeprefix("torch."),
+            "device": str(torch_device),
+            "dtype": str(torch_dtype).removeprefix("torch."),
             "memory_mb": round(memory_bytes / 2**20, 1),
         },
     )
@@ -224,9 +236,20 @@ class ModelRegistry:
 
     ``specs`` maps each servable model name to its local directory. Nothing is
     loaded up front, so a worker only pays for the models it is asked to serve.
+    ``device``, ``dtype`` and ``torch_threads`` are passed to :func:`load_model`.
     """
 
-    def __init__(self, specs: Mapping[str, str | os.PathLike[str]]) -> None:
+    def __init__(
+        self,
+        specs: Mapping[str, str | os.PathLike[str]],
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        torch_threads: int | None = None,
+    ) -> None:
+        self._device = device
+        self._dtype = dtype
+        self._torch_threads = torch_threads
         self._specs: dict[str, Path] = {name: Path(p) for name, p in specs.items()}
         # One lock per model: loading model A must not block requests for an
         # already-resident model B.
@@ -271,7 +294,13 @@ class ModelRegistry:
         with lock:
             loaded = self._models.get(name)
             if loaded is None:
-                loaded = load_model(name, self._specs[name])
+                loaded = load_model(
+                    name,
+                    self._specs[name],
+                    device=self._device,
+                    dtype=self._dtype,
+                    torch_threads=self._torch_threads,
+                )
                 with self._state_lock:
                     self._models[name] = loaded
                     self._load_count += 1

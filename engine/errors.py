@@ -1,0 +1,57 @@
+"""What a generation job can fail with: the request's fault (GenerationError) or the engine's."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.request import GenerationResult
+
+
+class GenerationError(Exception):
+    """Base class for request errors the API should report to the client."""
+
+
+class InvalidGenerationRequest(GenerationError, ValueError):
+    """The messages or sampling parameters are malformed."""
+
+
+class PromptTooLongError(GenerationError):
+    """The prompt plus the requested completion does not fit the context window."""
+
+    def __init__(self, prompt_tokens: int, max_tokens: int, context_window: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.max_tokens = max_tokens
+        self.context_window = context_window
+        super().__init__(
+            f"prompt is {prompt_tokens} tokens and max_tokens is {max_tokens}, but the model's "
+            f"context window is {context_window} tokens; shorten the prompt or lower max_tokens"
+        )
+
+
+class EngineDeadError(RuntimeError):
+    """The engine cannot run the job: it crashed, or was stopped before the job finished.
+
+    Deliberately not a GenerationError: it is the worker's failure, not the
+    request's, so the job should be failed as an internal error (or retried
+    on another worker), never reported as a bad request. ``reason`` says what
+    happened; after a crash ``__cause__`` is the original exception.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class JobTimeoutError(GenerationError, TimeoutError):
+    """The job ran past its own ``timeout`` (time spent queued included) and was aborted.
+
+    ``partial`` is what it produced before that: the text already streamed
+    through ``on_text`` (nothing held back is released), the tokens to bill,
+    and finish_reason "cancelled".
+    """
+
+    def __init__(self, timeout: float, partial: GenerationResult) -> None:
+        super().__init__(f"generation did not finish within its {timeout:g}s timeout")
+        self.timeout = timeout
+        self.partial = partial

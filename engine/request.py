@@ -1,0 +1,239 @@
+"""What callers of an engine see: the request, its handle, its result, the engine's stats.
+
+Also the one validation of a request (:func:`validate_request`), which every engine runs in
+``submit`` before a job is queued, so a request the engine cannot serve fails at once, in the
+caller's thread, with a GenerationError.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from engine.errors import InvalidGenerationRequest, PromptTooLongError
+
+MAX_STOP_SEQUENCES = 4  # as in the OpenAI API
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """A finished completion, with the usage numbers the API bills and reports."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    # "stop": end-of-turn token or stop string; "length": hit max_tokens;
+    # "cancelled": should_stop() asked to stop early.
+    finish_reason: FinishReason
+
+
+@dataclass
+class EngineRequest:
+    """One generation job: a tokenized prompt and its sampling parameters.
+
+    The parameters mean what they mean for ``generate()`` (bench/baselines.py):
+    ``temperature == 0`` is greedy; ``seed`` makes sampling reproducible,
+    whatever else is in the batch; ``stop`` is a string or up to 4 of them;
+    ``on_text`` receives the streamed deltas and ``should_stop`` is asked
+    once before the prompt is processed and once per generated token. Both
+    callbacks run on the engine thread between forward passes, so they must
+    be quick (every job in the batch waits for them). ``timeout`` (seconds,
+    counted from submission) bounds the whole job, queueing included.
+    """
+
+    prompt_ids: list[int]
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: str | Sequence[str] = ()
+    on_text: Callable[[str], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot of an engine's state and counters, for metrics and logs."""
+
+    alive: bool
+    batch_size: int  # jobs in the running batch (prefilling + decoding)
+    decoding: int
+    prefilling: int
+    waiting: int  # submitted, not yet admitted to the batch
+    steps: int  # engine iterations that ran at least one forward pass
+    prefill_forwards: int
+    decode_forwards: int
+    prompt_tokens: int  # prompt tokens processed
+    generated_tokens: int
+    jobs_finished: int  # with a result (stop, length, cancelled)
+    jobs_failed: int  # with an error (callback error, timeout, engine death)
+    kv_cache_bytes: int  # currently allocated
+
+
+class EngineHandle:
+    """A submitted job: wait for its result, or cancel it. Thread-safe."""
+
+    def __init__(self, request: EngineRequest, prompt_tokens: int, wake: Callable[[], None]):
+        self.request = request
+        self.prompt_tokens = prompt_tokens
+        # time.monotonic() stamps, for latency metrics (TTFT = first_token_at - submitted_at).
+        self.submitted_at = time.monotonic()
+        self.first_token_at: float | None = None
+        self.finished_at: float | None = None
+        self._wake = wake
+        self._cancel_requested = False
+        self._done = threading.Event()
+        self._resolve_lock = threading.Lock()
+        self._result: GenerationResult | None = None
+        self._error: BaseException | None = None
+
+    def cancel(self) -> None:
+        """Ask the engine to end the job; observed before its next decode step.
+
+        The job then finishes normally with finish_reason "cancelled" and the
+        text so far (held-back text is released through ``on_text``). No-op
+        once the job is done.
+        """
+        self._cancel_requested = True
+        self._wake()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel_requested
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self, timeout: float | None = None) -> GenerationResult:
+        """Wait for the job and return its result, or raise its error.
+
+        Raises the job's own error: a GenerationError subclass
+        (JobTimeoutError when the job's ``timeout`` expired) or whatever its
+        ``on_text``/``should_stop`` callback raised; EngineDeadError if the
+        engine crashed or was stopped first. If ``timeout`` (seconds to wait
+        here, unrelated to the job's own) passes first, raises the builtin
+        TimeoutError and the job keeps running.
+        """
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"the job did not finish within {timeout}s")
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Wait for the job; return its error, or None if it produced a result."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"the job did not finish within {timeout}s")
+        return self._error
+
+    def _resolve(
+        self, result: GenerationResult | None = None, error: BaseException | None = None
+    ) -> bool:
+        with self._resolve_lock:  # first resolution wins
+            if self._done.is_set():
+                return False
+            self._result, self._error = result, error
+            self.finished_at = time.monotonic()
+            self._done.set()
+            return True
+
+
+class Engine(Protocol):
+    """What the worker (and bench's generate_messages) need from an engine."""
+
+    def submit(self, request: EngineRequest) -> EngineHandle: ...
+
+
+# -- validation --------------------------------------------------------------------------------
+
+
+def validate_max_tokens(max_tokens: int) -> None:
+    """Raise InvalidGenerationRequest unless ``max_tokens`` is a positive integer."""
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise InvalidGenerationRequest(f"max_tokens must be a positive integer, got {max_tokens!r}")
+
+
+def validate_sampling(max_tokens: int, temperature: float, top_p: float) -> None:
+    """Raise InvalidGenerationRequest unless the sampling parameters are usable."""
+    validate_max_tokens(max_tokens)
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise InvalidGenerationRequest(f"temperature must be >= 0, got {temperature!r}")
+    if not (math.isfinite(top_p) and 0 < top_p <= 1):
+        raise InvalidGenerationRequest(f"top_p must be in (0, 1], got {top_p!r}")
+
+
+def validate_stop(stop: str | Sequence[str]) -> tuple[str, ...]:
+    """Normalise ``stop`` (a string or up to 4 of them) to a tuple of distinct strings."""
+    # OpenAI accepts a bare string as well as a list of them; a str is also a
+    # Sequence[str] of its characters, which is never what the caller means.
+    if isinstance(stop, str):
+        stop = (stop,)
+    try:
+        stops = tuple(stop)
+    except TypeError:
+        raise InvalidGenerationRequest("stop must be a string or a list of strings") from None
+    if len(stops) > MAX_STOP_SEQUENCES:
+        raise InvalidGenerationRequest(
+            f"stop may hold at most {MAX_STOP_SEQUENCES} sequences, got {len(stops)}"
+        )
+    for index, value in enumerate(stops):
+        if not isinstance(value, str) or not value:
+            raise InvalidGenerationRequest(f"stop[{index}] must be a non-empty string")
+    return tuple(dict.fromkeys(stops))
+
+
+def validate_prompt_fits(prompt_tokens: int, max_tokens: int, context_window: int) -> None:
+    """Raise PromptTooLongError unless the prompt leaves room for ``max_tokens`` new tokens."""
+    if prompt_tokens > context_window - max_tokens:
+        raise PromptTooLongError(prompt_tokens, max_tokens, context_window)
+
+
+def _validated_prompt(prompt_ids: Sequence[int], vocab_size: int) -> list[int]:
+    if isinstance(prompt_ids, str | bytes) or not isinstance(prompt_ids, Sequence):
+        raise InvalidGenerationRequest("prompt_ids must be a list of token ids")
+    if not prompt_ids:
+        raise InvalidGenerationRequest("prompt_ids must not be empty")
+    ids: list[int] = []
+    for token in prompt_ids:
+        if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < vocab_size:
+            raise InvalidGenerationRequest(
+                f"prompt_ids must be token ids in [0, {vocab_size}), got {token!r}"
+            )
+        ids.append(int(token))
+    return ids
+
+
+def validate_request(
+    request: EngineRequest, vocab_size: int, context_window: int
+) -> tuple[list[int], tuple[str, ...]]:
+    """Check a request against the model; return its prompt ids and its stop strings.
+
+    Raises InvalidGenerationRequest for malformed parameters or token ids
+    outside the vocabulary, PromptTooLongError when prompt + max_tokens does
+    not fit the context window.
+    """
+    prompt_ids = _validated_prompt(request.prompt_ids, vocab_size)
+    validate_sampling(request.max_tokens, request.temperature, request.top_p)
+    stops = validate_stop(request.stop)
+    validate_prompt_fits(len(prompt_ids), request.max_tokens, context_window)
+    if request.seed is not None and (
+        isinstance(request.seed, bool) or not isinstance(request.seed, int)
+    ):
+        raise InvalidGenerationRequest(f"seed must be an integer, got {request.seed!r}")
+    timeout = request.timeout
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise InvalidGenerationRequest(f"timeout must be a positive number, got {timeout!r}")
+    return prompt_ids, stops

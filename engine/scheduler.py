@@ -1,0 +1,275 @@
+"""Which sequences run, and which tokens each computes, step by step. No torch here.
+
+Each step the scheduler ends the sequences that were cancelled or ran past
+their ``timeout`` (queued ones included), admits waiting sequences into the
+batch in submission order while it has fewer than ``max_batch_size`` and the
+KV cache budget (``max_cache_bytes``) allows, and plans the step's tokens per
+sequence: one token for every sequence past its prompt, and prompt chunks for
+the others, packed into one forward. Long prompts are split into chunks, so a
+step never computes more than ``max_batch_tokens`` tokens (prefill chunks +
+one per decoding sequence) and a long prompt cannot stall decoding sequences
+for long. After the forwards it takes in each sequence's sampled token (text,
+stop strings, ``should_stop``, end-of-turn, max_tokens: the sequence's
+CompletionMonitor decides), and finished sequences leave the batch at once.
+
+The KV cache is a collaborator (:class:`KVRows`): the scheduler reserves room
+in it for each step and keeps decoding sequences in its rows ``0..n-1``,
+moving as few rows as it can when sequences leave.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from engine.errors import JobTimeoutError
+from engine.request import GenerationResult
+
+if TYPE_CHECKING:
+    from engine.sequence import Sequence
+
+
+class KVRows(Protocol):
+    """What the scheduler needs of the KV cache: its sizing, growth and row moves."""
+
+    def allocation_bytes(self, rows: int, length: int) -> int: ...
+
+    def ensure(self, rows: int, length: int, live_rows: int, length_limit: int) -> None: ...
+
+    def copy_row(self, src: int, dst: int, length: int) -> None: ...
+
+    def swap_rows(self, a: int, a_len: int, b: int, b_len: int) -> None: ...
+
+
+@dataclass(slots=True)
+class StepPlan:
+    """The tokens of one step: prompt chunks, and one token for each decoding sequence."""
+
+    # (sequence, first prompt position, tokens); packed into one forward.
+    prefill: list[tuple[Sequence, int, int]]
+    # The sequences in rows 0..len-1, each computing its last generated token.
+    decode: list[Sequence]
+
+
+class Scheduler:
+    """The batch: waiting sequences, and the running ones by KV row (decoding ones first).
+
+    Touched by the engine thread only (other threads may read the sizes for
+    stats). Finishing or failing a sequence resolves its handle, and counts.
+    """
+
+    def __init__(
+        self,
+        kv: KVRows,
+        *,
+        max_batch_size: int,
+        max_batch_tokens: int,
+        max_prefill_tokens: int,
+        max_cache_bytes: int,
+    ) -> None:
+        self._kv = kv
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.max_prefill_tokens = max_prefill_tokens
+        self.max_cache_bytes = max_cache_bytes
+        self.waiting: deque[Sequence] = deque()
+        self.rows: list[Sequence] = []  # row r holds rows[r]; decoding sequences first
+        self.n_decoding = 0
+        # Counters.
+        self.generated_tokens = 0
+        self.finished = 0  # with a result (stop, length, cancelled)
+        self.failed = 0  # with an error (callback error, timeout, engine death)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.rows)
+
+    def add(self, seqs: Iterable[Sequence]) -> None:
+        """Queue new sequences, behind those already waiting."""
+        self.waiting.extend(seqs)
+
+    def abandon(self) -> list[Sequence]:
+        """Empty the batch and the queue; return the sequences that had not ended."""
+        seqs = [*self.rows, *self.waiting]
+        self.rows, self.n_decoding = [], 0
+        self.waiting.clear()
+        return [seq for seq in seqs if not seq.done]
+
+    # Outcomes.
+
+    def finish(self, seq: Sequence) -> None:
+        seq.done = True
+        if seq.handle._resolve(result=seq.monitor.result()):
+            self.finished += 1
+
+    def fail(self, seq: Sequence, error: BaseException) -> None:
+        seq.done = True
+        if seq.handle._resolve(error=error):
+            self.failed += 1
+
+    def _timeout(self, seq: Sequence) -> None:
+        monitor = seq.monitor
+        partial = GenerationResult(
+            text=monitor.emitted,
+            prompt_tokens=seq.prompt_len,
+            completion_tokens=len(monitor.ids),
+            finish_reason="cancelled",
+        )
+        assert seq.timeout is not None
+        self.fail(seq, JobTimeoutError(seq.timeout, partial))
+
+    def _cancel(self, seq: Sequence) -> None:
+        try:
+            seq.monitor.cancel()  # may flush held-back text through on_text
+        except Exception as exc:  # a callback's error fails its sequence only
+            self.fail(seq, exc)
+            return
+        self.finish(seq)
+
+    def _accept(self, seq: Sequence, token: int) -> None:
+        self.generated_tokens += 1
+        try:
+            seq.monitor.feed([token])
+        except Exception as exc:  # a callback's error fails its sequence only
+            self.fail(seq, exc)
+            return
+        if seq.monitor.finish_reason is not None:
+            self.finish(seq)
+
+    # Planning.
+
+    def schedule(self, now: float) -> StepPlan | None:
+        """Reap, admit, and plan this step (reserving its KV room); None: nothing to compute."""
+        self._reap(now)
+        self.compact()
+        self._admit()
+        decoding = self.rows[: self.n_decoding]
+        budget = min(self.max_batch_tokens - len(decoding), self.max_prefill_tokens)
+        chunks: list[tuple[Sequence, int, int]] = []
+        for seq in self.rows[self.n_decoding :]:
+            if budget <= 0:
+                break
+            if seq.done:
+                continue
+            if not seq.started:
+                seq.started = True
+                try:
+                    cancelled = seq.monitor.cancelled_before_start()
+                except Exception as exc:
+                    self.fail(seq, exc)
+                    continue
+                if cancelled:
+                    self.finish(seq)
+                    continue
+            length = min(seq.prompt_len - seq.prefilled, budget)
+            chunks.append((seq, seq.prefilled, length))
+            budget -= length
+        if not chunks and not decoding:
+            return None
+
+        longest = max([seq.cached + 1 for seq in decoding] + [start + n for _, start, n in chunks])
+        self._kv.ensure(
+            len(self.rows),
+            longest,
+            live_rows=len(self.rows),
+            length_limit=max(seq.reserve for seq in self.rows),
+        )
+        return StepPlan(chunks, decoding)
+
+    def _reap(self, now: float) -> None:
+        """End sequences that were cancelled or timed out (queued ones included)."""
+        for seq in [*self.waiting, *self.rows]:
+            if seq.done:
+                continue
+            if seq.handle.cancel_requested:
+                self._cancel(seq)
+            elif seq.deadline is not None and now >= seq.deadline:
+                self._timeout(seq)
+        if any(seq.done for seq in self.waiting):
+            self.waiting = deque(seq for seq in self.waiting if not seq.done)
+
+    def _admit(self) -> None:
+        while self.waiting and len(self.rows) < self.max_batch_size:
+            seq = self.waiting[0]
+            longest = max([seq.reserve, *(other.reserve for other in self.rows)])
+            needed = self._kv.allocation_bytes(len(self.rows) + 1, longest)
+            if self.rows and needed > self.max_cache_bytes:
+                break  # wait for running sequences to leave; keeps FIFO order
+            self.waiting.popleft()
+            seq.row = len(self.rows)
+            self.rows.append(seq)
+
+    # After the forwards.
+
+    def postprocess_prefill(
+        self, chunks: list[tuple[Sequence, int, int]], tokens: list[int]
+    ) -> None:
+        """Take in a prefill forward: ``tokens`` are the first of the chunks that end a prompt."""
+        for seq, _, length in chunks:
+            seq.prefilled += length
+            seq.cached += length
+        if tokens:
+            now = time.monotonic()
+            completing = [seq for seq, _, _ in chunks if seq.prefilled == seq.prompt_len]
+            for seq, token in zip(completing, tokens, strict=True):
+                seq.handle.first_token_at = now
+                self._accept(seq, token)
+
+    def postprocess_decode(self, seqs: list[Sequence], tokens: list[int]) -> None:
+        """Take in a decode forward: one new token per sequence."""
+        for seq, token in zip(seqs, tokens, strict=True):
+            seq.cached += 1
+            self._accept(seq, token)
+
+    def compact(self) -> None:
+        """Drop finished sequences from the batch; keep decoding ones in rows 0..n-1."""
+        if not any(seq.done or seq.decoding for seq in self.rows[self.n_decoding :]) and not any(
+            seq.done for seq in self.rows[: self.n_decoding]
+        ):
+            return
+        decoding = [seq for seq in self.rows if seq.decoding]
+        prefilling = [seq for seq in self.rows if not seq.done and not seq.decoding]
+        order = _fill_holes(decoding, prefilling)
+        occupant: list[Sequence | None] = list(self.rows)
+        for target, seq in enumerate(order):
+            source = seq.row
+            if source == target:
+                continue
+            other = occupant[target]
+            if other is not None and not other.done:
+                self._kv.swap_rows(target, other.cached, source, seq.cached)
+                other.row = source
+                occupant[source] = other
+            else:
+                self._kv.copy_row(source, target, seq.cached)
+                occupant[source] = None
+            seq.row = target
+            occupant[target] = seq
+        self.rows = order
+        self.n_decoding = len(decoding)
+
+
+def _fill_holes(decoding: list[Sequence], prefilling: list[Sequence]) -> list[Sequence]:
+    """The new row order: decoding sequences in rows 0..n-1, then the prefilling ones.
+
+    A sequence already in its band keeps its row; only those outside it move, into the holes. So
+    one that finishes costs one row move (the KV of every layer), not a shift of every one after it.
+    """
+    order: list[Sequence | None] = [None] * (len(decoding) + len(prefilling))
+    start = 0
+    for band in (decoding, prefilling):
+        end = start + len(band)
+        movers = []
+        for seq in band:
+            if start <= seq.row < end:
+                order[seq.row] = seq
+            else:
+                movers.append(seq)
+        holes = (row for row in range(start, end) if order[row] is None)
+        for seq, row in zip(movers, holes, strict=False):
+            order[row] = seq
+        start = end
+    return [seq for seq in order if seq is not None]
