@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from engine.request import FinishReason, GenerationResult
+from engine.result import FinishReason, GenerationResult
 
 if TYPE_CHECKING:
     from engine.registry import LoadedModel

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from engine.request import GenerationResult
+from engine.result import GenerationResult
 
 
 class GenerationError(Exception):

@@ -12,25 +12,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 from engine.errors import InvalidGenerationRequest, PromptTooLongError
+from engine.result import GenerationResult
 
 MAX_STOP_SEQUENCES = 4  # as in the OpenAI API
-
-FinishReason = Literal["stop", "length", "cancelled"]
-
-
-@dataclass(frozen=True)
-class GenerationResult:
-    """A finished completion, with the usage numbers the API bills and reports."""
-
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    # "stop": end-of-turn token or stop string; "length": hit max_tokens;
-    # "cancelled": should_stop() asked to stop early.
-    finish_reason: FinishReason
 
 
 @dataclass

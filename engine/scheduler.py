@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from engine.errors import JobTimeoutError
-from engine.request import GenerationResult
+from engine.result import GenerationResult
 
 if TYPE_CHECKING:
     from engine.sequence import Sequence

@@ -22,7 +22,8 @@ from autoglm_site.tracing import trace_id_var
 from chat import events, jobs
 from chat.models import ChatJob
 from engine.errors import EngineDeadError, GenerationError, JobTimeoutError, PromptTooLongError
-from engine.request import Engine, EngineHandle, EngineRequest, GenerationResult
+from engine.request import Engine, EngineHandle, EngineRequest
+from engine.result import GenerationResult
 from tenants.quotas import QuotaExceededError
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ def _generate(job: ChatJob, stream: TokenPublisher) -> tuple[GenerationResult, i
 
 def _load_engine(job: ChatJob) -> tuple[LoadedModel, Engine]:
     from engine.registry import UnknownModelError
+
     from .runtime import get_engine
 
     try:

@@ -20,7 +20,7 @@ import torch
 from bench.baselines import generate
 from engine.errors import GenerationError, InvalidGenerationRequest, PromptTooLongError
 from engine.registry import LoadedModel
-from engine.request import GenerationResult
+from engine.result import GenerationResult
 from workers.prompts import count_prompt_tokens
 
 MESSAGES = [{"role": "user", "content": "Hello, who are you?"}]
