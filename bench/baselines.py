@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from engine.detokenizer import CompletionMonitor, eos_token_ids, make_decoder
+from engine.detokenizer import CompletionMonitor, eos_token_ids, make_decoder, request_monitor
 from engine.errors import (
     EngineDeadError,
     GenerationError,
@@ -271,14 +271,12 @@ class TransformersEngine:
         handle = EngineHandle(request, len(prompt_ids), lambda: None)
         job = _CBJob(
             handle=handle,
-            monitor=CompletionMonitor(
-                decode=self._decode_text,
+            monitor=request_monitor(
+                request,
                 prompt_tokens=len(prompt_ids),
-                max_tokens=request.max_tokens,
-                eos_ids=self._eos_ids,
                 stop=stops,
-                on_text=request.on_text,
-                should_stop=request.should_stop,
+                decode=self._decode_text,
+                eos_ids=self._eos_ids,
             ),
             deadline=None
             if request.timeout is None

@@ -15,6 +15,7 @@ from engine.result import FinishReason, GenerationResult
 
 if TYPE_CHECKING:
     from engine.registry import LoadedModel
+    from engine.request import EngineRequest
 
 # What a byte-level BPE decode shows for a UTF-8 sequence whose remaining bytes
 # are still to come.
@@ -201,6 +202,26 @@ class CompletionMonitor:
         self.text = self.emitted = text
         if delta and self._on_text is not None:
             self._on_text(delta)
+
+
+def request_monitor(
+    request: EngineRequest,
+    *,
+    prompt_tokens: int,
+    stop: tuple[str, ...],
+    decode: Callable[[list[int]], str],
+    eos_ids: Sequence[int],
+) -> CompletionMonitor:
+    """The monitor of one engine request, with its stops as ``validate_request`` returned them."""
+    return CompletionMonitor(
+        decode=decode,
+        prompt_tokens=prompt_tokens,
+        max_tokens=request.max_tokens,
+        eos_ids=eos_ids,
+        stop=stop,
+        on_text=request.on_text,
+        should_stop=request.should_stop,
+    )
 
 
 def make_decoder(loaded: LoadedModel) -> Callable[[list[int]], str]:

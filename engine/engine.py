@@ -48,7 +48,7 @@ from collections.abc import Callable
 
 import torch
 
-from engine.detokenizer import CompletionMonitor, eos_token_ids, make_decoder
+from engine.detokenizer import eos_token_ids, make_decoder, request_monitor
 from engine.errors import EngineDeadError, InvalidGenerationRequest
 from engine.model_runner import ModelRunner
 from engine.registry import LoadedModel, vocab_size
@@ -166,14 +166,12 @@ class BatchingEngine:
         generator = None
         if request.temperature > 0:
             generator = seeded_generator(self.loaded.device, request.seed)
-        monitor = CompletionMonitor(
-            decode=self._decode_text,
+        monitor = request_monitor(
+            request,
             prompt_tokens=len(prompt_ids),
-            max_tokens=request.max_tokens,
-            eos_ids=self._eos_ids,
             stop=stops,
-            on_text=request.on_text,
-            should_stop=request.should_stop,
+            decode=self._decode_text,
+            eos_ids=self._eos_ids,
         )
         processors = (
             sampling_processors(request.temperature, request.top_p, generator)
