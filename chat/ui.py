@@ -21,10 +21,10 @@ from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.response import Response
 
-from autoglm_site.apiviews import ApiView
 from autoglm_site.errors import ApplicationError, NotFoundError
 from tenants import selectors as tenant_selectors
 from tenants.api import ManagerRequiredError
+from tenants.apiviews import ApiView
 from tenants.auth import SESSION_TENANT_KEY, session_membership
 from tenants.charts import fmt_count, usage_chart
 from tenants.models import Membership
