@@ -87,11 +87,13 @@ _DRF_CODES = {
 }
 
 
-def api_exception_handler(exc, context):
-    """DRF exception handler: map every error to the one error shape."""
+def error_answer(exc: Exception) -> tuple[int, dict, dict[str, str]] | None:
+    """The status, body and headers that answer ``exc`` in the one error shape; None for an
+    unexpected error. DRF views (``api_exception_handler``) and the async views
+    (``error_response``) both answer through here."""
     if isinstance(exc, ApplicationError):
         body = error_body(exc.message, type=exc.type, code=exc.code, param=exc.param)
-        return Response(body, status=exc.status_code, headers=error_headers(exc))
+        return exc.status_code, body, error_headers(exc)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -101,7 +103,7 @@ def api_exception_handler(exc, context):
         body = error_body(
             message, type="invalid_request_error", code="invalid_request_error", param=param
         )
-        return Response(body, status=400)
+        return 400, body, {}
     if isinstance(exc, exceptions.APIException):
         status_code, type_, code = _DRF_CODES.get(
             type(exc), (exc.status_code, "invalid_request_error", exc.default_code)
@@ -115,10 +117,17 @@ def api_exception_handler(exc, context):
         wait = getattr(exc, "wait", None)
         if wait is not None:
             headers["Retry-After"] = str(int(wait) + 1)
-        return Response(
-            error_body(str(message), type=type_, code=code), status=status_code, headers=headers
-        )
-    return None  # An unexpected error: Django logs it and answers through handler500.
+        return status_code, error_body(str(message), type=type_, code=code), headers
+    return None
+
+
+def api_exception_handler(exc, context):
+    """DRF exception handler: map every error to the one error shape."""
+    answer = error_answer(exc)
+    if answer is None:
+        return None  # An unexpected error: Django logs it and answers through handler500.
+    status_code, body, headers = answer
+    return Response(body, status=status_code, headers=headers)
 
 
 def error_headers(exc: ApplicationError) -> dict[str, str]:
@@ -129,13 +138,14 @@ def error_headers(exc: ApplicationError) -> dict[str, str]:
     return headers
 
 
-def error_response(exc: ApplicationError, headers: dict[str, str] | None = None) -> JsonResponse:
-    """The error shape as a plain Django response, for views outside DRF (the async ones)."""
-    return JsonResponse(
-        error_body(exc.message, type=exc.type, code=exc.code, param=exc.param),
-        status=exc.status_code,
-        headers={**error_headers(exc), **(headers or {})},
-    )
+def error_response(exc: Exception, headers: dict[str, str] | None = None) -> JsonResponse | None:
+    """The error shape as a plain Django response, for views outside DRF (the async ones);
+    None for an unexpected error, which the caller re-raises."""
+    answer = error_answer(exc)
+    if answer is None:
+        return None
+    status_code, body, own_headers = answer
+    return JsonResponse(body, status=status_code, headers={**own_headers, **(headers or {})})
 
 
 def _json_error(status_code: int, message: str, type_: str, code: str) -> JsonResponse:

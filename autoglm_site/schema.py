@@ -1,5 +1,9 @@
-"""OpenAPI additions: the one error shape on every operation, and the async (streaming)
-endpoints that drf-spectacular cannot see because they are plain async Django views."""
+"""OpenAPI additions: the one error shape on every operation, and the response shapes of the
+OpenAI-compatible completion, which is built as a plain dict rather than by a serializer.
+
+The async views describe their operations from their serializers, as DRF views do
+(``tenants.apiviews.async_api``).
+"""
 
 ERROR = {
     "type": "object",
@@ -18,6 +22,9 @@ ERROR = {
     },
 }
 
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+COMPLETION_REF = {"$ref": "#/components/schemas/ChatCompletion"}
+
 ERRORS = {
     "400": "Invalid request: a wrong value (`param` names it) or a body that is not JSON.",
     "401": "Missing, wrong, revoked or expired API key (`invalid_api_key`).",
@@ -31,69 +38,11 @@ def _error_responses(codes: list[str]) -> dict:
     return {
         code: {
             "description": ERRORS[code],
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            "content": {"application/json": {"schema": ERROR_REF}},
         }
         for code in codes
     }
 
-
-MESSAGE = {
-    "type": "object",
-    "required": ["role", "content"],
-    "properties": {
-        "role": {"type": "string", "enum": ["system", "developer", "user", "assistant"]},
-        "content": {
-            "oneOf": [
-                {"type": "string"},
-                {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "type": {"type": "string", "enum": ["text"]},
-                            "text": {"type": "string"},
-                        },
-                    },
-                },
-            ]
-        },
-    },
-}
-
-COMPLETION_REQUEST = {
-    "type": "object",
-    "required": ["model", "messages"],
-    "properties": {
-        "model": {"type": "string"},
-        "messages": {"type": "array", "minItems": 1, "items": MESSAGE},
-        "temperature": {"type": "number", "minimum": 0, "maximum": 2, "nullable": True},
-        "top_p": {
-            "type": "number",
-            "minimum": 0,
-            "exclusiveMinimum": True,
-            "maximum": 1,
-            "nullable": True,
-        },
-        "max_tokens": {"type": "integer", "minimum": 1, "nullable": True},
-        "max_completion_tokens": {"type": "integer", "minimum": 1, "nullable": True},
-        "stop": {
-            "oneOf": [
-                {"type": "string"},
-                {"type": "array", "items": {"type": "string"}, "maxItems": 4},
-            ],
-            "nullable": True,
-        },
-        "seed": {"type": "integer", "nullable": True},
-        "n": {"type": "integer", "enum": [1], "nullable": True},
-        "stream": {"type": "boolean", "nullable": True},
-        "stream_options": {
-            "type": "object",
-            "nullable": True,
-            "properties": {"include_usage": {"type": "boolean"}},
-        },
-        "user": {"type": "string", "nullable": True},
-    },
-}
 
 USAGE = {
     "type": "object",
@@ -132,89 +81,16 @@ COMPLETION = {
     },
 }
 
-SSE_COMPLETION = (
-    "With `stream: true`: `data: <chat.completion.chunk>` frames, `finish_reason` on the last "
-    "content chunk, a usage chunk (`choices: []`) when `stream_options.include_usage`, then "
-    '`data: [DONE]`. A failure mid-stream is sent as `data: {"error": {...}}`. Closing the '
-    "connection cancels the job."
-)
 
-SSE_JOB = (
-    'Server-sent events: `event: token` (`{"text"}`), `event: reset` (a redelivered job '
-    'starts over), then `event: done` (`{"status", "finish_reason", "usage", '
-    '"message_id"}`) or `event: error` (the error shape). Each has an `id:`; reconnect with '
-    "`Last-Event-ID` to resume without gaps or duplicates. Closing does not cancel the job."
-)
-
-
-def add_async_endpoints(result, generator, request, public):
-    """drf-spectacular post-processing hook."""
+def add_error_shape(result, generator, request, public):
+    """drf-spectacular post-processing hook: the error shape and the completion's shapes as
+    components, and the errors every operation may answer."""
     components = result.setdefault("components", {}).setdefault("schemas", {})
     components["Error"] = ERROR
     components["Usage"] = USAGE
-    components["ChatCompletionRequest"] = COMPLETION_REQUEST
     components["ChatCompletion"] = COMPLETION
     security = [{"ApiKey": []}]
-    paths = result.setdefault("paths", {})
-    paths["/v1/chat/completions"] = {
-        "post": {
-            "operationId": "chat_completions_create",
-            "summary": "Create a chat completion (OpenAI-compatible)",
-            "tags": ["openai"],
-            "security": security,
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}
-                    }
-                },
-            },
-            "responses": {
-                "200": {
-                    "description": SSE_COMPLETION,
-                    "content": {
-                        "application/json": {
-                            "schema": {"$ref": "#/components/schemas/ChatCompletion"}
-                        },
-                        "text/event-stream": {"schema": {"type": "string"}},
-                    },
-                },
-                **_error_responses(["400", "401", "403", "404", "429"]),
-                "500": {
-                    "description": "The job failed on the worker.",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
-                    },
-                },
-            },
-        }
-    }
-    paths["/api/v1/jobs/{job_id}/events"] = {
-        "get": {
-            "operationId": "jobs_events",
-            "summary": "Follow a job's events (SSE), resumable with Last-Event-ID",
-            "tags": ["api"],
-            "security": security,
-            "parameters": [
-                {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}},
-                {
-                    "name": "Last-Event-ID",
-                    "in": "header",
-                    "required": False,
-                    "schema": {"type": "string", "example": "1732650000000-0"},
-                },
-            ],
-            "responses": {
-                "200": {
-                    "description": SSE_JOB,
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                },
-                **_error_responses(["400", "401", "403", "404"]),
-            },
-        }
-    }
-    for operations in paths.values():
+    for operations in result.setdefault("paths", {}).values():
         for operation in operations.values():
             operation.setdefault("security", security)
             responses = operation.setdefault("responses", {})

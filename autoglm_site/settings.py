@@ -201,7 +201,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "autoglm_site.schema.add_async_endpoints",
+        "autoglm_site.schema.add_error_shape",
     ],
 }
 

@@ -1,40 +1,26 @@
 """Native REST API: sessions, their messages, and jobs. Thin views over services/selectors."""
 
 import json
+import re
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.views.decorators.csrf import csrf_exempt
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
-from autoglm_site.apiviews import ApiView
-from autoglm_site.errors import ApplicationError, MethodNotAllowedError, error_response
-from autoglm_site.fields import StrictCharField, StrictFloatField, StrictIntegerField
-from tenants import quotas
-from tenants.auth import arequest_tenant, request_tenant
+from autoglm_site.errors import InvalidRequestError
+from autoglm_site.fields import StrictCharField
+from tenants.apiviews import ApiCall, ApiView, async_api, sse
+from tenants.auth import request_tenant
 
 from . import jobs, selectors, services
 from .models import ChatJob
 from .presenters import JobOutput, MessageOutput, SessionOutput
-from .streaming import check_event_id, job_events, sse
+from .sampling import SamplingInput
+from .streaming import job_events
 
-
-class ParamsInput(serializers.Serializer):
-    """Sampling parameters, strictly typed: a session's defaults or one message's own."""
-
-    max_tokens = StrictIntegerField(
-        required=False, min_value=1, max_value=settings.AUTOGLM_MAX_TOKENS_LIMIT
-    )
-    temperature = StrictFloatField(required=False, min_value=0.0, max_value=2.0)
-    top_p = StrictFloatField(required=False, min_value=0.0, max_value=1.0)
-    seed = StrictIntegerField(required=False, allow_null=True)
-
-    def validate_top_p(self, value: float) -> float:
-        if value <= 0:
-            raise serializers.ValidationError("top_p must be greater than 0.")
-        return value
+_EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 
 class PageInput(serializers.Serializer):
@@ -75,7 +61,7 @@ class SessionCreateInput(serializers.Serializer):
     system_prompt = StrictCharField(
         required=False, allow_blank=True, default="", max_length=settings.AUTOGLM_MAX_CONTENT_CHARS
     )
-    params = ParamsInput(required=False, default=dict)
+    params = SamplingInput(required=False, default=dict)
 
 
 class SessionUpdateInput(serializers.Serializer):
@@ -83,10 +69,10 @@ class SessionUpdateInput(serializers.Serializer):
     system_prompt = StrictCharField(
         required=False, allow_blank=True, max_length=settings.AUTOGLM_MAX_CONTENT_CHARS
     )
-    params = ParamsInput(required=False)
+    params = SamplingInput(required=False)
 
 
-class MessageInput(ParamsInput):
+class MessageInput(SamplingInput):
     content = StrictCharField(max_length=settings.AUTOGLM_MAX_CONTENT_CHARS)
 
 
@@ -199,31 +185,41 @@ class JobCancelApi(ApiView):
         return Response(JobOutput(job, context={"request": request}).data)
 
 
-@csrf_exempt
-async def job_events_view(request, job_id):
+SSE_JOB = (
+    'Server-sent events: `event: token` (`{"text"}`), `event: reset` (a redelivered job '
+    'starts over), then `event: done` (`{"status", "finish_reason", "usage", '
+    '"message_id"}`) or `event: error` (the error shape). Each has an `id:`; reconnect with '
+    "`Last-Event-ID` to resume without gaps or duplicates. Closing does not cancel the job."
+)
+
+
+# An API key, or a signed-in user of the browser UI (a GET: no CSRF to check).
+@async_api(
+    method="GET",
+    not_allowed="Use GET.",
+    operation_id="jobs_events",
+    tags=["api"],
+    summary="Follow a job's events (SSE), resumable with Last-Event-ID",
+    parameters=[OpenApiParameter("Last-Event-ID", str, OpenApiParameter.HEADER)],
+    responses={(200, "text/event-stream"): OpenApiResponse(str, description=SSE_JOB)},
+)
+async def job_events_view(request, call: ApiCall, job_id):
     """``GET /api/v1/jobs/{id}/events``: the job's events as SSE, resumable by event id.
 
     A late subscriber gets everything from the start; one that sends ``Last-Event-ID`` gets
     what came after that event. Disconnecting does not cancel the job (a reload resumes it).
     """
-    if request.method != "GET":
-        return error_response(MethodNotAllowedError("Use GET."), headers={"Allow": "GET"})
-    try:
-        # An API key, or a signed-in user of the browser UI (a GET: no CSRF to check).
-        tenant, api_key = await arequest_tenant(request)
-        after = check_event_id(
-            request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
-        )
-        job = await sync_to_async(selectors.job_get)(tenant=tenant, job_id=job_id)
-        limits = {}
-        if api_key is not None:
-            limits = (await sync_to_async(quotas.peek)(tenant=tenant, api_key=api_key)).values
-    except ApplicationError as exc:
-        return error_response(exc)
-    response = sse(_job_event_frames(job, after))
-    for name, value in limits.items():
-        response[name] = value
-    return response
+    after = check_event_id(request.headers.get("Last-Event-ID") or request.GET.get("last_event_id"))
+    job = await sync_to_async(selectors.job_get)(tenant=call.tenant, job_id=job_id)
+    return sse(_job_event_frames(job, after))
+
+
+def check_event_id(value: str | None) -> str:
+    if not value:
+        return "0-0"
+    if not _EVENT_ID.match(value):
+        raise InvalidRequestError("Last-Event-ID is not an event id.", param="Last-Event-ID")
+    return value
 
 
 async def _job_event_frames(job: ChatJob, after: str):

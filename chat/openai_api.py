@@ -12,25 +12,14 @@ from collections.abc import AsyncIterator
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
-from django.views.decorators.csrf import csrf_exempt
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from autoglm_site.apiviews import ApiView
-from autoglm_site.errors import (
-    ApplicationError,
-    InvalidRequestError,
-    MethodNotAllowedError,
-    error_response,
-)
-from autoglm_site.fields import (
-    StrictBooleanField,
-    StrictCharField,
-    StrictFloatField,
-    StrictIntegerField,
-)
-from tenants.auth import ApiKeyAuthentication, aauthenticate
+from autoglm_site.fields import StrictBooleanField, StrictCharField, StrictIntegerField
+from autoglm_site.schema import COMPLETION_REF, ERROR_REF, ERRORS
+from tenants.apiviews import ApiCall, ApiView, async_api, sse
+from tenants.auth import ApiKeyAuthentication
 
 from . import events, jobs, services
 from .models import ChatJob
@@ -41,26 +30,37 @@ from .presenters import (
     job_error_status,
     openai_finish_reason,
 )
-from .streaming import job_events, sse, validate_or_raise
+from .sampling import SamplingInput, StopField, max_tokens_field, no_nul
+from .streaming import job_events
 
 logger = logging.getLogger(__name__)
 
 ROLES = ("system", "developer", "user", "assistant")
 
 
-def _no_nul(text: str) -> str:
-    # PostgreSQL cannot store NUL in text or JSON; refuse it at the door, not with a 500.
-    if "\x00" in text:
-        raise serializers.ValidationError("Null characters are not allowed.")
-    return text
-
-
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string"},
+            {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "type": {"type": "string", "enum": ["text"]},
+                        "text": {"type": "string"},
+                    },
+                },
+            },
+        ]
+    }
+)
 class ContentField(serializers.Field):
     """OpenAI message content: a string, or a list of ``{"type": "text", "text": ...}`` parts."""
 
     def to_internal_value(self, data):
         if isinstance(data, str):
-            return _no_nul(data)
+            return no_nul(data)
         if isinstance(data, list) and data:
             texts = []
             for part in data:
@@ -69,7 +69,7 @@ class ContentField(serializers.Field):
                 if not isinstance(part.get("text"), str):
                     raise serializers.ValidationError("A text part needs a string 'text'.")
                 texts.append(part["text"])
-            return _no_nul("".join(texts))
+            return no_nul("".join(texts))
         raise serializers.ValidationError("Content must be a string or a list of text parts.")
 
     def to_representation(self, value):
@@ -81,47 +81,44 @@ class ChatMessageInput(serializers.Serializer):
     content = ContentField()
 
 
-class StopField(serializers.Field):
-    def to_internal_value(self, data):
-        stops = [data] if isinstance(data, str) else data
-        if not isinstance(stops, list) or not 1 <= len(stops) <= 4:
-            raise serializers.ValidationError("stop must be a string or a list of 1 to 4 strings.")
-        if not all(isinstance(s, str) and s for s in stops):
-            raise serializers.ValidationError("Each stop sequence must be a non-empty string.")
-        for stop in stops:
-            _no_nul(stop)
-        return stops
-
-    def to_representation(self, value):
-        return value
-
-
 class StreamOptionsInput(serializers.Serializer):
     include_usage = StrictBooleanField(required=False, default=False)
 
 
-class ChatCompletionInput(serializers.Serializer):
+class ChatCompletionInput(SamplingInput):
+    """OpenAI's request body: the sampling parameters and the rest of what it takes."""
+
     model = StrictCharField(max_length=100)
     messages = ChatMessageInput(many=True, allow_empty=False)
-    temperature = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=2)
-    top_p = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=1)
-    max_tokens = StrictIntegerField(
-        required=False, allow_null=True, min_value=1, max_value=settings.AUTOGLM_MAX_TOKENS_LIMIT
-    )
-    max_completion_tokens = StrictIntegerField(
-        required=False, allow_null=True, min_value=1, max_value=settings.AUTOGLM_MAX_TOKENS_LIMIT
-    )
+    max_completion_tokens = max_tokens_field(allow_null=True)  # OpenAI's newer max_tokens
     stop = StopField(required=False, allow_null=True)
-    seed = StrictIntegerField(required=False, allow_null=True)
     n = StrictIntegerField(required=False, allow_null=True)
     stream = StrictBooleanField(required=False, allow_null=True, default=False)
     stream_options = StreamOptionsInput(required=False, allow_null=True)
     user = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=256)
 
-    def validate_top_p(self, value):
-        if value is not None and value <= 0:
-            raise serializers.ValidationError("top_p must be greater than 0.")
-        return value
+    # An error names the first bad field: model and messages first, as OpenAI lists them.
+    FIELD_ORDER = (
+        "model",
+        "messages",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "seed",
+        "n",
+        "stream",
+        "stream_options",
+        "user",
+    )
+
+    def get_fields(self):
+        fields = super().get_fields()
+        # OpenAI's clients send null to mean "the default"; the native API refuses it.
+        for name in SamplingInput._declared_fields:
+            fields[name].allow_null = True
+        return {name: fields[name] for name in self.FIELD_ORDER}
 
     def validate_n(self, value):
         if value not in (None, 1):
@@ -154,34 +151,39 @@ class ChatCompletionInput(serializers.Serializer):
         ]
 
 
-def _parse_json(request) -> object:
-    try:
-        return json.loads(request.body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InvalidRequestError(
-            "We could not parse the JSON body of your request.", code="invalid_json"
-        ) from None
+SSE_COMPLETION = (
+    "With `stream: true`: `data: <chat.completion.chunk>` frames, `finish_reason` on the last "
+    "content chunk, a usage chunk (`choices: []`) when `stream_options.include_usage`, then "
+    '`data: [DONE]`. A failure mid-stream is sent as `data: {"error": {...}}`. Closing the '
+    "connection cancels the job."
+)
 
 
-@csrf_exempt
-async def chat_completions(request) -> HttpResponse:
-    if request.method != "POST":
-        return error_response(
-            MethodNotAllowedError("Use POST for chat completions."), headers={"Allow": "POST"}
-        )
-    try:
-        api_key = await aauthenticate(request)
-        data = validate_or_raise(ChatCompletionInput, _parse_json(request))
-        job, limits = await _submit(
-            tenant=api_key.tenant,
-            api_key=api_key,
-            model=data.validated_data["model"],
-            messages=data.job_messages(),
-            params=data.job_params(),
-            trace_id=request.request_id,
-        )
-    except ApplicationError as exc:
-        return error_response(exc)
+@async_api(
+    method="POST",
+    not_allowed="Use POST for chat completions.",
+    authentication_classes=[ApiKeyAuthentication],  # the OpenAI surface takes keys only
+    body=ChatCompletionInput,
+    operation_id="chat_completions_create",
+    tags=["openai"],
+    summary="Create a chat completion (OpenAI-compatible)",
+    responses={
+        (200, "application/json"): OpenApiResponse(COMPLETION_REF, description=SSE_COMPLETION),
+        (200, "text/event-stream"): str,
+        429: OpenApiResponse(ERROR_REF, description=ERRORS["429"]),
+        500: OpenApiResponse(ERROR_REF, description="The job failed on the worker."),
+    },
+)
+async def chat_completions(request, call: ApiCall) -> HttpResponse:
+    data = call.body
+    job, limits = await _submit(
+        tenant=call.tenant,
+        api_key=call.api_key,
+        model=data.validated_data["model"],
+        messages=data.job_messages(),
+        params=data.job_params(),
+        trace_id=request.request_id,
+    )
     if data.validated_data.get("stream"):
         options = data.validated_data.get("stream_options") or {}
         response = sse(completion_chunks(job, include_usage=options.get("include_usage", False)))

@@ -1,36 +1,12 @@
 """Server-sent events: relaying a job's Redis Stream to HTTP clients from async iterators."""
 
-import re
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
 from django.db import connections
-from django.http import StreamingHttpResponse
-from rest_framework import serializers
-
-from autoglm_site.errors import InvalidRequestError, first_validation_error
 
 from . import events
 from .models import ChatJob
-
-_EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
-
-
-def sse(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
-    """An SSE response; its headers (x-request-id included) go out before the first frame."""
-    response = StreamingHttpResponse(frames, content_type="text/event-stream; charset=utf-8")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # tell proxies such as nginx not to buffer
-    return response
-
-
-def validate_or_raise(serializer_class, data) -> serializers.Serializer:
-    """Validate with a DRF serializer outside a DRF view; errors become the one error shape."""
-    serializer = serializer_class(data=data)
-    if not serializer.is_valid():
-        param, message = first_validation_error(serializer.errors)
-        raise InvalidRequestError(message, param=param)
-    return serializer
 
 
 async def release_database() -> None:
@@ -42,14 +18,6 @@ def _close_connections() -> None:
     for connection in connections.all(initialized_only=True):
         if not connection.in_atomic_block:
             connection.close()
-
-
-def check_event_id(value: str | None) -> str:
-    if not value:
-        return "0-0"
-    if not _EVENT_ID.match(value):
-        raise InvalidRequestError("Last-Event-ID is not an event id.", param="Last-Event-ID")
-    return value
 
 
 def final_events(job: ChatJob) -> list[events.Event]:

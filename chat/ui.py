@@ -16,7 +16,7 @@ from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.response import Response
 
-from autoglm_site.apiviews import ApiView
+from tenants.apiviews import ApiView
 from tenants.auth import session_membership
 from tenants.models import Membership
 from tenants.ui_shell import secure, shell_context, ui_page

@@ -11,10 +11,10 @@ from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
-from autoglm_site.apiviews import ApiView
 from autoglm_site.fields import StrictCharField, StrictIntegerField
 
 from . import selectors, services
+from .apiviews import ApiView
 from .auth import ApiKeyAuthentication
 from .roles import manager_tenant
 

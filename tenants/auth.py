@@ -1,19 +1,20 @@
 """Who is calling, and for which tenant.
 
-Programs send ``Authorization: Bearer sk-...``: the key and its tenant. One parser serves DRF
-views (``ApiKeyAuthentication``) and the async streaming views (``aauthenticate``), so both
-refuse the same keys the same way.
+Programs send ``Authorization: Bearer sk-...``: the key and its tenant
+(``ApiKeyAuthentication``). People in the browser UI are signed in with Django's session
+instead (DRF's ``SessionAuthentication``, CSRF-checked): they act in the tenant of their
+membership, the one chosen with the switcher (``request.session["tenant_id"]``) or else their
+first (``request_tenant``).
 
-People in the browser UI are signed in with Django's session instead (DRF's
-``SessionAuthentication``, CSRF-checked): they act in the tenant of their membership, the one
-chosen with the switcher (``request.session["tenant_id"]``) or else their first.
+DRF views run these classes themselves; the async views run the very same ones through
+``authenticate``, so every view refuses the same callers the same way.
 """
 
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.request import Request
 
 from autoglm_site.errors import ApplicationError
 
@@ -71,14 +72,6 @@ class ApiKeyAuthentication(BaseAuthentication):
         return "Bearer"
 
 
-async def aauthenticate(request) -> ApiKey:
-    """Authenticate a plain (async) Django request; raises the same errors as DRF views."""
-    raw = key_from_header(request.headers.get("Authorization", "").encode("latin-1"))
-    if raw is None:
-        raise InvalidApiKeyError(MISSING_KEY)
-    return await sync_to_async(api_key_authenticate)(raw)
-
-
 def user_membership(user, tenant_id=None) -> Membership:
     """The membership a signed-in user acts through: the one in ``tenant_id`` (the session's
     choice) or else their first. Raises 403 when they have none or its tenant is suspended."""
@@ -108,15 +101,14 @@ def request_tenant(request) -> Tenant:
     raise exceptions.NotAuthenticated()
 
 
-async def arequest_tenant(request) -> tuple[Tenant, ApiKey | None]:
-    """``request_tenant`` for plain async views: the tenant and the key, None for a signed-in
-    user. A request with an ``Authorization`` header is judged by its key alone."""
-    raw = key_from_header(request.headers.get("Authorization", "").encode("latin-1"))
-    if raw is not None:
-        api_key = await sync_to_async(api_key_authenticate)(raw)
-        return api_key.tenant, api_key
-    user = await request.auser()
-    if not user.is_authenticated:
+def authenticate(request, authentication_classes) -> tuple[Tenant, ApiKey | None]:
+    """Authenticate a plain Django request as a DRF view would, with these DRF authentication
+    classes: the tenant it acts for and its key (None for a signed-in user). Raises the errors
+    DRF views raise, but for a caller with no credentials at all, which gets ``MISSING_KEY``.
+
+    Blocking (database, and the key's last use): async views call it in a thread.
+    """
+    drf_request = Request(request, authenticators=[cls() for cls in authentication_classes])
+    if drf_request.successful_authenticator is None:
         raise InvalidApiKeyError(MISSING_KEY)
-    membership = await sync_to_async(session_membership)(request)
-    return membership.tenant, None
+    return request_tenant(drf_request), drf_request.auth
