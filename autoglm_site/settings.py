@@ -199,6 +199,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Two role enums exist (a stored message's, and OpenAI's with "developer"): the stored one
+    # keeps the name the schema has always given it.
+    "ENUM_NAME_OVERRIDES": {"RoleEnum": "chat.models.Message.Role"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "autoglm_site.schema.add_error_shape",

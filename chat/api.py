@@ -11,14 +11,14 @@ from rest_framework.response import Response
 
 from autoglm_site.errors import InvalidRequestError
 from autoglm_site.fields import StrictCharField
-from tenants.apiviews import ApiCall, ApiView, async_api, sse
+from tenants.apiviews import ApiCall, ApiView, async_api
 from tenants.auth import request_tenant
 
 from . import jobs, selectors, services
 from .models import ChatJob
 from .presenters import JobOutput, MessageOutput, SessionOutput
 from .sampling import SamplingInput
-from .streaming import job_events
+from .streaming import job_events, sse
 
 _EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 

@@ -12,13 +12,18 @@ from collections.abc import AsyncIterator
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+)
 from rest_framework import serializers
 from rest_framework.response import Response
 
 from autoglm_site.fields import StrictBooleanField, StrictCharField, StrictIntegerField
 from autoglm_site.schema import COMPLETION_REF, ERROR_REF, ERRORS
-from tenants.apiviews import ApiCall, ApiView, async_api, sse
+from tenants.apiviews import ApiCall, ApiView, async_api
 from tenants.auth import ApiKeyAuthentication
 
 from . import events, jobs, services
@@ -31,7 +36,7 @@ from .presenters import (
     openai_finish_reason,
 )
 from .sampling import SamplingInput, StopField, max_tokens_field, no_nul
-from .streaming import job_events
+from .streaming import job_events, sse
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +90,8 @@ class StreamOptionsInput(serializers.Serializer):
     include_usage = StrictBooleanField(required=False, default=False)
 
 
+# The schema keeps the component name it had when it was written by hand.
+@extend_schema_serializer(component_name="ChatCompletionRequest")
 class ChatCompletionInput(SamplingInput):
     """OpenAI's request body: the sampling parameters and the rest of what it takes."""
 
@@ -118,6 +125,7 @@ class ChatCompletionInput(SamplingInput):
         # OpenAI's clients send null to mean "the default"; the native API refuses it.
         for name in SamplingInput._declared_fields:
             fields[name].allow_null = True
+        assert set(fields) == set(self.FIELD_ORDER), "FIELD_ORDER must list every field"
         return {name: fields[name] for name in self.FIELD_ORDER}
 
     def validate_n(self, value):

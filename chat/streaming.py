@@ -4,9 +4,18 @@ from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
 from django.db import connections
+from django.http import StreamingHttpResponse
 
 from . import events
 from .models import ChatJob
+
+
+def sse(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    """An SSE response; its headers (x-request-id included) go out before the first frame."""
+    response = StreamingHttpResponse(frames, content_type="text/event-stream; charset=utf-8")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # tell proxies such as nginx not to buffer
+    return response
 
 
 async def release_database() -> None:

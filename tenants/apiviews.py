@@ -8,11 +8,11 @@ rate-limit headers of the caller's key. ``x-request-id`` comes from the middlewa
 
 import functools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
@@ -37,16 +37,21 @@ def has_ratelimit_headers(response) -> bool:
     return "x-ratelimit-limit-requests" in response or "x-ratelimit-limit-tokens" in response
 
 
-class ApiView(APIView):
-    """The base of every DRF API view: rate-limit headers on every response of an API key."""
+def attach_ratelimit_headers(response, api_key) -> None:
+    """Give the response the key's rate-limit headers, unless the view already set them."""
+    if not has_ratelimit_headers(response):
+        for name, value in ratelimit_headers(api_key).items():
+            response[name] = value
 
+
+# The base of every DRF API view: rate-limit headers on every response of an API key. (A comment,
+# not a docstring: drf-spectacular would describe every operation with a docstring.)
+class ApiView(APIView):
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
         if response.status_code in (401, 403):
             return response  # no usable key: nothing to report (and no key to look at)
-        if not has_ratelimit_headers(response):
-            for name, value in ratelimit_headers(getattr(request, "auth", None)).items():
-                response[name] = value
+        attach_ratelimit_headers(response, getattr(request, "auth", None))
         return response
 
 
@@ -105,16 +110,15 @@ def async_api(
                 if answer is None:
                     raise
                 return answer
-            if api_key is not None and not has_ratelimit_headers(response):
-                for name, value in (await sync_to_async(ratelimit_headers)(api_key)).items():
-                    response[name] = value
+            if api_key is not None:
+                await sync_to_async(attach_ratelimit_headers)(response, api_key)
             return response
 
         # drf-spectacular finds a view's operations through ``callback.cls``, as
         # ``APIView.as_view()`` sets it; this class only describes the async view, from its
         # authentication classes and serializers, and never serves a request.
         def operation(self, request, *args, **kwargs):
-            raise NotImplementedError  # never called: the entry above serves the requests
+            raise RuntimeError("an async_api view is served by its async entry, not by this class")
 
         entry.cls = type(
             f"{view.__name__}_schema",
@@ -144,11 +148,3 @@ def validated(serializer_class: type[serializers.Serializer], data) -> serialize
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer
-
-
-def sse(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
-    """An SSE response; its headers (x-request-id included) go out before the first frame."""
-    response = StreamingHttpResponse(frames, content_type="text/event-stream; charset=utf-8")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # tell proxies such as nginx not to buffer
-    return response
