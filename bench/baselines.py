@@ -34,12 +34,12 @@ from engine.request import (
     Engine,
     EngineHandle,
     EngineRequest,
-    GenerationResult,
     validate_prompt_fits,
     validate_request,
     validate_sampling,
     validate_stop,
 )
+from engine.result import GenerationResult
 from engine.sampler import sampling_processors, seeded_generator
 from workers.prompts import encode_prompt
 

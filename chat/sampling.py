@@ -11,7 +11,9 @@ from autoglm_site.fields import StrictFloatField, StrictIntegerField
 # Limits as OpenAI documents them (and as ints, so a message reads "less than or equal to 2").
 TEMPERATURE_MAX = 2
 TOP_P_MAX = 1  # and more than 0
-MAX_STOP_SEQUENCES = 4  # as in the OpenAI API
+# As in the OpenAI API. The engine, which the web side never imports, validates its requests
+# with the same number (engine.request.MAX_STOP_SEQUENCES; tests/test_limits.py holds them equal).
+MAX_STOP_SEQUENCES = 4
 
 
 def no_nul(text: str) -> str:

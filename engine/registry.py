@@ -69,8 +69,9 @@ def select_device_and_dtype(
     """Choose where and in which precision to run models.
 
     Defaults to CUDA with bfloat16 (half the memory, native tensor-core format)
-    when a GPU is present, otherwise CPU with float32 (CPU half-precision
-    matmuls are often slower than fp32). ``device`` (``cpu``/``cuda``/
+    when a GPU is present; otherwise CPU, in bfloat16 when the CPU has bf16
+    instructions (AMX or AVX512-BF16), else float32 (half-precision matmuls
+    without them are slower than fp32). ``device`` (``cpu``/``cuda``/
     ``cuda:N``) and ``dtype`` (``float32``/``bfloat16``/``float16``) override
     the choice, e.g. to benchmark one configuration against another; None or
     "" means auto. The worker passes its ``AUTOGLM_DEVICE`` and

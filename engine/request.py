@@ -1,4 +1,5 @@
-"""What callers of an engine see: the request, its handle, its result, the engine's stats.
+"""What callers of an engine see: the request, its handle, the engine's stats (the result is in
+engine/result.py, the errors in engine/errors.py).
 
 Also the one validation of a request (:func:`validate_request`), which every engine runs in
 ``submit`` before a job is queued, so a request the engine cannot serve fails at once, in the
@@ -17,7 +18,9 @@ from typing import Protocol
 from engine.errors import InvalidGenerationRequest, PromptTooLongError
 from engine.result import GenerationResult
 
-MAX_STOP_SEQUENCES = 4  # as in the OpenAI API
+# As in the OpenAI API; the web refuses more at the door with the same number
+# (chat.sampling.MAX_STOP_SEQUENCES; tests/test_limits.py holds them equal).
+MAX_STOP_SEQUENCES = 4
 
 
 @dataclass

@@ -68,9 +68,13 @@ def _run(job: ChatJob) -> None:
     try:
         result, dropped = _generate(job, stream)
     except Exception as exc:
-        failure = _failure(exc, job_id=str(job.id))
+        failure = _failure(exc)
         if failure is None:
             raise
+        if isinstance(exc, EngineDeadError):
+            logger.error(
+                "engine died under the job", extra={"job_id": str(job.id), "reason": exc.reason}
+            )
         code, reason, tokens_out = failure
         if tokens_out:
             stream.flush()  # every token is in the stream before the error event
@@ -180,24 +184,24 @@ def _persist(job: ChatJob, result: GenerationResult, dropped: int) -> None:
 # -- how a job fails ---------------------------------------------------------------------------
 
 
-def _failure(exc: Exception, *, job_id: str) -> tuple[Code, str, bool] | None:
-    """The error code, the reason a client reads and whether tokens may already be out, for
-    an exception that ends a job; None for one that is a bug (the job fails as internal)."""
+# What ends a job, and how: its error code, the reason a client reads, and whether tokens may
+# already be out (then they are flushed before the error event). First match wins:
+# JobTimeoutError and PromptTooLongError are GenerationErrors.
+_ENGINE_DEAD_REASON = "The worker's engine failed; please retry."
+FAILURES: list[tuple[type[Exception], Code, Callable[[Any], str], bool]] = [
+    (ModelUnavailableError, Code.INTERNAL_ERROR, str, False),
+    (PromptTooLongError, Code.CONTEXT_LENGTH_EXCEEDED, str, False),
+    (QuotaExceededError, Code.INSUFFICIENT_QUOTA, lambda exc: exc.message, False),
+    (JobTimeoutError, Code.TIMEOUT, str, True),
+    (GenerationError, Code.INVALID_REQUEST, str, False),
+    (EngineDeadError, Code.ENGINE_ERROR, lambda exc: _ENGINE_DEAD_REASON, False),
+]
 
-    def engine_dead(exc: EngineDeadError) -> str:
-        logger.error("engine died under the job", extra={"job_id": job_id, "reason": exc.reason})
-        return "The worker's engine failed; please retry."
 
-    # First match wins: JobTimeoutError and PromptTooLongError are GenerationErrors.
-    table: list[tuple[type[Exception], Code, Callable[[Any], str], bool]] = [
-        (ModelUnavailableError, Code.INTERNAL_ERROR, str, False),
-        (PromptTooLongError, Code.CONTEXT_LENGTH_EXCEEDED, str, False),
-        (QuotaExceededError, Code.INSUFFICIENT_QUOTA, lambda e: e.message, False),
-        (JobTimeoutError, Code.TIMEOUT, str, True),
-        (GenerationError, Code.INVALID_REQUEST, str, False),
-        (EngineDeadError, Code.ENGINE_ERROR, engine_dead, False),
-    ]
-    for kind, code, reason, tokens_out in table:
+def _failure(exc: Exception) -> tuple[Code, str, bool] | None:
+    """How ``exc`` ends the job (see FAILURES); None for one that is a bug (the job then fails
+    as internal)."""
+    for kind, code, reason, tokens_out in FAILURES:
         if isinstance(exc, kind):
             return code, reason(exc), tokens_out
     return None

@@ -43,15 +43,6 @@ def encode_prompt(loaded: LoadedModel, messages: Sequence[Mapping[str, Any]]) ->
     return [int(token) for token in encoded]
 
 
-def count_prompt_tokens(loaded: LoadedModel, messages: Sequence[Mapping[str, Any]]) -> int:
-    """Number of tokens the chat-formatted prompt occupies.
-
-    Lets the API reject over-long requests (and estimate usage) before queueing
-    them for a worker.
-    """
-    return len(encode_prompt(loaded, messages))
-
-
 def fit_messages(
     loaded: LoadedModel,
     messages: Sequence[Mapping[str, Any]],

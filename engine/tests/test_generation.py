@@ -21,7 +21,7 @@ from bench.baselines import generate
 from engine.errors import GenerationError, InvalidGenerationRequest, PromptTooLongError
 from engine.registry import LoadedModel
 from engine.result import GenerationResult
-from workers.prompts import count_prompt_tokens
+from workers.prompts import encode_prompt
 
 MESSAGES = [{"role": "user", "content": "Hello, who are you?"}]
 
@@ -72,7 +72,7 @@ def test_it_generates_text_decoded_by_the_models_tokenizer(tiny_loaded: LoadedMo
     assert isinstance(result, GenerationResult)
     assert result.text
     assert result.text == expected
-    assert result.prompt_tokens == input_ids.shape[1] == count_prompt_tokens(tiny_loaded, MESSAGES)
+    assert result.prompt_tokens == input_ids.shape[1] == len(encode_prompt(tiny_loaded, MESSAGES))
     assert result.completion_tokens == 8
     assert result.finish_reason == "length"
 
@@ -122,7 +122,7 @@ def test_it_stops_at_an_end_of_turn_token(tiny_loaded: LoadedModel) -> None:
 
 
 def test_it_rejects_a_prompt_that_leaves_no_room(tiny_loaded: LoadedModel) -> None:
-    prompt_tokens = count_prompt_tokens(tiny_loaded, MESSAGES)
+    prompt_tokens = len(encode_prompt(tiny_loaded, MESSAGES))
     max_tokens = tiny_loaded.context_window - prompt_tokens + 1
 
     with pytest.raises(PromptTooLongError) as excinfo:
@@ -411,6 +411,6 @@ def test_it_skips_generation_when_cancelled_before_it_starts(tiny_loaded: Loaded
     assert result.finish_reason == "cancelled"
     assert result.text == ""
     assert result.completion_tokens == 0
-    assert result.prompt_tokens == count_prompt_tokens(tiny_loaded, MESSAGES)
+    assert result.prompt_tokens == len(encode_prompt(tiny_loaded, MESSAGES))
     assert deltas == []
     assert loaded.model.steps == 0

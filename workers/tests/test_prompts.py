@@ -10,7 +10,7 @@ import pytest
 from bench.baselines import generate
 from engine.errors import InvalidGenerationRequest, PromptTooLongError
 from engine.registry import LoadedModel
-from workers.prompts import count_prompt_tokens, fit_messages
+from workers.prompts import encode_prompt, fit_messages
 
 MESSAGES = [{"role": "user", "content": "Hello, who are you?"}]
 
@@ -36,7 +36,7 @@ def test_it_drops_the_oldest_turns_to_fit_the_context_window(tiny_loaded: Loaded
     messages = _conversation(turns=12, words=100)
     max_tokens = 256
     budget = tiny_loaded.context_window - max_tokens
-    assert count_prompt_tokens(tiny_loaded, messages) > budget
+    assert len(encode_prompt(tiny_loaded, messages)) > budget
 
     kept, dropped = fit_messages(tiny_loaded, messages, max_tokens=max_tokens)
 
@@ -48,10 +48,10 @@ def test_it_drops_the_oldest_turns_to_fit_the_context_window(tiny_loaded: Loaded
     assert kept[0] == messages[0]
     assert kept[-1] == messages[-1]
     assert len(kept) == len(messages) - dropped
-    assert count_prompt_tokens(tiny_loaded, kept) <= budget
+    assert len(encode_prompt(tiny_loaded, kept)) <= budget
     # ...and no more than needed was dropped.
     one_more = [m for m in messages if m["role"] == "system" or m in others[dropped - 1 :]]
-    assert count_prompt_tokens(tiny_loaded, one_more) > budget
+    assert len(encode_prompt(tiny_loaded, one_more)) > budget
     generate(tiny_loaded, kept, max_tokens=1)  # accepted as is
 
 
@@ -63,7 +63,7 @@ def test_it_raises_when_the_last_message_alone_is_too_long(tiny_loaded: LoadedMo
         fit_messages(tiny_loaded, messages, max_tokens=16)
 
     only_required = [m for m in messages if m["role"] == "system"] + [messages[-1]]
-    assert excinfo.value.prompt_tokens == count_prompt_tokens(tiny_loaded, only_required)
+    assert excinfo.value.prompt_tokens == len(encode_prompt(tiny_loaded, only_required))
     assert excinfo.value.context_window == tiny_loaded.context_window
     with pytest.raises(PromptTooLongError):  # max_tokens alone can overflow too
         fit_messages(tiny_loaded, MESSAGES, max_tokens=tiny_loaded.context_window)
