@@ -72,11 +72,17 @@ class EngineContender:
     """A resident engine_bench.py --serve process: one level per line in, one JSON row out."""
 
     def __init__(
-        self, name: str, levels: list[int], threads: int, dtype: str, root: Path = ROOT
+        self,
+        engine: str,
+        levels: list[int],
+        threads: int,
+        dtype: str,
+        root: Path = ROOT,
+        name: str | None = None,
     ) -> None:
-        self.name = name if root == ROOT else name + BASELINE
+        self.name = name or engine  # the contender's row in the results
         script = root / "bench" / "engine_bench.py"
-        command = [sys.executable, str(script), "--serve", "--engines", name]
+        command = [sys.executable, str(script), "--serve", "--engines", engine]
         command += ["--dtype", dtype, "--threads", str(threads)]
         command += ["--concurrency", ",".join(map(str, levels))]
         command += ["--serial-requests", str(SERIAL_REQUESTS)]
@@ -88,7 +94,7 @@ class EngineContender:
         ready = self.stdout.readline().strip()
         if ready != "ready":
             self.process.stop()
-            raise RuntimeError(f"{name}: engine_bench.py did not start ({ready!r})")
+            raise RuntimeError(f"{self.name}: engine_bench.py did not start ({ready!r})")
 
     def run(self, level: int) -> dict:
         self.stdin.write(f"{level}\n")
@@ -163,7 +169,11 @@ def collect(
         contenders.append(HttpContender("stack", stack, stack_bench.MODEL, workload))
         if baseline is not None:
             print(f"==> starting the raw engine and the full stack of {baseline}", flush=True)
-            contenders.append(EngineContender("batching", levels, threads, dtype, baseline))
+            contenders.append(
+                EngineContender(
+                    "batching", levels, threads, dtype, baseline, name="batching" + BASELINE
+                )
+            )
             stack = stack_bench.Stack(
                 MODEL_DIR, workdir / "baseline", threads, max(levels), settings, root=baseline
             )
@@ -286,6 +296,8 @@ def main() -> int:
         levels = [int(level) for level in args.levels.split(",")]
         with tempfile.TemporaryDirectory(prefix="autoglm-bench-") as tmp:
             baseline = args.baseline.resolve() if args.baseline else None
+            if baseline == ROOT:
+                parser.error("--baseline must be another checkout than this one")
             rows = collect(levels, args.threads, args.rounds, Path(tmp), baseline)
         (RESULTS / "results.json").write_text(json.dumps({"rows": rows}, indent=2))
     rounds = max(len(runs) for by in rows.values() for runs in by.values())
