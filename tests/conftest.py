@@ -149,3 +149,21 @@ def wait_for_job(client: APIClient, job_id: str, timeout: float = 90) -> dict:
             return body
         time.sleep(0.1)
     raise TimeoutError(f"job {job_id} still {body['status']} after {timeout}s")
+
+
+@pytest.fixture
+def ui(live_server_url, tenant_a, tenant_b):
+    """Chromium, started after the data fixtures (their ORM calls need no running loop)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Browser
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        session = Browser(browser, live_server_url)
+        try:
+            yield session
+        finally:
+            browser.close()
+    assert not session.problems, session.problems

@@ -8,6 +8,7 @@ session-scoped. Tests must treat them as read-only. (workers/tests uses them too
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 # Tests must never reach the network, even by accident.
@@ -15,6 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
+from engine.engine import BatchingEngine  # noqa: E402
 from engine.registry import LoadedModel, ModelRegistry  # noqa: E402
 from workers.demo_model import build_demo_model  # noqa: E402
 
@@ -39,3 +41,16 @@ def tiny_loaded(tiny_model_path: Path) -> LoadedModel:
     # fp32, whatever this CPU would pick: the tests compare batched with unbatched greedy output
     # token for token, which bf16 rounding does not preserve.
     return ModelRegistry({"tiny": tiny_model_path}, dtype="float32").get("tiny")
+
+
+@pytest.fixture
+def engine(tiny_loaded: LoadedModel) -> Iterator[BatchingEngine]:
+    """A running engine over the tiny model, stopped after the test."""
+    # Small token budgets so that long prompts are prefilled in several chunks
+    # and short ones are packed together.
+    engine = BatchingEngine(
+        tiny_loaded, max_batch_size=8, max_batch_tokens=80, max_prefill_tokens=64
+    )
+    engine.start()
+    yield engine
+    engine.stop(drain=False)

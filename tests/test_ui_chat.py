@@ -1,170 +1,30 @@
-"""The browser UI in real headless Chromium (Debian's, driven by the playwright package) against
-the real stack: uvicorn on the test database, a Celery worker and the demo model.
-
-Screenshots of the main screens are saved under test-artifacts/ui/ (git-ignored).
-
-Playwright's sync API keeps an asyncio loop running in this thread, which Django's ORM refuses
-to run under; the tests reach the database through ``orm()`` (a short-lived thread) instead.
-"""
+"""The chat UI in a real browser: signing in, streaming, stop, reload, queueing, errors,
+hostile markup, renaming and deleting, the keyboard."""
 
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
-from pathlib import Path
 
-import httpx
 import pytest
-from django.db import connections
-from django.utils import timezone
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import expect
 
 from chat.models import ChatJob, ChatSession, Message
-from tenants.models import ApiKey, Membership, Tenant, UsageRecord
-from tenants.services import membership_ensure
+from tenants.models import Tenant
+from tests.browser import (
+    ESSAY,
+    HOSTILE,
+    LONG,
+    answer_text,
+    configure,
+    last_answer,
+    orm,
+    send,
+    session_id_of,
+    shot,
+    sign_in,
+    wait_for_text,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
-
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts" / "ui"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-LONG = 1500  # "Write an essay about the sea." at temperature 0 fills all of it (about 2 s)
-ESSAY = "Write an essay about the sea."
-HOSTILE = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
-TIMEOUT = 30_000
-
-
-def orm(fn, *args, **kwargs):
-    """Run a database call in a thread of its own (no event loop there), then close its
-    connection so nothing lingers into the flush after the test."""
-
-    def call():
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(call).result()
-
-
-class Browser:
-    """One Chromium per test; pages signed in through the real login form."""
-
-    def __init__(self, browser, base_url: str):
-        self.browser = browser
-        self.base_url = base_url
-        self.problems: list[str] = []
-
-    def page(
-        self,
-        username: str | None = "alice",
-        *,
-        width: int = 1280,
-        height: int = 860,
-        color_scheme: str = "light",
-        clipboard: bool = False,
-    ) -> Page:
-        context = self.browser.new_context(
-            base_url=self.base_url,
-            viewport={"width": width, "height": height},
-            color_scheme=color_scheme,
-        )
-        if clipboard:
-            context.grant_permissions(["clipboard-read", "clipboard-write"], origin=self.base_url)
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT)
-        page.on("pageerror", lambda error: self.problems.append(f"uncaught: {error}"))
-        page.on("console", self._console)
-        if username:
-            sign_in(page, username, f"{username}-pw")
-        return page
-
-    def _console(self, message) -> None:
-        if "Content Security Policy" in message.text or "SyntaxError" in message.text:
-            self.problems.append(f"console: {message.text}")
-
-
-def sign_in(page: Page, username: str, password: str) -> None:
-    page.goto("/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r"/chat/$"))
-
-
-def shot(page: Page, name: str, **kwargs) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), **kwargs)
-
-
-@pytest.fixture
-def ui(live_server_url, tenant_a, tenant_b):
-    """Chromium, started after the data fixtures (their ORM calls need no running loop)."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        session = Browser(browser, live_server_url)
-        try:
-            yield session
-        finally:
-            browser.close()
-    assert not session.problems, session.problems
-
-
-def configure(page: Page, *, model=None, temperature=None, max_tokens=None, system_prompt=None):
-    """Set the conversation's model and parameters in the settings panel."""
-    page.get_by_role("button", name=re.compile("autoglm")).click()
-    panel = page.locator("#settings")
-    expect(panel).to_be_visible()
-    if model is not None:
-        panel.get_by_label("Model").select_option(model)
-    if temperature is not None:
-        slider = panel.get_by_label("Temperature")
-        slider.focus()
-        page.keyboard.press("Home")  # the keyboard works the slider: Home is 0
-        for _ in range(round(temperature * 10)):
-            page.keyboard.press("ArrowRight")
-    if max_tokens is not None:
-        panel.get_by_label("Max tokens").fill(str(max_tokens))
-    if system_prompt is not None:
-        panel.get_by_label("System prompt").fill(system_prompt)
-    panel.locator("#settings-save").click()
-    expect(panel).to_be_hidden()
-
-
-def send(page: Page, text: str) -> None:
-    box = page.get_by_label("Message", exact=True)
-    box.fill(text)
-    box.press("Enter")
-
-
-def last_answer(page: Page):
-    return page.locator("#thread .msg-assistant").last
-
-
-def answer_text(page: Page) -> str:
-    return last_answer(page).locator(".msg-body").inner_text()
-
-
-def wait_for_text(page: Page) -> str:
-    """Wait until the answer being generated shows some text; returns its job id."""
-    answer = last_answer(page)
-    expect(answer.locator(".msg-body")).not_to_be_empty(timeout=TIMEOUT)
-    return answer.get_attribute("data-job-id")
-
-
-def session_id_of(page: Page) -> str:
-    return re.search(r"/chat/([0-9a-f-]{36})/", page.url).group(1)
 
 
 def test_it_signs_in_and_out(ui):
@@ -458,157 +318,3 @@ def test_shift_enter_makes_a_new_line_and_messages_copy(ui):
     message_id = last_answer(page).get_attribute("data-message-id")
     stored = orm(Message.objects.get, pk=message_id).content
     assert page.evaluate("navigator.clipboard.readText()") == stored != ""
-
-
-def test_the_switcher_moves_between_organisations(ui, tenant_a, tenant_b):
-    def make():
-        membership_ensure(tenant=tenant_b, username="alice", role=Membership.Role.MEMBER)
-        ChatSession.objects.create(tenant=tenant_a, model="autoglm-demo", title="Plans of A")
-        ChatSession.objects.create(tenant=tenant_b, model="autoglm-demo", title="Plans of B")
-
-    orm(make)
-    page = ui.page()
-    links = page.locator("#conv-list .conv-link")
-    expect(links).to_have_text(["Plans of A"])
-    expect(page.get_by_role("link", name="API keys")).to_be_visible()
-    page.get_by_label("Organisation", exact=True).select_option(label="Tenant B")
-    page.get_by_role("button", name="Switch").click()
-    expect(links).to_have_text(["Plans of B"])
-    expect(page.locator(".account")).to_contain_text("Member · Tenant B")
-    expect(page.get_by_role("link", name="API keys")).to_have_count(0)  # a member there
-    send(page, "Hello from B")
-    page.wait_for_url(re.compile(r"/chat/[0-9a-f-]{36}/$"))
-    session_id = session_id_of(page)
-    assert orm(lambda: ChatSession.objects.get(pk=session_id).tenant_id) == tenant_b.id
-    expect(last_answer(page)).to_have_attribute("data-state", "done")
-
-
-def test_owners_create_copy_and_revoke_api_keys(ui, tenant_a, live_server_url):
-    page = ui.page(clipboard=True)
-    page.get_by_role("link", name="API keys").click()
-    expect(page.get_by_role("heading", name="API keys", exact=True)).to_be_visible()
-    page.get_by_label("Name", exact=True).fill("ci-pipeline")
-    page.get_by_label("Expires").select_option("30")
-    page.get_by_label("autoglm-demo").check()
-    page.get_by_role("button", name="Create key").click()
-    secret_box = page.locator("#key-secret")
-    expect(secret_box).to_be_visible()
-    secret = page.get_by_label("Secret key").input_value()
-    assert re.fullmatch(r"sk-[A-Za-z0-9]{8}\.[A-Za-z0-9]{32}", secret)
-    secret_box.get_by_role("button", name="Copy").click()
-    assert page.evaluate("navigator.clipboard.readText()") == secret
-    row = page.locator("#keys-body tr", has_text="ci-pipeline")
-    expect(row.locator(".key-masked")).to_have_text(f"{secret.split('.')[0]}.********")
-    expect(row).to_contain_text("Active")
-    shot(page, "keys-created")
-    stored = orm(ApiKey.objects.get, name="ci-pipeline")
-    assert stored.allowed_models == ["autoglm-demo"] and stored.expiry_date is not None
-
-    # The key works; it shows its last use; its secret is never shown again.
-    use = httpx.get(
-        f"{live_server_url}/api/v1/sessions", headers={"Authorization": f"Bearer {secret}"}
-    )
-    assert use.status_code == 200
-    secret_box.get_by_role("button", name="Done").click()
-    expect(secret_box).to_be_hidden()
-    page.reload()
-    assert secret not in page.content() and secret.split(".")[1] not in page.content()
-    row = page.locator("#keys-body tr", has_text="ci-pipeline")
-    expect(row.locator("td").nth(3)).to_have_text("Just now")
-
-    row.get_by_role("button", name="Revoke").click()
-    dialog = page.get_by_role("dialog")
-    expect(dialog).to_contain_text("ci-pipeline")
-    dialog.get_by_role("button", name="Revoke").click()
-    expect(row.locator(".key-status")).to_have_text("Revoked")
-    expect(row.get_by_role("button", name="Revoke")).to_have_count(0)
-    shot(page, "keys")
-    assert orm(ApiKey.objects.get, name="ci-pipeline").revoked
-    refused = httpx.get(
-        f"{live_server_url}/api/v1/sessions", headers={"Authorization": f"Bearer {secret}"}
-    )
-    assert refused.status_code == 401
-
-
-def test_owners_see_the_usage_chart_and_quota(ui, tenant_a):
-    def make():
-        Tenant.objects.filter(pk=tenant_a.pk).update(tokens_per_month=100_000)
-        today = timezone.now()
-        for days_ago, prompt, completion in ((0, 1200, 3000), (0, 300, 500), (3, 800, 1200)):
-            record = UsageRecord.objects.create(
-                tenant=tenant_a,
-                job_id=f"00000000-0000-0000-0000-{days_ago:06d}{prompt:06d}",
-                model="autoglm-demo",
-                status="succeeded",
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-            )
-            UsageRecord.objects.filter(pk=record.pk).update(
-                created_at=today - timedelta(days=days_ago)
-            )
-
-    orm(make)
-    page = ui.page()
-    page.get_by_role("link", name="Usage").click()
-    expect(page.get_by_role("heading", name="Usage", exact=True)).to_be_visible()
-    chart = page.get_by_role("img", name=re.compile("Tokens per day"))
-    expect(chart).to_be_visible()
-    bars = chart.locator("g.bar")
-    expect(bars).to_have_count(30)
-    today = bars.last
-    assert today.get_attribute("data-tokens") == "5000"
-    assert float(today.locator(".bar-completion").get_attribute("height")) > 0
-    assert bars.nth(26).get_attribute("data-tokens") == "2000"
-    assert bars.nth(0).get_attribute("data-tokens") == "0"
-    month_start = timezone.now().day
-    month = 5000 + (2000 if month_start > 3 else 0)
-    expect(page.locator("#month-used")).to_contain_text(f"{month:,}")
-    expect(page.locator("#month-quota")).to_contain_text("of the 100,000-token quota")
-    expect(page.locator("#total-30")).to_contain_text("7,000")
-    page.get_by_text("Show as a table").click()
-    expect(page.locator("#usage-table tbody tr").first).to_contain_text("5,000")
-    shot(page, "usage", full_page=True)
-
-
-def test_it_fits_a_phone_and_works_from_the_keyboard(ui, tenant_a):
-    orm(ChatSession.objects.create, tenant=tenant_a, model="autoglm-demo", title="On the go")
-    page = ui.page(width=390, height=844, color_scheme="dark")
-    sidebar = page.locator("#sidebar")
-    expect(sidebar).to_be_hidden()
-    menu = page.get_by_role("button", name="Open the menu")
-    expect(menu).to_have_attribute("aria-expanded", "false")
-    configure(page, max_tokens=24)
-    send(page, "Hi from my phone")
-    expect(last_answer(page)).to_have_attribute("data-state", "done")
-    shot(page, "phone-chat")
-    menu.click()
-    expect(sidebar).to_be_visible()
-    expect(menu).to_have_attribute("aria-expanded", "true")
-    expect(page.get_by_role("link", name="On the go")).to_be_visible()
-    page.wait_for_timeout(250)  # the slide-in transition
-    shot(page, "phone-sidebar")
-    page.keyboard.press("Escape")
-    expect(sidebar).to_be_hidden()
-    expect(menu).to_be_focused()
-
-    # Keyboard only, on a desktop window: the skip link, then through the sidebar.
-    desk = ui.page(color_scheme="dark")
-    desk.goto("/org/usage/")
-    desk.keyboard.press("Tab")
-    skip = desk.get_by_role("link", name="Skip to content")
-    expect(skip).to_be_focused()
-    expect(skip).to_be_visible()
-    for name in ("autoglm", "New chat", "Hi from my phone"):  # the newest conversation first
-        desk.keyboard.press("Tab")
-        expect(desk.get_by_role("link", name=name, exact=True)).to_be_focused()
-    desk.keyboard.press("F2")  # rename from the keyboard
-    rename = desk.get_by_label("New name of the conversation")
-    expect(rename).to_be_focused()
-    rename.fill("On the road")
-    rename.press("Enter")
-    link = desk.get_by_role("link", name="On the road", exact=True)
-    expect(link).to_be_focused()
-    desk.keyboard.press("Enter")
-    expect(desk).to_have_url(re.compile(r"/chat/[0-9a-f-]{36}/$"))
-    expect(desk.get_by_label("Message", exact=True)).to_be_focused()
-    shot(desk, "chat-dark")
