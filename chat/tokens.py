@@ -5,12 +5,13 @@ model directory is on this machine, else a bytes-per-token rule of thumb. The re
 settled to the worker's exact count when the job ends, so an estimate only has to be close.
 """
 
-import functools
 import json
 import threading
 from pathlib import Path
 
 from django.conf import settings
+
+from engine.model_files import ModelFilesError, model_dir
 
 PER_MESSAGE_OVERHEAD = 4  # role markers and separators of a chat template
 
@@ -19,39 +20,61 @@ _tokenizers: dict[str, object] = {}
 _tokenizers_lock = threading.Lock()
 
 
+def _model_file(model: str, name: str) -> Path | None:
+    """A file of the model's local directory (for a GGUF file, of its converted copy)."""
+    location = settings.AUTOGLM_MODELS.get(model)
+    if not location:
+        return None
+    try:
+        path = model_dir(location, settings.AUTOGLM_MODEL_CACHE) / name
+    except ModelFilesError:
+        return None
+    return path if path.is_file() else None
+
+
 def _tokenizer(model: str):
     """The model's tokenizer, loaded once per process: the first burst of requests after a
     start must not each parse the file (the demo model's 0.5 MB one takes ~20 ms; real models'
-    are several MB)."""
+    are several MB). Not remembered while missing: a GGUF model's appears when the worker has
+    converted it."""
     try:
         return _tokenizers[model]
     except KeyError:
         pass
     with _tokenizers_lock:
         if model not in _tokenizers:
-            _tokenizers[model] = _load_tokenizer(model)
+            tokenizer = _load_tokenizer(model)
+            if tokenizer is None:
+                return None
+            _tokenizers[model] = tokenizer
         return _tokenizers[model]
 
 
 def _load_tokenizer(model: str):
-    path = Path(settings.AUTOGLM_MODELS.get(model, "")) / "tokenizer.json"
-    if not path.is_file():
+    path = _model_file(model, "tokenizer.json")
+    if path is None:
         return None
     from tokenizers import Tokenizer
 
     return Tokenizer.from_file(str(path))
 
 
-@functools.lru_cache(maxsize=16)
+_windows: dict[str, int | None] = {}
+
+
 def context_window(model: str) -> int | None:
     """The model's context window from its config.json, when the directory is local."""
-    path = Path(settings.AUTOGLM_MODELS.get(model, "")) / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError):
+    if model in _windows:
+        return _windows[model]
+    path = _model_file(model, "config.json")
+    if path is None:
         return None
-    value = config.get("max_position_embeddings")
-    return int(value) if isinstance(value, int) else None
+    try:
+        value = json.loads(path.read_text()).get("max_position_embeddings")
+    except (OSError, ValueError):
+        value = None
+    _windows[model] = int(value) if isinstance(value, int) else None
+    return _windows[model]
 
 
 def estimate_prompt_tokens(model: str, messages: list[dict[str, str]]) -> int:

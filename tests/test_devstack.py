@@ -1,6 +1,8 @@
-"""`make run` smoke test: start the stack exactly as `make run` does (embedded SQLite and a
-local Redis), get an answer through the API with the printed key, then Ctrl-C it."""
+"""`make run` smoke test: start the stack exactly as `make run` does (embedded SQLite, a local
+Redis, the real SmolLM2), get a real answer through the API with the printed key, then Ctrl-C
+it."""
 
+import json
 import os
 import re
 import signal
@@ -11,13 +13,14 @@ import time
 
 import httpx
 import pytest
+from django.conf import settings
 
 from devtools.processes import ROOT, free_port, port_open
 
 pytestmark = pytest.mark.e2e
 
 
-def test_it_runs_the_stack_and_answers(tmp_path, demo_model_dir):
+def test_it_runs_the_stack_and_answers_in_english(tmp_path):
     port, redis_port = free_port(), free_port()
     env = {
         k: v
@@ -29,6 +32,8 @@ def test_it_runs_the_stack_and_answers(tmp_path, demo_model_dir):
         AUTOGLM_REDIS_PORT=str(redis_port),
         AUTOGLM_DATA_DIR=str(tmp_path / "data"),
         AUTOGLM_TORCH_THREADS="1",
+        # The checkout's converted copy of SmolLM2, shared with the other tests and make run.
+        AUTOGLM_MODEL_CACHE=str(settings.AUTOGLM_MODEL_CACHE),
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "devtools.devstack"],
@@ -44,7 +49,7 @@ def test_it_runs_the_stack_and_answers(tmp_path, demo_model_dir):
     reader.start()
     try:
         key = None
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240
         while time.monotonic() < deadline and key is None:
             match = re.search(r"API key:\s+(sk-\S+)", "".join(output))
             key = match and match.group(1)
@@ -66,7 +71,11 @@ def test_it_runs_the_stack_and_answers(tmp_path, demo_model_dir):
             session = client.post("/api/v1/sessions", json={"title": "smoke"}).json()
             job = client.post(
                 f"/api/v1/sessions/{session['id']}/messages",
-                json={"content": "Hello!", "max_tokens": 8},
+                json={
+                    "content": "What is the capital of France?",
+                    "max_tokens": 12,
+                    "temperature": 0,
+                },
             ).json()
             while time.monotonic() < deadline:
                 job = client.get(f"/api/v1/jobs/{job['id']}").json()
@@ -74,7 +83,22 @@ def test_it_runs_the_stack_and_answers(tmp_path, demo_model_dir):
                     break
                 time.sleep(0.2)
         assert job["status"] == "succeeded", (job, "".join(output)[-4000:])
-        assert job["message"]["content"].strip()
+        assert "Paris" in job["message"]["content"], job
+
+        # The README's operating commands work beside it, with nothing exported.
+        bootstrap = subprocess.run(
+            [sys.executable, "manage.py", "bootstrap_demo", "--json"],
+            cwd=ROOT,
+            env={**env, "AUTOGLM_REDIS_PORT": "", "PORT": ""},
+            capture_output=True,
+            text=True,
+        )
+        assert bootstrap.returncode == 0, bootstrap.stderr
+        second_key = json.loads(bootstrap.stdout)["api_key"]
+        models = httpx.get(
+            f"{base}/v1/models", headers={"Authorization": f"Bearer {second_key}"}, timeout=10
+        )
+        assert [m["id"] for m in models.json()["data"]] == ["smollm2-135m"], models.text
     finally:
         proc.send_signal(signal.SIGINT)
         try:

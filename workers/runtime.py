@@ -36,6 +36,7 @@ def get_registry() -> ModelRegistry:
                     device=settings.AUTOGLM_DEVICE,
                     dtype=settings.AUTOGLM_DTYPE,
                     torch_threads=settings.AUTOGLM_TORCH_THREADS,
+                    cache_dir=settings.AUTOGLM_MODEL_CACHE,
                 )
     return _registry
 
