@@ -42,6 +42,14 @@ class ModelNotFoundError(NotFoundError):
     code = "model_not_found"
 
 
+class ModelUnavailableError(ApplicationError):
+    """The model is configured, but no worker can serve it (it refused it at start)."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    type = "server_error"
+    code = "model_unavailable"
+
+
 class MethodNotAllowedError(ApplicationError):
     status_code = status.HTTP_405_METHOD_NOT_ALLOWED
     code = "method_not_allowed"

@@ -72,6 +72,7 @@ class ChatJob(models.Model):
         INSUFFICIENT_QUOTA = "insufficient_quota"
         TIMEOUT = "timeout"
         ENGINE_ERROR = "engine_error"
+        MODEL_UNAVAILABLE = "model_unavailable"
         INTERNAL_ERROR = "internal_error"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

@@ -20,6 +20,7 @@ JOB_ERRORS: dict[str, tuple[int, str]] = {
     Code.INSUFFICIENT_QUOTA: (429, "insufficient_quota"),
     Code.TIMEOUT: (504, "server_error"),
     Code.ENGINE_ERROR: (503, "server_error"),
+    Code.MODEL_UNAVAILABLE: (503, "server_error"),
 }
 _UNKNOWN_ERROR = (500, "server_error")
 

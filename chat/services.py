@@ -19,6 +19,7 @@ from tenants import quotas
 from tenants.models import ApiKey, Tenant
 
 from . import jobs
+from .model_status import model_serving_check
 from .models import ChatJob, ChatSession, Message
 from .tokens import estimate_prompt_tokens
 
@@ -156,11 +157,13 @@ def _admit_and_create(
     trace_id: str,
     build: Callable[[], ChatJob],
 ) -> tuple[ChatJob, quotas.Headers]:
-    """Admit against the quotas, then store the job (made by ``build``) and enqueue it.
+    """Admit against the quotas, then store the job (made by ``build``) and enqueue it. A model
+    the workers refused is refused here, before anything is stored or reserved.
 
     If storing fails after admission, the reservation is given back, so a failed request
     costs nothing.
     """
+    model_serving_check(model=model)
     job_id = uuid.uuid4()
     reserve = params["max_tokens"] + estimate_prompt_tokens(model, prompt)
     headers = quotas.admit(

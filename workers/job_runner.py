@@ -20,6 +20,7 @@ from django.db import close_old_connections
 
 from autoglm_site.tracing import trace_id_var
 from chat import events, jobs
+from chat.model_status import model_refused
 from chat.models import ChatJob
 from engine.errors import EngineDeadError, GenerationError, JobTimeoutError, PromptTooLongError
 from engine.request import Engine, EngineHandle, EngineRequest
@@ -114,10 +115,13 @@ def _load_engine(job: ChatJob) -> tuple[LoadedModel, Engine]:
 
     try:
         return get_engine(job.model)
-    except (UnknownModelError, OSError) as exc:
+    except (UnknownModelError, OSError, ValueError) as exc:
+        # Missing files, an unreadable config, or a model the engine cannot serve exactly
+        # (UnsupportedModelError is a ValueError): the next requests are refused up front.
         logger.exception("model unavailable", extra={"job_id": str(job.id), "model": job.model})
+        model_refused(model=job.model, reason=str(exc))
         raise ModelUnavailableError(
-            f"The model '{job.model}' could not be loaded on the worker."
+            f"The model '{job.model}' could not be loaded on the worker: {exc}"
         ) from exc
 
 
@@ -189,7 +193,7 @@ def _persist(job: ChatJob, result: GenerationResult, dropped: int) -> None:
 # JobTimeoutError and PromptTooLongError are GenerationErrors.
 _ENGINE_DEAD_REASON = "The worker's engine failed; please retry."
 FAILURES: list[tuple[type[Exception], Code, Callable[[Any], str], bool]] = [
-    (ModelUnavailableError, Code.INTERNAL_ERROR, str, False),
+    (ModelUnavailableError, Code.MODEL_UNAVAILABLE, str, False),
     (PromptTooLongError, Code.CONTEXT_LENGTH_EXCEEDED, str, False),
     (QuotaExceededError, Code.INSUFFICIENT_QUOTA, lambda exc: exc.message, False),
     (JobTimeoutError, Code.TIMEOUT, str, True),

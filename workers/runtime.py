@@ -11,6 +11,7 @@ import threading
 
 from django.conf import settings
 
+from chat.model_status import model_refused, model_served
 from engine.engine import BatchingEngine
 from engine.registry import LoadedModel, ModelRegistry
 
@@ -88,12 +89,29 @@ def cancels() -> CancelListener:
     return _cancels
 
 
-def preload(models: list[str]) -> None:
-    """Load the worker's models and start their engines before it takes jobs."""
+def preload(models: list[str]) -> list[str]:
+    """Load the worker's models and start their engines before it takes jobs; returns the
+    models it can serve.
+
+    A model that fails to load (missing files, or one the engine cannot serve exactly) is
+    refused: logged with the reason and recorded for the web (``chat.model_status``), which
+    then answers its requests 503 instead of queueing them.
+    """
     publisher()
     cancels()
+    served = []
     for name in models:
-        get_engine(name)
+        try:
+            get_engine(name)
+        except Exception as exc:
+            logger.critical(
+                "cannot serve model %r: %s", name, exc, extra={"model": name}, exc_info=True
+            )
+            model_refused(model=name, reason=str(exc))
+            continue
+        model_served(model=name)
+        served.append(name)
+    return served
 
 
 def shutdown(timeout: float = 60.0) -> None:

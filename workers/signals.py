@@ -22,12 +22,23 @@ def models_serve(models: list[str]) -> None:
 
 
 @worker_init.connect
-def load_models(**kwargs) -> None:
+def load_models(sender, **kwargs) -> None:
+    """Load the models; the queue of one that cannot be served is not consumed, and a worker
+    that can serve none of its models exits (Celery has chosen the queues but not yet started
+    consuming when this runs)."""
     if not _serving:
         return
+    from chat.jobs import model_queue
+
     from .runtime import preload
 
-    preload(list(_serving))
+    served = preload(list(_serving))
+    refused = [name for name in _serving if name not in served]
+    if not served:
+        # SystemExit passes through Celery's signal dispatch, which logs other exceptions and
+        # carries on.
+        raise SystemExit(f"worker: none of its models can be served ({', '.join(refused)})")
+    sender.app.amqp.queues.deselect([model_queue(name) for name in refused])
 
 
 @worker_shutdown.connect
