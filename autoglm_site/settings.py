@@ -4,7 +4,9 @@ from pathlib import Path
 
 import dj_database_url
 
-from .env import ConfigError, default_models, envbool, envint, envlist, envstr, parse_models
+from engine.model_files import default_models
+
+from .env import ConfigError, envbool, envint, envlist, envstr, parse_models
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(envstr("AUTOGLM_DATA_DIR", str(BASE_DIR / ".data"))).resolve()

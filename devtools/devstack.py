@@ -14,9 +14,9 @@ from pathlib import Path
 
 from honcho.manager import Manager
 
-from autoglm_site.env import default_models
 from devtools.processes import ROOT, manage, port_open
 from devtools.services import redis_server_command
+from engine.model_files import default_models
 
 
 def main() -> int:

