@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from engine.support import check_servable
+
 logger = logging.getLogger(__name__)
 
 _DTYPES: dict[str, torch.dtype] = {
@@ -190,6 +192,7 @@ def load_model(
     # huggingface_hub was imported before this package set it.
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, local_files_only=True)
+    check_servable(model, name)
     model.to(torch_device)
     model.eval()
     _warm_up(model, torch_device)

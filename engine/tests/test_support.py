@@ -1,0 +1,138 @@
+"""Models the engine cannot serve exactly are refused when they load, naming model and feature.
+
+Tiny random models of each refused kind (engine/tests/architectures.py),
+loaded through engine.registry.load_model, and, for what a checkpoint
+cannot produce through AutoModelForCausalLM, engine.support.check_servable
+directly.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from engine.errors import UnsupportedModelError
+from engine.registry import load_model
+from engine.support import check_servable
+
+from .architectures import build
+
+_SMALL: dict[str, Any] = {
+    "vocab_size": 256,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 8,
+    "pad_token_id": 0,
+}
+_GPT_OSS = ("GptOssConfig", {**_SMALL, "num_local_experts": 2, "num_experts_per_tok": 1})
+_LLAMA4 = (
+    "Llama4TextConfig",
+    {**_SMALL, "num_local_experts": 2, "intermediate_size_mlp": 64, "attention_chunk_size": 8},
+)
+_MAMBA = ("MambaConfig", {"vocab_size": 256, "hidden_size": 32, "num_hidden_layers": 2})
+
+REFUSED = {
+    "llama4-chunked": (*_LLAMA4, "'chunked_attention'"),
+    "gpt-oss-sinks": (*_GPT_OSS, "attention sinks (s_aux)"),
+    "mamba": (*_MAMBA, "'linear_attention' (state-space"),
+    "jamba": (
+        "JambaConfig",
+        {**_SMALL, "attn_layer_period": 2, "attn_layer_offset": 1, "num_experts": 2},
+        "'linear_attention' (state-space",
+    ),
+    "rwkv": (
+        "RwkvConfig",
+        {"vocab_size": 256, "hidden_size": 32, "num_hidden_layers": 2, "context_length": 64},
+        "a cache other than plain keys and values (RwkvForCausalLM)",
+    ),
+    "bert-encoder": (
+        "BertConfig",
+        {
+            key: _SMALL[key]
+            for key in (
+                "vocab_size",
+                "hidden_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "intermediate_size",
+            )
+        },
+        "bidirectional (non-causal) attention",
+    ),
+    "gemma3-bidirectional": (
+        "Gemma3TextConfig",
+        {**_SMALL, "sliding_window": 8, "use_bidirectional_attention": True},
+        "bidirectional (non-causal) attention",
+    ),
+}
+
+
+def _build(tmp_path: Path, config_class: str, settings: dict[str, Any]) -> Path:
+    return build(tmp_path / "model", config_class, settings)
+
+
+@pytest.mark.parametrize("kind", sorted(REFUSED))
+def test_it_refuses_a_model_it_cannot_serve_exactly(tmp_path: Path, kind: str) -> None:
+    config_class, settings, feature = REFUSED[kind]
+    path = _build(tmp_path, config_class, settings)
+
+    with pytest.raises(UnsupportedModelError) as refused:
+        load_model(kind, path, device="cpu", dtype="float32")
+
+    message = str(refused.value)
+    assert f"model {kind!r}" in message
+    assert feature in message
+    assert refused.value.model == kind
+    assert isinstance(refused.value, ValueError)
+
+
+def test_it_refuses_a_model_that_is_not_a_causal_lm() -> None:
+    import transformers
+
+    bare = _llama().model  # the decoder without its language-model head
+    t5 = transformers.T5ForConditionalGeneration(
+        transformers.T5Config(vocab_size=256, d_model=32, d_ff=64, num_layers=1, num_heads=2)
+    )
+
+    with pytest.raises(UnsupportedModelError, match="'bare'.*not a causal language model"):
+        check_servable(bare, "bare")
+    with pytest.raises(UnsupportedModelError, match="'t5'.*encoder-decoder"):
+        check_servable(t5, "t5")
+
+
+def _llama(layers: int = 2) -> Any:
+    import transformers
+
+    settings = {k: v for k, v in _SMALL.items() if k != "head_dim"}
+    config = transformers.LlamaConfig(**{**settings, "num_hidden_layers": layers})
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def test_it_refuses_a_layer_that_attends_outside_the_attention_interface() -> None:
+    model = _llama()
+
+    class OwnAttention(torch.nn.Module):  # as custom modeling code might compute it
+        def forward(self, hidden_states, *args, **kwargs):
+            return torch.zeros_like(hidden_states), None
+
+    model.model.layers[1].self_attn = OwnAttention()
+
+    with pytest.raises(UnsupportedModelError, match=r"'custom'.*calls for layers \[0\] of 2"):
+        check_servable(model, "custom")
+
+
+def test_it_refuses_a_window_its_masks_would_not_apply() -> None:
+    # The layer passes a window that generate()'s masks, built from the config, ignore.
+    model = _llama()
+    attention = model.model.layers[0].self_attn
+    attention.forward = functools.partial(attention.forward, sliding_window=4)
+
+    with pytest.raises(UnsupportedModelError, match="'odd'.*window of 4 in layer 0.*gives None"):
+        check_servable(model, "odd")
