@@ -3,20 +3,26 @@
 Tiny random models of each refused kind (engine/tests/architectures.py),
 loaded through engine.registry.load_model, and, for what a checkpoint
 cannot produce through AutoModelForCausalLM, engine.support.check_servable
-directly.
+directly. The engine's own guards (at construction, and in its attention at
+run time) refuse the same models if they are handed one that skipped the
+registry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from engine.errors import UnsupportedModelError
-from engine.registry import load_model
+from engine.engine import BatchingEngine
+from engine.errors import EngineDeadError, UnsupportedModelError
+from engine.registry import LoadedModel, load_model
+from engine.request import EngineRequest
 from engine.support import check_servable
 
 from .architectures import build
@@ -105,6 +111,47 @@ def test_it_refuses_a_model_that_is_not_a_causal_lm() -> None:
         check_servable(bare, "bare")
     with pytest.raises(UnsupportedModelError, match="'t5'.*encoder-decoder"):
         check_servable(t5, "t5")
+
+
+def _unchecked(tmp_path: Path, name: str, config_class: str, settings: dict[str, Any]):
+    """A LoadedModel that skipped load_model's check, as a caller could build by hand."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = _build(tmp_path, config_class, settings)
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    return LoadedModel(
+        name=name,
+        path=path,
+        model=model,
+        tokenizer=AutoTokenizer.from_pretrained(path),
+        device=model.device,
+        dtype=model.dtype,
+        context_window=64,
+        load_seconds=0.0,
+    )
+
+
+def test_the_engine_refuses_unserved_layer_types_itself(tmp_path: Path) -> None:
+    loaded = _unchecked(tmp_path, "llama4-chunked", *_LLAMA4)
+
+    with pytest.raises(UnsupportedModelError, match="'llama4-chunked'.*'chunked_attention'"):
+        BatchingEngine(loaded)
+
+
+def test_its_attention_raises_for_an_argument_it_does_not_implement(tmp_path: Path) -> None:
+    # gpt-oss passes its sinks as s_aux; computing attention without them would
+    # answer differently, so the forward fails instead (and the engine with it).
+    loaded = _unchecked(tmp_path, "gpt-oss-sinks", *_GPT_OSS)
+    loaded = dataclasses.replace(loaded, lock=threading.Lock())
+
+    with BatchingEngine(loaded, max_batch_size=2) as engine:
+        handle = engine.submit(EngineRequest(prompt_ids=[1, 2, 3], max_tokens=2, temperature=0))
+        with pytest.raises(EngineDeadError) as dead:
+            handle.result(timeout=30)
+
+    assert isinstance(dead.value.__cause__, UnsupportedModelError)
+    assert "'gpt-oss-sinks'" in dead.value.reason
+    assert "attention sinks (s_aux)" in dead.value.reason
 
 
 def _llama(layers: int = 2) -> Any:
