@@ -60,16 +60,7 @@ REFUSED = {
     ),
     "bert-encoder": (
         "BertConfig",
-        {
-            key: _SMALL[key]
-            for key in (
-                "vocab_size",
-                "hidden_size",
-                "num_hidden_layers",
-                "num_attention_heads",
-                "intermediate_size",
-            )
-        },
+        {"vocab_size": 256, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4},
         "bidirectional (non-causal) attention",
     ),
     "gemma3-bidirectional": (
@@ -82,6 +73,13 @@ REFUSED = {
 
 def _build(tmp_path: Path, config_class: str, settings: dict[str, Any]) -> Path:
     return build(tmp_path / "model", config_class, settings)
+
+
+def _llama() -> Any:
+    import transformers
+
+    settings = {k: v for k, v in _SMALL.items() if k != "head_dim"}
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(**settings)).eval()
 
 
 @pytest.mark.parametrize("kind", sorted(REFUSED))
@@ -113,7 +111,32 @@ def test_it_refuses_a_model_that_is_not_a_causal_lm() -> None:
         check_servable(t5, "t5")
 
 
-def _unchecked(tmp_path: Path, name: str, config_class: str, settings: dict[str, Any]):
+def test_it_refuses_a_layer_that_attends_outside_the_attention_interface() -> None:
+    model = _llama()
+
+    class OwnAttention(torch.nn.Module):  # as custom modeling code might compute it
+        def forward(self, hidden_states, *args, **kwargs):
+            return torch.zeros_like(hidden_states), None
+
+    model.model.layers[1].self_attn = OwnAttention()
+
+    with pytest.raises(UnsupportedModelError, match=r"'custom'.*calls for layers \[0\] of 2"):
+        check_servable(model, "custom")
+
+
+def test_it_refuses_a_window_its_masks_would_not_apply() -> None:
+    # The layer passes a window that generate()'s masks, built from the config, ignore.
+    model = _llama()
+    attention = model.model.layers[0].self_attn
+    attention.forward = functools.partial(attention.forward, sliding_window=4)
+
+    with pytest.raises(UnsupportedModelError, match="'odd'.*window of 4 in layer 0.*gives None"):
+        check_servable(model, "odd")
+
+
+def _unchecked(
+    tmp_path: Path, name: str, config_class: str, settings: dict[str, Any]
+) -> LoadedModel:
     """A LoadedModel that skipped load_model's check, as a caller could build by hand."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -152,34 +175,3 @@ def test_its_attention_raises_for_an_argument_it_does_not_implement(tmp_path: Pa
     assert isinstance(dead.value.__cause__, UnsupportedModelError)
     assert "'gpt-oss-sinks'" in dead.value.reason
     assert "attention sinks (s_aux)" in dead.value.reason
-
-
-def _llama(layers: int = 2) -> Any:
-    import transformers
-
-    settings = {k: v for k, v in _SMALL.items() if k != "head_dim"}
-    config = transformers.LlamaConfig(**{**settings, "num_hidden_layers": layers})
-    return transformers.LlamaForCausalLM(config).eval()
-
-
-def test_it_refuses_a_layer_that_attends_outside_the_attention_interface() -> None:
-    model = _llama()
-
-    class OwnAttention(torch.nn.Module):  # as custom modeling code might compute it
-        def forward(self, hidden_states, *args, **kwargs):
-            return torch.zeros_like(hidden_states), None
-
-    model.model.layers[1].self_attn = OwnAttention()
-
-    with pytest.raises(UnsupportedModelError, match=r"'custom'.*calls for layers \[0\] of 2"):
-        check_servable(model, "custom")
-
-
-def test_it_refuses_a_window_its_masks_would_not_apply() -> None:
-    # The layer passes a window that generate()'s masks, built from the config, ignore.
-    model = _llama()
-    attention = model.model.layers[0].self_attn
-    attention.forward = functools.partial(attention.forward, sliding_window=4)
-
-    with pytest.raises(UnsupportedModelError, match="'odd'.*window of 4 in layer 0.*gives None"):
-        check_servable(model, "odd")
