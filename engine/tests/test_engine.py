@@ -326,20 +326,19 @@ def test_it_computes_windowed_soft_capped_attention_like_eager() -> None:
         module, query, key, value, additive, scaling=0.3, softcap=5.0
     )
 
-    prompt = _eager_attention(query, key, value, allowed, 0.3, 5.0)
-    decode = _gemv_attention(
-        query[0, :, :, None].transpose(0, 1),  # one query per row: [length, heads, 1, dim]
-        key.expand(length, -1, -1, -1),
-        value.expand(length, -1, -1, -1),
-        torch.zeros(length, 1, 1, length).masked_fill_(
-            ~allowed[0, 0, :, None, None], float("-inf")
-        ),
-        0.3,
-        5.0,
+    rows = [query[0, :, :, None].transpose(0, 1)]  # one query per row: [length, heads, 1, dim]
+    rows += [key.expand(length, -1, -1, -1), value.expand(length, -1, -1, -1)]
+    per_row = torch.zeros(length, 1, 1, length).masked_fill_(
+        ~allowed[0, 0, :, None, None], float("-inf")
     )
+
+    prompt = _eager_attention(query, key, value, allowed, 0.3, 5.0)
+    decode = _gemv_attention(*rows, per_row, 0.3, 5.0)
+    decode_bf16 = _gemv_attention(*(t.bfloat16() for t in rows), per_row, 0.3, 5.0)
 
     torch.testing.assert_close(prompt, expected)
     torch.testing.assert_close(decode[:, 0], expected[0])
+    torch.testing.assert_close(decode_bf16[:, 0].float(), expected[0], atol=0.05, rtol=0.02)
     assert not allowed[0, 0, -1, : length - window].any()  # the window did leave keys out
 
 
