@@ -24,13 +24,13 @@ import torch
 
 from engine.errors import UnsupportedModelError
 
-SERVED_LAYER_TYPES = ("full_attention", "sliding_attention")
-SERVED_IMPLEMENTATIONS = ("sdpa", "eager")
+_SERVED_LAYER_TYPES = ("full_attention", "sliding_attention")
+_SERVED_IMPLEMENTATIONS = ("sdpa", "eager")
 # Arguments some layers pass to their attention function that do not change its result.
 _NEUTRAL_ARGUMENTS = frozenset(
     {"position_ids", "use_cache", "output_attentions", "output_router_logits"}
 )
-# What the arguments the engine knows but does not implement stand for.
+# Attention arguments the engine knows it does not implement, and what they stand for.
 _FEATURES = {
     "s_aux": "attention sinks (s_aux)",
     "sinks": "attention sinks",
@@ -39,7 +39,7 @@ _FEATURES = {
     "block_indices": "block-sparse attention",
 }
 
-# What the layer types transformers knows, but the engine does not serve, are.
+# Layer types transformers knows that the engine does not serve, and what they are.
 _LAYER_KINDS = {
     "chunked_attention": "attention within fixed chunks",
     "linear_attention": "state-space or linear attention, a recurrent state",
@@ -76,7 +76,7 @@ def attention_windows(config: Any, name: str) -> list[int | None]:
     from transformers.cache_utils import get_layer_types_and_kwargs
 
     layer_types, layer_kwargs = get_layer_types_and_kwargs(config)
-    unserved = sorted(set(layer_types) - set(SERVED_LAYER_TYPES))
+    unserved = sorted(set(layer_types) - set(_SERVED_LAYER_TYPES))
     if unserved:
         kinds = ", ".join(
             f"{kind!r} ({_LAYER_KINDS.get(kind, 'not plain attention')})" for kind in unserved
@@ -91,11 +91,11 @@ def attention_windows(config: Any, name: str) -> list[int | None]:
 def check_implementation(config: Any, name: str) -> None:
     """Refuse attention implementations other than sdpa and eager, whose math the engine uses."""
     implementation = getattr(config, "_attn_implementation", None) or "eager"
-    if implementation not in SERVED_IMPLEMENTATIONS:
+    if implementation not in _SERVED_IMPLEMENTATIONS:
         raise UnsupportedModelError(
             name,
             f"the {implementation!r} attention implementation (the engine reproduces "
-            f"{' and '.join(SERVED_IMPLEMENTATIONS)})",
+            f"{' and '.join(_SERVED_IMPLEMENTATIONS)})",
         )
 
 
