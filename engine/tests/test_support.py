@@ -53,6 +53,11 @@ REFUSED = {
         {**_SMALL, "attn_layer_period": 2, "attn_layer_offset": 1, "num_experts": 2},
         "'linear_attention' (state-space",
     ),
+    "falcon-h1": (
+        "FalconH1Config",
+        {**_SMALL, "mamba_d_ssm": 32, "mamba_n_heads": 4, "mamba_d_head": 8, "mamba_d_state": 8},
+        "'hybrid' (attention alongside a state-space mixer)",
+    ),
     "rwkv": (
         "RwkvConfig",
         {"vocab_size": 256, "hidden_size": 32, "num_hidden_layers": 2, "context_length": 64},
