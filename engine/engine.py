@@ -24,9 +24,10 @@ thread owns the model and repeats one *step*, which reads like nano-vllm's:
 So a job submitted while others generate joins the running batch at the next
 step, and a finished job frees its place at once. The KV cache
 (engine/kv_cache.py) holds one row per job in the batch; the attention
-(engine/attention.py) lets any decoder-only model with full attention run
-through its own ``forward``, with greedy output in float32 equal to
-generate()'s token for token.
+(engine/attention.py) lets any decoder-only model with full or sliding-window
+attention run through its own ``forward``, with greedy output in float32
+equal to generate()'s token for token; models it could not serve exactly are
+refused when they load (engine/support.py).
 
 Errors: a request that cannot be served (bad parameters, token ids outside the
 vocabulary, prompt too long) is rejected by ``submit`` with a GenerationError.

@@ -1,4 +1,5 @@
-"""What a generation job can fail with: the request's fault (GenerationError) or the engine's."""
+"""What can fail: a generation job, by the request's fault (GenerationError) or the engine's, and
+loading a model the engine cannot serve (UnsupportedModelError)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,21 @@ class JobTimeoutError(GenerationError, TimeoutError):
         super().__init__(f"generation did not finish within its {timeout:g}s timeout")
         self.timeout = timeout
         self.partial = partial
+
+
+class UnsupportedModelError(ValueError):
+    """The model uses something the engine cannot compute exactly as generate() does.
+
+    Raised when the model loads (engine/support.py), or by the engine's
+    attention if a forward asks it for math it does not do, so such a model is
+    refused rather than served with silently different output. ``model`` is
+    the model's name and ``feature`` what it uses; the message names both.
+    """
+
+    def __init__(self, model: str, feature: str) -> None:
+        super().__init__(
+            f"model {model!r} cannot be served: it uses {feature}, "
+            f"which the batching engine does not reproduce exactly"
+        )
+        self.model = model
+        self.feature = feature

@@ -15,8 +15,8 @@ The cache is a duck-typed transformers ``Cache``: the model calls its ``update``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -181,10 +181,12 @@ class ForwardPlan:
     decode: bool
     q_offset: int
     kv_len: int
-    # Decode: rows 0..rows-1, one token each at pos_index[r]; mask is [rows, 1, 1, kv_len].
+    # Decode: rows 0..rows-1, one token each at pos_index[r]; masks maps each sliding window
+    # of the model's layers (None: full attention) to its [rows, 1, 1, kv_len] mask, None
+    # where every row sees every slot.
     rows: int = 0
     row_index: torch.Tensor | None = None
     pos_index: torch.Tensor | None = None
-    mask: torch.Tensor | None = None
+    masks: Mapping[int | None, torch.Tensor | None] = field(default_factory=dict)
     # Prefill: packed prompt chunks (row, start, length, offset in the packed row).
     segments: Sequence[tuple[int, int, int, int]] = ()

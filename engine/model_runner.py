@@ -30,16 +30,18 @@ _FULL_CAPACITY_RATIO = 2
 class ModelRunner:
     """Runs one model's forwards for the scheduler's plans; owns its KV cache.
 
-    Raises ValueError for a model whose output it could not reproduce exactly
-    (see :class:`~engine.attention.EngineAttention`). The caller holds the
-    model's lock around the forwards.
+    Raises UnsupportedModelError (a ValueError) for a model whose output it
+    could not reproduce exactly (see :class:`~engine.attention.EngineAttention`).
+    The caller holds the model's lock around the forwards.
     """
 
     def __init__(self, loaded: LoadedModel, *, max_rows: int) -> None:
         self.loaded = loaded
         model = loaded.model
         config = text_config(model)
-        self._attention = EngineAttention(config)
+        self._attention = EngineAttention(
+            config, name=loaded.name, dtype=loaded.dtype, device=loaded.device
+        )
         self._no_mask = torch.ones((1, 1, 1, 1), dtype=torch.bool, device=loaded.device)
         heads = config.num_attention_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
@@ -113,15 +115,6 @@ class ModelRunner:
             # one contiguous block, which the attention matmuls read in place
             # (a [:length] slice would be copied first, every layer, every step).
             length = self.cache.capacity
-        mask = None
-        if min(positions) != length - 1:  # rows of different lengths: mask the padding
-            allowed = torch.arange(length)[None, :] <= torch.tensor(positions)[:, None]
-            allowed = allowed[:, None, None, :].to(device)
-            if self.loaded.dtype == torch.float32:
-                mask = allowed  # for transformers' sdpa
-            else:  # additive, for the GEMV attention
-                mask = torch.zeros(allowed.shape, dtype=torch.float32, device=device)
-                mask.masked_fill_(~allowed, float("-inf"))
         plan = ForwardPlan(
             cache=self.cache,
             decode=True,
@@ -130,7 +123,8 @@ class ModelRunner:
             rows=len(seqs),
             row_index=torch.arange(len(seqs), device=device),
             pos_index=torch.tensor(positions, device=device),
-            mask=mask,
+            # The padding of shorter rows, and what each layer's window leaves out.
+            masks=self._attention.decode_masks(positions, length),
         )
         logits = self._forward(
             plan,

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from engine.model_files import ensure_model_dir
+from engine.support import check_config_loadable, check_servable
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ def load_model(
     checkpoints are loaded identically. Most callers want
     :meth:`ModelRegistry.get`, which caches the result.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     torch_device, torch_dtype = select_device_and_dtype(device, dtype)
     if torch_device.type == "cpu":
@@ -193,8 +194,13 @@ def load_model(
     path = ensure_model_dir(name, path, Path(cache_dir or DEFAULT_CACHE_DIR).expanduser())
     # local_files_only in addition to HF_HUB_OFFLINE: the env var is ignored if
     # huggingface_hub was imported before this package set it.
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    check_config_loadable(config, name)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, config=config, dtype=torch_dtype, local_files_only=True
+    )
+    check_servable(model, name)
     model.to(torch_device)
     model.eval()
     _warm_up(model, torch_device)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from bench.baselines import TransformersEngine, generate, generate_messages
-from engine.attention import _gemv_attention
+from engine.attention import _allowed_slots, _eager_attention, _gemv_attention
 from engine.engine import BatchingEngine
 from engine.errors import (
     GenerationError,
@@ -306,6 +306,40 @@ def test_it_computes_single_query_attention_like_sdpa() -> None:
         attn_mask=allowed,
     ).transpose(1, 2)
     torch.testing.assert_close(out, expected)
+
+
+def test_it_computes_windowed_soft_capped_attention_like_eager() -> None:
+    # Gemma 2's eager attention (scale, soft-cap, additive mask, float32 softmax) is
+    # the reference for both the prompt path and the single-query decode path.
+    from transformers.models.gemma2.modeling_gemma2 import eager_attention_forward
+
+    heads, kv_heads, length, dim, window = 4, 2, 20, 8, 6
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(1, heads, length, dim, generator=generator) * 3
+    key = torch.randn(1, kv_heads, length, dim, generator=generator) * 3
+    value = torch.randn(1, kv_heads, length, dim, generator=generator)
+    allowed = _allowed_slots(torch.arange(length), length, window)[None, None]
+    additive = torch.zeros(allowed.shape).masked_fill_(~allowed, torch.finfo(torch.float32).min)
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.training = heads // kv_heads, False
+    expected, _ = eager_attention_forward(
+        module, query, key, value, additive, scaling=0.3, softcap=5.0
+    )
+
+    rows = [query[0, :, :, None].transpose(0, 1)]  # one query per row: [length, heads, 1, dim]
+    rows += [key.expand(length, -1, -1, -1), value.expand(length, -1, -1, -1)]
+    per_row = torch.zeros(length, 1, 1, length).masked_fill_(
+        ~allowed[0, 0, :, None, None], float("-inf")
+    )
+
+    prompt = _eager_attention(query, key, value, allowed, 0.3, 5.0)
+    decode = _gemv_attention(*rows, per_row, 0.3, 5.0)
+    decode_bf16 = _gemv_attention(*(t.bfloat16() for t in rows), per_row, 0.3, 5.0)
+
+    torch.testing.assert_close(prompt, expected)
+    torch.testing.assert_close(decode[:, 0], expected[0])
+    torch.testing.assert_close(decode_bf16[:, 0].float(), expected[0], atol=0.05, rtol=0.02)
+    assert not allowed[0, 0, -1, : length - window].any()  # the window did leave keys out
 
 
 def test_it_serves_a_bfloat16_model(tiny_loaded: LoadedModel) -> None:
