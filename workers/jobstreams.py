@@ -65,9 +65,15 @@ class TokenPublisher:
 
 
 class CancelListener:
-    """Knows which jobs someone asked to cancel, from the pub/sub channel and the cancel keys."""
+    """Knows which of this worker's jobs someone asked to cancel, from the pub/sub channel and the
+    cancel keys.
+
+    Every worker hears every cancel broadcast; only those of the jobs it watches are kept, and a
+    job's entry goes when it is forgotten, so memory does not grow with other workers' traffic.
+    """
 
     def __init__(self) -> None:
+        self._watched: set[str] = set()
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="cancel-listener", daemon=True)
@@ -76,17 +82,26 @@ class CancelListener:
         self._ready.wait(5)
 
     def watch(self, job_id: str) -> None:
-        """Start watching a job: a cancel asked before we subscribed is in its Redis key."""
+        """Start watching a job. Watched first, then its Redis key read: a cancel broadcast after
+        this is kept, and one from before is in the key."""
+        with self._lock:
+            self._watched.add(job_id)
         if events.cancel_requested(job_id):
             with self._lock:
                 self._cancelled.add(job_id)
 
     def forget(self, job_id: str) -> None:
         with self._lock:
+            self._watched.discard(job_id)
             self._cancelled.discard(job_id)
 
     def is_cancelled(self, job_id: str) -> bool:
         return job_id in self._cancelled
+
+    def remembered(self) -> int:
+        """How many jobs it holds anything for (a test's and an operator's leak check)."""
+        with self._lock:
+            return len(self._watched | self._cancelled)
 
     def _run(self) -> None:
         while True:
@@ -96,8 +111,10 @@ class CancelListener:
                 self._ready.set()
                 for message in pubsub.listen():
                     if message.get("type") == "message":
+                        job_id = str(message["data"])
                         with self._lock:
-                            self._cancelled.add(str(message["data"]))
+                            if job_id in self._watched:
+                                self._cancelled.add(job_id)
             except Exception:
                 logger.exception("cancel listener lost Redis; reconnecting")
                 threading.Event().wait(1)
