@@ -6,7 +6,8 @@ clients map our errors to their own exception classes.
 
 import logging
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -102,6 +103,10 @@ def error_answer(exc: Exception) -> tuple[int, dict, dict[str, str]] | None:
     if isinstance(exc, ApplicationError):
         body = error_body(exc.message, type=exc.type, code=exc.code, param=exc.param)
         return exc.status_code, body, error_headers(exc)
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        message = f"The request body is larger than the {limit} bytes this server accepts."
+        return 413, error_body(message, type="invalid_request_error", code="request_too_large"), {}
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -160,16 +165,28 @@ def _json_error(status_code: int, message: str, type_: str, code: str) -> JsonRe
     return JsonResponse(error_body(message, type=type_, code=code), status=status_code)
 
 
-def handler404(request, exception=None):
-    return _json_error(
-        404, "The requested resource was not found.", "invalid_request_error", "not_found"
-    )
-
-
-def handler500(request):
-    return _json_error(
-        500,
+_ERROR_PAGES = {
+    400: ("Your request could not be read.", "invalid_request_error", "invalid_request_error"),
+    404: ("The requested resource was not found.", "invalid_request_error", "not_found"),
+    413: ("The request body is too large.", "invalid_request_error", "request_too_large"),
+    500: (
         "The server had an error while processing your request.",
         "server_error",
         "internal_error",
-    )
+    ),
+}
+
+
+def error_page_response(status_code: int) -> JsonResponse:
+    """The error shape for a status Django would answer with a page of its own."""
+    default = _ERROR_PAGES[500] if status_code >= 500 else _ERROR_PAGES[400]
+    message, type_, code = _ERROR_PAGES.get(status_code, default)
+    return _json_error(status_code, message, type_, code)
+
+
+def handler404(request, exception=None):
+    return error_page_response(404)
+
+
+def handler500(request):
+    return error_page_response(500)

@@ -1,5 +1,6 @@
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
+from .errors import error_page_response
 from .tracing import new_trace_id, trace_id_var
 
 
@@ -38,3 +39,36 @@ class RequestIdMiddleware:
             trace_id_var.reset(token)
         response["x-request-id"] = request.request_id
         return response
+
+
+class ApiErrorPageMiddleware:
+    """No HTML error page on an API path, under any setting: Django's own pages (DEBUG's
+    technical 404 and 500, the "Bad Request" page) become the one JSON error shape."""
+
+    sync_capable = True
+    async_capable = True
+    API_PREFIXES = ("/api/", "/v1/")
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if self.is_async:
+            return self.__acall__(request)
+        return self._json(request, self.get_response(request))
+
+    async def __acall__(self, request):
+        return self._json(request, await self.get_response(request))
+
+    def _json(self, request, response):
+        content_type = response.get("Content-Type", "")
+        if (
+            response.status_code < 400
+            or not content_type.startswith("text/html")
+            or not request.path.startswith(self.API_PREFIXES)
+        ):
+            return response
+        return error_page_response(response.status_code)

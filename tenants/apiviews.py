@@ -7,7 +7,6 @@ rate-limit headers of the caller's key. ``x-request-id`` comes from the middlewa
 """
 
 import functools
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -19,7 +18,8 @@ from rest_framework import serializers
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from autoglm_site.errors import InvalidRequestError, MethodNotAllowedError, error_response
+from autoglm_site.errors import MethodNotAllowedError, error_response
+from autoglm_site.json_body import json_loads
 
 from . import quotas
 from .auth import authenticate
@@ -135,12 +135,7 @@ def async_api(
 
 
 def parse_json(request) -> object:
-    try:
-        return json.loads(request.body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InvalidRequestError(
-            "We could not parse the JSON body of your request.", code="invalid_json"
-        ) from None
+    return json_loads(request.body)
 
 
 def validated(serializer_class: type[serializers.Serializer], data) -> serializers.Serializer:
