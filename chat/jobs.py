@@ -86,17 +86,20 @@ def job_start(*, job_id: str) -> ChatJob | None:
     job = ChatJob.objects.select_related("tenant", "api_key", "session", "user_message").get(
         pk=job_id
     )
-    job_lease_renew(job=job)
+    job_lease_renew(job=job, starting=True)
     return job
 
 
-def job_lease_renew(*, job: ChatJob) -> None:
+def job_lease_renew(*, job: ChatJob, starting: bool = False) -> None:
     """Hold the running job's concurrency slot for another lease period.
 
     The worker calls this while it generates; if it dies, the lease runs out and the slot
-    comes back within ``AUTOGLM_LEASE_TTL`` seconds.
+    comes back within ``AUTOGLM_LEASE_TTL`` seconds. ``starting`` takes the slot back if the
+    queued lease ran out.
     """
-    quotas.lease_renew(tenant=job.tenant, api_key=job.api_key, job_id=str(job.id))
+    quotas.lease_renew(
+        tenant=job.tenant, api_key=job.api_key, job_id=str(job.id), starting=starting
+    )
 
 
 def job_prompt_messages(*, job: ChatJob) -> list[dict[str, str]]:

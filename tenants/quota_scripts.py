@@ -211,11 +211,19 @@ end
 return 1
 """
 
-# ARGV: job_id, expiry_ms, now_ms. Extends a lease only if it still exists.
+# ARGV: job_id, expiry_ms, now_ms, claim. Extends a lease only if it still exists, or with
+# claim = 1 (a job starting) adds it back if it ran out while the job was queued. The set's own
+# TTL only ever grows: it must outlive every lease in it, queued ones (longer) included.
 _RENEW = """
 for _, key in ipairs(KEYS) do
-  redis.call('ZADD', key, 'XX', ARGV[2], ARGV[1])
-  redis.call('PEXPIRE', key, tonumber(ARGV[2]) - tonumber(ARGV[3]) + 60000)
+  if ARGV[4] == '1' then
+    redis.call('ZADD', key, ARGV[2], ARGV[1])
+  else
+    redis.call('ZADD', key, 'XX', ARGV[2], ARGV[1])
+  end
+  local want = tonumber(ARGV[2]) - tonumber(ARGV[3]) + 60000
+  local ttl = redis.call('PTTL', key)
+  if ttl >= 0 and ttl < want then redis.call('PEXPIRE', key, want) end
 end
 return 1
 """

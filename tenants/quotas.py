@@ -245,11 +245,19 @@ def peek(*, tenant: Tenant, api_key: ApiKey | None) -> Headers:
     return Headers.build(scopes, Window.decode_all(windows), reserved=None)
 
 
-def lease_renew(*, tenant: Tenant, api_key: ApiKey | None, job_id: str) -> None:
-    """Keep a running job's concurrency slot for another lease period (the worker calls it)."""
+def lease_renew(
+    *, tenant: Tenant, api_key: ApiKey | None, job_id: str, starting: bool = False
+) -> None:
+    """Keep a running job's concurrency slot for another lease period (the worker calls it).
+
+    ``starting``: the job is starting, and takes its slot back if its queued lease ran out
+    (queued past AUTOGLM_QUEUED_LEASE_TTL); it was admitted, so it is served, and it counts
+    against the limit while it runs.
+    """
     now_ms = int(time.time() * 1000)
     expiry = now_ms + settings.AUTOGLM_LEASE_TTL * 1000
-    RENEW(_keys(scopes_for(tenant, api_key), _month()), [job_id, expiry, now_ms])
+    args = [job_id, expiry, now_ms, 1 if starting else 0]
+    RENEW(_keys(scopes_for(tenant, api_key), _month()), args)
 
 
 def extend(*, tenant: Tenant, api_key: ApiKey | None, job_id: str, extra: int) -> bool:

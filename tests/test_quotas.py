@@ -290,3 +290,45 @@ def test_it_recovers_a_dead_worker_s_slot_within_the_lease(
         worker.stop()
         for stuck in ChatJob.objects.exclude(status__in=ChatJob.FINISHED):
             job_fail(job=stuck, reason="test worker killed")
+
+
+# Leases (issue 14, defect 3): the lease set outlives every lease in it; a job that starts
+# after its queued lease ran out takes its slot again.
+
+
+def _leases(tenant):
+    """The tenant's lease set: its key and a Redis client."""
+    from autoglm_site.redisconn import redis_client
+
+    key = quotas.scopes_for(tenant, None)[0].keys(quotas._month()).leases
+    return key, redis_client()
+
+
+@pytest.mark.django_db
+def test_renewing_a_running_lease_does_not_cut_short_a_queued_one(tenant_a, settings):
+    set_limits(tenant_a, max_concurrent_jobs=2)
+    quotas.admit(tenant=tenant_a, api_key=None, job_id="queued", reserve_tokens=1)
+    quotas.admit(tenant=tenant_a, api_key=None, job_id="running", reserve_tokens=1)
+    quotas.lease_renew(tenant=tenant_a, api_key=None, job_id="running")
+    key, client = _leases(tenant_a)
+    # The whole set must live as long as its longest lease, the queued one's.
+    assert client.pttl(key) >= (settings.AUTOGLM_QUEUED_LEASE_TTL - 5) * 1000
+
+
+@pytest.mark.django_db
+def test_a_job_starting_after_its_queued_lease_ran_out_holds_a_slot_again(tenant_a, client_a):
+    set_limits(tenant_a, max_concurrent_jobs=1)
+    session = new_session(client_a)
+    job = client_a.post(
+        f"/api/v1/sessions/{session}/messages", {"content": "hi"}, format="json"
+    ).json()
+    key, client = _leases(tenant_a)
+    client.zrem(key, job["id"])  # queued past AUTOGLM_QUEUED_LEASE_TTL: the lease is gone
+    from chat.jobs import job_start
+
+    assert job_start(job_id=job["id"]) is not None
+    assert client.zscore(key, job["id"]) is not None
+    refused = client_a.post(
+        f"/api/v1/sessions/{session}/messages", {"content": "again"}, format="json"
+    )
+    assert refused.status_code == 429
