@@ -239,5 +239,6 @@ def _job_ended(job: ChatJob) -> None:
             job_id=str(job.id),
             reserved=job.reserved_tokens,
             actual=prompt + completion,
+            admitted_at=job.created_at,
         )
     )

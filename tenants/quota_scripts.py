@@ -85,7 +85,9 @@ local function window_trim(now, req, tok, amt)
   local old = redis.call('ZRANGEBYSCORE', tok, '-inf', now - window)
   if #old > 0 then
     redis.call('ZREMRANGEBYSCORE', tok, '-inf', now - window)
-    redis.call('HDEL', amt, unpack(old))
+    for i = 1, #old, 1000 do  -- in slices, as above
+      redis.call('HDEL', amt, unpack(old, i, math.min(i + 999, #old)))
+    end
   end
 end
 """

@@ -272,10 +272,17 @@ def extend(*, tenant: Tenant, api_key: ApiKey | None, job_id: str, extra: int) -
 
 
 def settle(
-    *, tenant: Tenant, api_key: ApiKey | None, job_id: str, reserved: int, actual: int
+    *,
+    tenant: Tenant,
+    api_key: ApiKey | None,
+    job_id: str,
+    reserved: int,
+    actual: int,
+    admitted_at: datetime | None = None,
 ) -> None:
-    """Release a job's lease and settle its token reservation to what it really used."""
-    month = _month(timezone.now())
+    """Release a job's lease and settle its token reservation to what it really used, in the
+    month it was admitted in (``admitted_at``; None: now), whose counter holds the reservation."""
+    month = _month(admitted_at or timezone.now())
     SETTLE(
         _keys(scopes_for(tenant, api_key), month),
         [job_id, reserved, actual],

@@ -332,3 +332,40 @@ def test_a_job_starting_after_its_queued_lease_ran_out_holds_a_slot_again(tenant
         f"/api/v1/sessions/{session}/messages", {"content": "again"}, format="json"
     )
     assert refused.status_code == 429
+
+
+# Settling (issue 14, defect 13): the month of admission is settled, whatever month it is now;
+# the sliding window's sweep copes with any number of expired entries.
+
+
+@pytest.mark.django_db
+def test_a_job_admitted_last_month_settles_last_months_counter(tenant_a):
+    from datetime import UTC, datetime
+
+    from autoglm_site.redisconn import redis_client
+
+    scope = quotas.scopes_for(tenant_a, None)[0]
+    admitted = datetime(2026, 11, 30, 23, 59, tzinfo=UTC)
+    last, this = scope.keys("202611").month, scope.keys(quotas._month()).month
+    client = redis_client()
+    client.set(last, 100)
+    client.set(this, 7)
+    quotas.settle(
+        tenant=tenant_a, api_key=None, job_id="late", reserved=100, actual=40, admitted_at=admitted
+    )
+    assert (client.get(last), client.get(this)) == ("40", "7")
+
+
+@pytest.mark.django_db
+def test_admission_sweeps_any_number_of_expired_window_entries(tenant_a):
+    from autoglm_site.redisconn import redis_client
+
+    set_limits(tenant_a, tokens_per_minute=1_000_000)
+    keys = quotas.scopes_for(tenant_a, None)[0].keys(quotas._month())
+    client = redis_client()
+    old = int(time.time() * 1000) - 120_000
+    entries = {f"old-{i}": old for i in range(20_000)}
+    client.zadd(keys.tokens, entries)
+    client.hset(keys.token_amounts, mapping=dict.fromkeys(entries, 1))
+    quotas.admit(tenant=tenant_a, api_key=None, job_id="new", reserve_tokens=5)
+    assert client.zcard(keys.tokens) == 1 and client.hlen(keys.token_amounts) == 1
