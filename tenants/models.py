@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
@@ -63,6 +64,12 @@ class ApiKeyManager(BaseAPIKeyManager):
         return super().get_usable_keys().select_related("tenant")
 
 
+def validate_model_names(value) -> None:
+    """An API key's allowed models are a list of names (a lone JSON string is a typo)."""
+    if not isinstance(value, list) or not all(isinstance(name, str) and name for name in value):
+        raise ValidationError('Enter a list of model names, e.g. ["autoglm-demo"], or [] for all.')
+
+
 class ApiKey(AbstractAPIKey, Limits):
     """A tenant's API key: ``sk-<prefix>.<secret>``, stored as a SHA-512 hash only.
 
@@ -74,7 +81,10 @@ class ApiKey(AbstractAPIKey, Limits):
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     allowed_models = models.JSONField(
-        default=list, blank=True, help_text="Model names this key may use; empty means all."
+        default=list,
+        blank=True,
+        validators=[validate_model_names],
+        help_text='Model names this key may use, as a JSON list (["a", "b"]); empty means all.',
     )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -98,7 +108,12 @@ class ApiKey(AbstractAPIKey, Limits):
         return f"{KEY_PREFIX}{self.prefix}.{'*' * 8}"
 
     def allows_model(self, model: str) -> bool:
-        return not self.allowed_models or model in self.allowed_models
+        allowed = self.allowed_models
+        if not allowed:
+            return True
+        # Anything but a list (a value stored before the validator) allows nothing: `in` on a
+        # string would be a substring match.
+        return isinstance(allowed, list) and model in allowed
 
     def touch(self) -> None:
         """Record use, at most once a minute per key so busy keys do not write on every call."""

@@ -91,7 +91,15 @@ def test_it_limits_a_key_to_its_allowed_models(tenant_a):
         )
         .json()["key"]
     )
-    assert api_client(secret).get("/v1/models").json()["data"][0]["id"] == "autoglm-demo"
+    client = api_client(secret)
+    # Several models are configured; the key sees one and may use only that one.
+    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["autoglm-demo"]
+    other = client.post(
+        "/v1/chat/completions",
+        {"model": "autoglm-idle", "messages": [{"role": "user", "content": "hi"}]},
+        format="json",
+    )
+    assert other.status_code == 404 and other.json()["error"]["code"] == "model_not_found"
 
 
 def test_it_shows_usage_per_day_and_against_the_month(tenant_a, tenant_b):
@@ -145,6 +153,21 @@ def test_it_shows_an_admin_created_key_once(operator, tenant_a):
     listing = operator.get("/admin/tenants/apikey/").content.decode()
     assert secret not in change and secret not in listing
     assert secret.split(".")[1] not in change + listing
+
+
+def test_allowed_models_entered_as_one_json_string_is_refused_not_a_substring_match(
+    operator, tenant_a
+):
+    page = operator.post(
+        "/admin/tenants/apikey/add/",
+        {"tenant": tenant_a.pk, "name": "typo", "allowed_models": '"autoglm-demo-and-more"'},
+    )
+    assert page.status_code == 200  # the form again, with its error
+    assert "a list of model names" in page.content.decode()
+    assert not ApiKey.objects.filter(name="typo").exists()
+    # A value stored that way before is read as no model at all, never as a substring.
+    api_key = ApiKey.objects.create(tenant=tenant_a, name="old", allowed_models="autoglm-demo-x")
+    assert not api_key.allows_model("autoglm-demo")
 
 
 def test_it_revokes_keys_from_the_admin(operator, tenant_a, key_a):
