@@ -46,10 +46,13 @@ class RetryPolicy:
 
     A request is tried at most ``max_retries + 1`` times (3 at most). It is tried again after a
     connection error, a timeout, ``429 rate_limit_exceeded`` (never ``insufficient_quota``),
-    502, 503 or 504. The wait is the server's ``retry-after`` when it sent one (a request told to
-    wait longer than ``max_retry_after`` seconds is not retried), else exponential backoff with
-    jitter: ``backoff_base * 2**(retry-1)`` capped at ``backoff_max``, of which a random 0..50%
-    is taken off.
+    502, 503 or 504; but a POST or PATCH (not idempotent: a chat creates a job) only when it
+    cannot have been processed: the connection was never made, or the server refused it (429,
+    503). After a dropped connection, a read timeout or a 502/504 it may have created a job,
+    and sending it again would answer and bill twice. The wait is the server's ``retry-after``
+    when it sent one (a request told to wait longer than ``max_retry_after`` seconds is not
+    retried), else exponential backoff with jitter: ``backoff_base * 2**(retry-1)`` capped at
+    ``backoff_max``, of which a random 0..50% is taken off.
     """
 
     max_retries: int = 2
@@ -72,14 +75,27 @@ class RetryPolicy:
         delay = min(self.backoff_max, self.backoff_base * 2.0 ** (retry - 1))
         return delay * (1 - random.random() / 2)
 
-    def delay(self, attempt: int, error: AutoGLMError) -> float | None:
+    def delay(self, attempt: int, error: AutoGLMError, *, idempotent: bool = True) -> float | None:
         """Seconds to wait before the next attempt, or ``None`` when ``error`` is final."""
         if attempt >= self.max_attempts or not is_retryable(error):
+            return None
+        if not idempotent and not was_refused_unprocessed(error):
             return None
         retry_after = error.retry_after if isinstance(error, APIStatusError) else None
         if retry_after is not None:
             return retry_after if retry_after <= self.max_retry_after else None
         return self.backoff(attempt)
+
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+REFUSED_STATUSES = frozenset({429, 503})  # the server refused the request: nothing was done
+
+
+def was_refused_unprocessed(error: AutoGLMError) -> bool:
+    """Whether the request certainly did nothing on the server, so even a POST may be resent."""
+    if isinstance(error, APIConnectionError):
+        return not error.request_sent
+    return error.status_code in REFUSED_STATUSES
 
 
 def is_retryable(error: AutoGLMError) -> bool:
@@ -305,19 +321,27 @@ def connection_error(
     """An :class:`APIConnectionError` (or :class:`APITimeoutError`) for an httpx failure.
 
     ``retryable`` is set for what another try may fix: timeouts, network errors and a server
-    that dropped the connection; not for a malformed URL or an unsupported scheme.
+    that dropped the connection; not for a malformed URL or an unsupported scheme, and not for
+    a POST or PATCH that may have been processed (see :class:`RetryPolicy`).
     """
     where = f"{request.method} {request.url}" if request is not None else "the request"
+    # Before the connection was made, nothing was sent; after, the server may have acted on it.
+    sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+    maybe = ""
+    if sent and request is not None and request.method not in IDEMPOTENT_METHODS:
+        maybe = " The request may have been processed; it was not sent again."
     if isinstance(exc, httpx.TimeoutException):
         return APITimeoutError(
-            f"Timed out on {where} ({type(exc).__name__}).",
+            f"Timed out on {where} ({type(exc).__name__}).{maybe}",
             request_id=request_id,
-            retryable=True,
+            retryable=not maybe,
+            request_sent=sent,
         )
     return APIConnectionError(
-        f"Connection failed on {where}: {exc or type(exc).__name__}",
+        f"Connection failed on {where}: {exc or type(exc).__name__}.{maybe}",
         request_id=request_id,
-        retryable=isinstance(exc, (httpx.NetworkError, httpx.RemoteProtocolError)),
+        retryable=not maybe and isinstance(exc, (httpx.NetworkError, httpx.RemoteProtocolError)),
+        request_sent=sent,
     )
 
 

@@ -140,12 +140,16 @@ class ServerError(APIStatusError):
 class APIConnectionError(AutoGLMError):
     """The server could not be reached, or the connection dropped before the answer was whole.
 
-    ``retryable`` says whether the SDK considered another try worthwhile.
+    ``retryable`` says whether another try could succeed; ``request_sent`` whether the request
+    got out (then a POST may have been processed, and the SDK does not send it again).
     """
 
-    def __init__(self, message: str, *, retryable: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool = False, request_sent: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(message, **kwargs)
         self.retryable = retryable
+        self.request_sent = request_sent
 
 
 class APITimeoutError(APIConnectionError):

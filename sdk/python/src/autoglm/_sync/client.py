@@ -13,6 +13,7 @@ from typing import Any, Literal, overload
 import httpx
 
 from .._core import (
+    IDEMPOTENT_METHODS,
     ClientConfig,
     chat_response,
     connection_error,
@@ -178,7 +179,7 @@ class AutoGLMClient:
                 finally:
                     response.close()
                 error = error_from_response(response)
-            delay = policy.delay(attempt, error)
+            delay = policy.delay(attempt, error, idempotent=method in IDEMPOTENT_METHODS)
             if delay is None:
                 raise error
             time.sleep(delay)
