@@ -187,9 +187,17 @@ def job_finish(
 
 @transaction.atomic
 def job_fail(
-    *, job: ChatJob, reason: str, code: ChatJob.ErrorCode = ChatJob.ErrorCode.INTERNAL_ERROR
+    *,
+    job: ChatJob,
+    reason: str,
+    code: ChatJob.ErrorCode = ChatJob.ErrorCode.INTERNAL_ERROR,
+    produced: tuple[str, int, int] | None = None,
 ) -> ChatJob | None:
-    """Close the job as failed with a reason a client can read and a stable code."""
+    """Close the job as failed with a reason a client can read and a stable code.
+
+    ``produced`` is what it generated before it failed (a timeout, the engine's death): the
+    text already streamed, and its prompt and completion tokens, which are billed.
+    """
     locked = _job_lock(job)
     if locked is None or locked.is_finished:
         return locked
@@ -197,7 +205,11 @@ def job_fail(
     locked.error = reason
     locked.error_code = code
     locked.finished_at = timezone.now()
-    locked.save(update_fields=["status", "error", "error_code", "finished_at"])
+    fields = ["status", "error", "error_code", "finished_at"]
+    if produced is not None:
+        locked.output, locked.prompt_tokens, locked.completion_tokens = produced
+        fields += ["output", "prompt_tokens", "completion_tokens"]
+    locked.save(update_fields=fields)
     _job_ended(locked)
     final = events.error_event(locked)
     transaction.on_commit(lambda: events.publish(locked.id, *final))

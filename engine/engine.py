@@ -305,9 +305,9 @@ class BatchingEngine:
                     continue
                 self._cond.wait()
         if abandoned is not None:
-            error = EngineDeadError("engine stopped before the job finished")
             for seq in abandoned:
-                scheduler.fail(seq, error)
+                reason = "engine stopped before the job finished"
+                scheduler.fail(seq, EngineDeadError(reason, scheduler.partial(seq)))
             return False
 
         plan = scheduler.schedule(time.monotonic())
@@ -337,7 +337,7 @@ class BatchingEngine:
             self._dead_reason = reason
             seqs = self._abandon_all()
         for seq in seqs:
-            error = EngineDeadError(reason)
+            error = EngineDeadError(reason, self._scheduler.partial(seq))
             error.__cause__ = exc
             self._scheduler.fail(seq, error)
         if self._on_dead is not None:

@@ -33,12 +33,15 @@ class EngineDeadError(RuntimeError):
     Deliberately not a GenerationError: it is the worker's failure, not the
     request's, so the job should be failed as an internal error (or retried
     on another worker), never reported as a bad request. ``reason`` says what
-    happened; after a crash ``__cause__`` is the original exception.
+    happened; after a crash ``__cause__`` is the original exception. ``partial``
+    is what the job produced before (text already streamed, tokens to bill), when
+    the engine had taken the job.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, partial: GenerationResult | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.partial = partial
 
 
 class JobTimeoutError(GenerationError, TimeoutError):

@@ -110,16 +110,19 @@ class Scheduler:
         if seq.handle._resolve(error=error):
             self.failed += 1
 
-    def _timeout(self, seq: Sequence) -> None:
+    def partial(self, seq: Sequence) -> GenerationResult:
+        """What a job ended early produced: the text already streamed and the tokens to bill."""
         monitor = seq.monitor
-        partial = GenerationResult(
+        return GenerationResult(
             text=monitor.emitted,
             prompt_tokens=seq.prompt_len,
             completion_tokens=len(monitor.ids),
             finish_reason="cancelled",
         )
+
+    def _timeout(self, seq: Sequence) -> None:
         assert seq.timeout is not None
-        self.fail(seq, JobTimeoutError(seq.timeout, partial))
+        self.fail(seq, JobTimeoutError(seq.timeout, self.partial(seq)))
 
     def _cancel(self, seq: Sequence) -> None:
         try:

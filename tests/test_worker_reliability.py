@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from chat.models import ChatJob, Message
+from tenants.models import UsageRecord
 
 from .conftest import WorkerProcess, wait_for_job
 
@@ -84,3 +85,28 @@ def test_it_finishes_running_jobs_on_sigterm(celery_worker, client_a, settings, 
         worker.stop()
     row = ChatJob.objects.get(pk=job["id"])
     assert row.status == "succeeded" and row.completion_tokens == 300
+
+
+def test_a_job_that_times_out_is_billed_for_what_it_streamed(
+    celery_worker, client_a, settings, tmp_path
+):
+    """Issue 14, defect 10: a timeout failed the job with no token counts, unbilled."""
+    worker = own_worker(celery_worker, settings, tmp_path, "timeout", AUTOGLM_JOB_TIMEOUT="1")
+    try:
+        session = client_a.post("/api/v1/sessions", {}, format="json").json()
+        job = client_a.post(
+            f"/api/v1/sessions/{session['id']}/messages",
+            {"content": ESSAY, "max_tokens": 2000, "temperature": 0},
+            format="json",
+        ).json()
+        done = wait_for_job(client_a, job["id"], timeout=60)
+    finally:
+        worker.stop()
+    assert done["status"] == "failed" and done["error"]["code"] == "timeout", done
+    row = ChatJob.objects.get(pk=job["id"])
+    assert row.completion_tokens and row.completion_tokens > 0 and row.output
+    usage = UsageRecord.objects.get(job_id=row.id)
+    assert (usage.prompt_tokens, usage.completion_tokens) == (
+        row.prompt_tokens,
+        row.completion_tokens,
+    )

@@ -79,7 +79,7 @@ def _run(job: ChatJob) -> None:
         code, reason, tokens_out = failure
         if tokens_out:
             stream.flush()  # every token is in the stream before the error event
-        jobs.job_fail(job=job, reason=reason, code=code)
+        jobs.job_fail(job=job, reason=reason, code=code, produced=_produced(exc))
         return
     stream.flush()  # every token is in the stream before the final event
     _persist(job, result, dropped)
@@ -198,8 +198,16 @@ FAILURES: list[tuple[type[Exception], Code, Callable[[Any], str], bool]] = [
     (QuotaExceededError, Code.INSUFFICIENT_QUOTA, lambda exc: exc.message, False),
     (JobTimeoutError, Code.TIMEOUT, str, True),
     (GenerationError, Code.INVALID_REQUEST, str, False),
-    (EngineDeadError, Code.ENGINE_ERROR, lambda exc: _ENGINE_DEAD_REASON, False),
+    (EngineDeadError, Code.ENGINE_ERROR, lambda exc: _ENGINE_DEAD_REASON, True),
 ]
+
+
+def _produced(exc: Exception) -> tuple[str, int, int] | None:
+    """What a job that timed out or lost its engine generated first: kept and billed."""
+    partial = getattr(exc, "partial", None)
+    if partial is None:
+        return None
+    return _printable(partial.text), partial.prompt_tokens, partial.completion_tokens
 
 
 def _failure(exc: Exception) -> tuple[Code, str, bool] | None:

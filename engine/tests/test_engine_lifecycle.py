@@ -201,11 +201,18 @@ def test_it_fails_in_flight_jobs_when_the_engine_thread_crashes(
         engine.submit(request(tiny_loaded, chat(p), max_tokens=200)) for p in PROMPTS[:3]
     ]  # two in the batch, one waiting
 
+    streamed: list[int] = []
     for handle in handles:
         with pytest.raises(EngineDeadError) as excinfo:
             handle.result(timeout=30)
         assert "injected fault" in str(excinfo.value)
         assert isinstance(excinfo.value.__cause__, RuntimeError)
+        # What the job produced before the crash, to bill and keep.
+        partial = excinfo.value.partial
+        assert partial is not None and partial.finish_reason == "cancelled"
+        assert partial.prompt_tokens == len(handle.request.prompt_ids)
+        streamed.append(partial.completion_tokens)
+    assert streamed[0] > 0 and streamed[2] == 0  # the waiting job never generated
     assert not engine.alive
     assert "injected fault" in (engine.dead_reason or "")
     assert len(deaths) == 1 and str(deaths[0]) == "injected fault"
