@@ -7,6 +7,7 @@ the job's final event.
 
 import logging
 from collections.abc import Iterable
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -192,14 +193,18 @@ def job_fail(
     reason: str,
     code: ChatJob.ErrorCode = ChatJob.ErrorCode.INTERNAL_ERROR,
     produced: tuple[str, int, int] | None = None,
+    only_if_queued: bool = False,
 ) -> ChatJob | None:
     """Close the job as failed with a reason a client can read and a stable code.
 
     ``produced`` is what it generated before it failed (a timeout, the engine's death): the
-    text already streamed, and its prompt and completion tokens, which are billed.
+    text already streamed, and its prompt and completion tokens, which are billed. With
+    ``only_if_queued`` a job that a worker has started meanwhile is left alone.
     """
     locked = _job_lock(job)
     if locked is None or locked.is_finished:
+        return locked
+    if only_if_queued and locked.status != ChatJob.Status.QUEUED:
         return locked
     locked.status = ChatJob.Status.FAILED
     locked.error = reason
@@ -215,6 +220,25 @@ def job_fail(
     transaction.on_commit(lambda: events.publish(locked.id, *final))
     logger.warning("job failed", extra={"job_id": str(job.id), "reason": reason, "code": code})
     return locked
+
+
+def job_expire_unstarted(*, job: ChatJob) -> bool:
+    """Fail a job that no worker has started within AUTOGLM_QUEUED_LEASE_TTL (its slot has
+    lapsed by then): the client waiting on it gets an answer instead of waiting forever, and a
+    worker that takes its message later skips it. True when the job is past that bound."""
+    limit = settings.AUTOGLM_QUEUED_LEASE_TTL
+    if job.status != ChatJob.Status.QUEUED or timezone.now() - job.created_at < timedelta(
+        seconds=limit
+    ):
+        return False
+    job_fail(
+        job=job,
+        reason=f"No worker took the job within {limit}s; is a worker for the model "
+        f"'{job.model}' running?",
+        code=ChatJob.ErrorCode.MODEL_UNAVAILABLE,
+        only_if_queued=True,
+    )
+    return True
 
 
 def _job_lock(job: ChatJob) -> ChatJob | None:

@@ -225,8 +225,16 @@ async def _submit(**kwargs) -> tuple[ChatJob, object]:
 
 
 async def wait_for_end(job: ChatJob) -> ChatJob:
-    """Wait for the job's final event, then read the stored result."""
-    async for event in job_events(job):
+    """Wait for the job's final event, then read the stored result. A job that no worker
+    takes is failed after the queued lease (``jobs.job_expire_unstarted``), which ends the
+    wait."""
+    expired = False
+    async for event in job_events(job, keepalive=True):
+        if event is None:
+            if not expired:
+                fresh = await ChatJob.objects.aget(pk=job.pk)
+                expired = await sync_to_async(jobs.job_expire_unstarted)(job=fresh)
+            continue
         if event.is_final:
             break
     return await ChatJob.objects.aget(pk=job.pk)

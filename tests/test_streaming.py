@@ -1,6 +1,7 @@
 """SSE on the running stack: tokens arrive while generating, resume without gaps, and
 disconnecting or cancelling stops the worker with the partial answer kept."""
 
+import asyncio
 import contextlib
 import json
 import time
@@ -254,3 +255,35 @@ def test_it_holds_no_database_connection_while_jobs_stream(http):
         generating = ChatJob.objects.filter(status="running").count()
     assert generating == 3
     assert held <= 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_completion_that_no_worker_takes_answers_503_instead_of_waiting_forever(
+    tenant_a, key_a, settings
+):
+    """Issue 14, defect 12: autoglm-idle has no worker; the wait is bounded by the queued
+    lease (after it the job holds no slot anyway) and the job fails, so a late worker skips it."""
+    from django.test import AsyncClient
+
+    settings.AUTOGLM_QUEUED_LEASE_TTL = 1
+    settings.AUTOGLM_SSE_KEEPALIVE_MS = 200
+    client = AsyncClient()
+    body = {"model": "autoglm-idle", "messages": [{"role": "user", "content": "hi"}]}
+
+    async def ask():
+        return await asyncio.wait_for(
+            client.post(
+                "/v1/chat/completions",
+                body,
+                content_type="application/json",
+                headers={"Authorization": f"Bearer {key_a}"},
+            ),
+            20,
+        )
+
+    response = asyncio.run(ask())
+    assert response.status_code == 503, response.content
+    error = response.json()["error"]
+    assert error["code"] == "model_unavailable" and "no worker" in error["message"].lower()
+    job = ChatJob.objects.get(model="autoglm-idle")
+    assert job.status == "failed" and job.finished_at is not None
