@@ -6,6 +6,8 @@ clients map our errors to their own exception classes.
 
 import logging
 
+import redis
+from django import db
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, JsonResponse
@@ -96,6 +98,16 @@ _DRF_CODES = {
 }
 
 
+# Redis or PostgreSQL unreachable (down, restarting, out of connections).
+OUTAGES = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    db.OperationalError,
+    db.InterfaceError,
+)
+OUTAGE_RETRY_AFTER_S = 5
+
+
 def error_answer(exc: Exception) -> tuple[int, dict, dict[str, str]] | None:
     """The status, body and headers that answer ``exc`` in the one error shape; None for an
     unexpected error. DRF views (``api_exception_handler``) and the async views
@@ -103,6 +115,12 @@ def error_answer(exc: Exception) -> tuple[int, dict, dict[str, str]] | None:
     if isinstance(exc, ApplicationError):
         body = error_body(exc.message, type=exc.type, code=exc.code, param=exc.param)
         return exc.status_code, body, error_headers(exc)
+    if isinstance(exc, OUTAGES):
+        # A dependency is down: the client should come back, not report a bug.
+        logger.error("dependency unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
+        message = "The service is temporarily unavailable; please retry shortly."
+        body = error_body(message, type="server_error", code="service_unavailable")
+        return 503, body, {"Retry-After": str(OUTAGE_RETRY_AFTER_S)}
     if isinstance(exc, RequestDataTooBig):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         message = f"The request body is larger than the {limit} bytes this server accepts."

@@ -1,6 +1,6 @@
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
-from .errors import error_page_response
+from .errors import error_page_response, error_response
 from .tracing import new_trace_id, trace_id_var
 
 
@@ -62,6 +62,12 @@ class ApiErrorPageMiddleware:
 
     async def __acall__(self, request):
         return self._json(request, await self.get_response(request))
+
+    def process_exception(self, request, exception):
+        """A view's outage (Redis or PostgreSQL down) answers 503, not a 500 page."""
+        if not request.path.startswith(self.API_PREFIXES):
+            return None
+        return error_response(exception)
 
     def _json(self, request, response):
         content_type = response.get("Content-Type", "")

@@ -6,6 +6,10 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
+# A Redis that does not answer (a host gone, not just a refused port) must fail a request fast
+# (503), not hang it.
+CONNECT_TIMEOUT_S = 1.0
+
 _sync_client: redis.Redis | None = None
 _async_clients: dict[int, aioredis.Redis] = {}
 
@@ -14,7 +18,9 @@ def redis_client() -> redis.Redis:
     """The process's Redis client (thread-safe; it pools connections)."""
     global _sync_client
     if _sync_client is None:
-        _sync_client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+        _sync_client = redis.Redis.from_url(
+            settings.REDIS_URL, decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT_S
+        )
     return _sync_client
 
 
@@ -28,6 +34,7 @@ def async_redis_client() -> aioredis.Redis:
         client = aioredis.Redis.from_url(
             settings.REDIS_URL,
             decode_responses=True,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
             socket_timeout=settings.AUTOGLM_SSE_KEEPALIVE_MS / 1000 + 10,
         )
         _async_clients[loop_id] = client

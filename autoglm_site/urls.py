@@ -1,11 +1,37 @@
 from django.contrib import admin
+from django.db import connection
 from django.http import JsonResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from .errors import OUTAGES
+from .redisconn import redis_client
+
 
 def healthz(request):
-    return JsonResponse({"status": "ok"})
+    """200 when PostgreSQL and Redis answer; 503 naming the one that does not."""
+    checks = {"database": _check(_database_ping), "redis": _check(_redis_ping)}
+    healthy = all(state == "ok" for state in checks.values())
+    return JsonResponse(
+        {"status": "ok" if healthy else "unavailable", **checks}, status=200 if healthy else 503
+    )
+
+
+def _check(ping) -> str:
+    try:
+        ping()
+    except OUTAGES as exc:
+        return f"down: {type(exc).__name__}"
+    return "ok"
+
+
+def _database_ping() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _redis_ping() -> None:
+    redis_client().ping()
 
 
 urlpatterns = [

@@ -1,0 +1,64 @@
+"""Redis or PostgreSQL down: requests answer 503 in the error shape with retry-after, fast, and
+/healthz says which dependency is down (issue 14, defect 7). Both are real: a Redis URL and a
+database port where nothing listens."""
+
+import time
+
+import pytest
+from django.db import connection
+
+from autoglm_site import redisconn
+from devtools.processes import free_port
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def redis_down(settings, monkeypatch):
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    monkeypatch.setattr(redisconn, "_sync_client", None)
+    monkeypatch.setattr(redisconn, "_async_clients", {})
+
+
+def assert_unavailable(response, started: float):
+    assert time.monotonic() - started < 1.0
+    assert response.status_code == 503, response.content
+    assert response.json()["error"]["code"] == "service_unavailable"
+    assert int(response["retry-after"]) >= 1
+
+
+def test_redis_down_answers_503_on_the_native_and_the_openai_api(client_a, redis_down):
+    session = client_a.post("/api/v1/sessions", {}, format="json").json()["id"]
+    started = time.monotonic()
+    response = client_a.post(
+        f"/api/v1/sessions/{session}/messages", {"content": "hi"}, format="json"
+    )
+    assert_unavailable(response, started)
+    started = time.monotonic()
+    response = client_a.post(
+        "/v1/chat/completions",
+        {"model": "autoglm-demo", "messages": [{"role": "user", "content": "hi"}]},
+        format="json",
+    )
+    assert_unavailable(response, started)
+    health = client_a.get("/healthz")
+    assert health.status_code == 503 and health.json()["redis"] != "ok"
+
+
+def test_postgres_down_answers_503(client_a, monkeypatch):
+    connection.close()
+    monkeypatch.setitem(connection.settings_dict, "PORT", str(free_port()))
+    try:
+        started = time.monotonic()
+        assert_unavailable(client_a.get("/api/v1/sessions"), started)
+        health = client_a.get("/healthz")
+        assert health.status_code == 503 and health.json()["database"] != "ok"
+    finally:
+        connection.close()
+        monkeypatch.undo()
+
+
+def test_healthz_is_200_when_both_are_up(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "redis": "ok"}
