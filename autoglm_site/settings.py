@@ -149,6 +149,8 @@ AUTOGLM_STREAM_EVENTS_PER_S = envint("AUTOGLM_STREAM_EVENTS_PER_S", 100, minimum
 # renewed by its worker and expires this long after the worker stops renewing it (it died).
 AUTOGLM_QUEUED_LEASE_TTL = envint("AUTOGLM_QUEUED_LEASE_TTL", 900, minimum=1)
 AUTOGLM_LEASE_TTL = envint("AUTOGLM_LEASE_TTL", 30, minimum=1)
+# How long a worker keeps retrying a job's final write while PostgreSQL is unreachable.
+AUTOGLM_FINAL_WRITE_RETRY_S = envint("AUTOGLM_FINAL_WRITE_RETRY_S", 300, minimum=1)
 
 # Where the worker runs its models (engine/registry.py checks the values); None = auto: CUDA with
 # bf16 where present, else CPU, in bf16 when it has AMX or AVX512-BF16, else fp32. Device

@@ -62,3 +62,27 @@ def test_healthz_is_200_when_both_are_up(client):
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "ok", "redis": "ok"}
+
+
+def test_a_jobs_final_write_waits_for_the_database_to_come_back(tenant_a, monkeypatch, settings):
+    """Issue 14, defect 1: PostgreSQL down as a job ended left it `running` forever (its
+    final write raised, and so did the failure handler's)."""
+    import threading
+
+    from chat.jobs import job_start
+    from chat.models import ChatJob
+    from engine.result import GenerationResult
+    from tenants.models import UsageRecord
+    from workers import job_runner
+
+    job = ChatJob.objects.create(tenant=tenant_a, model="autoglm-demo", params={"max_tokens": 4})
+    job = job_start(job_id=str(job.id))
+    port = connection.settings_dict["PORT"]
+    connection.close()
+    monkeypatch.setitem(connection.settings_dict, "PORT", str(free_port()))  # the database goes
+    threading.Timer(1.5, lambda: connection.settings_dict.__setitem__("PORT", port)).start()
+    result = GenerationResult("Hi!", prompt_tokens=3, completion_tokens=2, finish_reason="stop")
+    job_runner._persist(job, result, 0)
+    job.refresh_from_db()
+    assert job.status == "succeeded" and job.output == "Hi!"
+    assert UsageRecord.objects.get(job_id=job.id).completion_tokens == 2

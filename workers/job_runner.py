@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
 from autoglm_site.tracing import trace_id_var
 from chat import events, jobs
@@ -54,7 +54,8 @@ def job_run(*, job_id: str) -> None:
         # Whatever broke, the job must not stay "running": fail it with a reason. The
         # traceback goes to the worker log, not to the client.
         logger.exception("job crashed", extra={"job_id": job_id})
-        jobs.job_fail(job=job, reason="The worker hit an internal error while generating.")
+        reason = "The worker hit an internal error while generating."
+        _stored(lambda: jobs.job_fail(job=job, reason=reason))
     finally:
         trace_id_var.reset(token)
 
@@ -79,7 +80,8 @@ def _run(job: ChatJob) -> None:
         code, reason, tokens_out = failure
         if tokens_out:
             stream.flush()  # every token is in the stream before the error event
-        jobs.job_fail(job=job, reason=reason, code=code, produced=_produced(exc))
+        produced = _produced(exc)
+        _stored(lambda: jobs.job_fail(job=job, reason=reason, code=code, produced=produced))
         return
     stream.flush()  # every token is in the stream before the final event
     _persist(job, result, dropped)
@@ -175,14 +177,39 @@ def _wait(handle: EngineHandle) -> GenerationResult:
 
 
 def _persist(job: ChatJob, result: GenerationResult, dropped: int) -> None:
-    jobs.job_finish(
-        job=job,
-        text=_printable(result.text),
-        prompt_tokens=result.prompt_tokens,
-        completion_tokens=result.completion_tokens,
-        finish_reason=result.finish_reason,
-        dropped_messages=dropped,
+    _stored(
+        lambda: jobs.job_finish(
+            job=job,
+            text=_printable(result.text),
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            finish_reason=result.finish_reason,
+            dropped_messages=dropped,
+        )
     )
+
+
+def _stored(write: Callable[[], object]) -> None:
+    """Run a job's final write, again and again while the database is unreachable (restarting,
+    failing over), for up to AUTOGLM_FINAL_WRITE_RETRY_S: a job whose answer is done must not
+    stay ``running`` because one write failed. Each try is its own transaction on a fresh
+    connection; the write is idempotent (a finished job is left as it is)."""
+    deadline = time.monotonic() + settings.AUTOGLM_FINAL_WRITE_RETRY_S
+    delay = 0.25
+    while True:
+        try:
+            write()
+            return
+        except (OperationalError, InterfaceError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning(
+                "database unavailable for a job's final write; retrying",
+                extra={"error": str(exc), "retry_in_s": delay},
+            )
+            connection.close()
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 # -- how a job fails ---------------------------------------------------------------------------
