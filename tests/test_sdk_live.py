@@ -339,13 +339,12 @@ def test_it_raises_timeout_error_when_the_answer_is_too_slow(live_server_url, ke
     ) as client:
         with pytest.raises(autoglm.APITimeoutError) as caught:
             client.chat(messages=ESSAY, model=MODEL, max_tokens=LONG, temperature=0)
-    assert isinstance(caught.value, autoglm.APIConnectionError) and caught.value.retryable
-    # Each attempt's job was cancelled by the server when the client hung up; all attempts
-    # carried the one request id of the call.
+    # The chat reached the server, so it was not sent again (a second job would answer and
+    # bill twice); its job was cancelled by the server when the client hung up.
+    assert caught.value.request_sent and not caught.value.retryable
     wait_until(lambda: not ChatJob.objects.exclude(status__in=ChatJob.FINISHED).exists())
     jobs = list(ChatJob.objects.all())
-    assert 1 <= len(jobs) <= 3 and {job.status for job in jobs} == {"cancelled"}
-    assert len({job.trace_id for job in jobs}) == 1
+    assert len(jobs) == 1 and jobs[0].status == "cancelled"
 
 
 def test_it_raises_connection_error_when_nothing_listens():
