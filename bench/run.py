@@ -5,7 +5,8 @@ Contenders (the ~100M demo model, built first if needed):
 - one-at-a-time `generate`, our BatchingEngine in-process (the raw engine), and transformers'
   own continuous batching in-process: each a resident bench/engine_bench.py --serve process;
 - the full stack over HTTP (web, Redis, PostgreSQL, Celery, worker; bench/stack_bench.py);
-- `transformers serve --continuous-batching` on the same model, when its extra packages
+- `transformers serve --continuous-batching` on the same model in the same dtype (its default
+  would be the checkpoint's float32, whose greedy replies differ), when its extra packages
   (fastapi, accelerate) are installed.
 
 Workload: 32 chats, prompts 17-281 tokens, 64 new tokens, greedy, concurrency 1 (the first 8
@@ -180,7 +181,7 @@ def collect(
             contenders.append(HttpContender("stack" + BASELINE, stack, stack_bench.MODEL, workload))
         if importlib.util.find_spec("fastapi") and importlib.util.find_spec("accelerate"):
             print(f"==> starting {LABELS['serve']}", flush=True)
-            serve = stack_bench.TransformersServe(MODEL_DIR, workdir, threads)
+            serve = stack_bench.TransformersServe(MODEL_DIR, workdir, threads, dtype)
             contenders.append(HttpContender("serve", serve, str(MODEL_DIR), workload))
         else:
             print("(transformers serve skipped: pip install fastapi accelerate)")

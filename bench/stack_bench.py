@@ -108,10 +108,12 @@ class Stack:
 
 
 class TransformersServe:
-    """``transformers serve --continuous-batching`` with the model preloaded."""
+    """``transformers serve --continuous-batching`` on a transformers directory, in ``dtype``
+    (None: serve's own default, the checkpoint's dtype)."""
 
-    def __init__(self, model_dir: Path, workdir: Path, threads: int):
+    def __init__(self, model_dir: Path, workdir: Path, threads: int, dtype: str | None = None):
         self.model_dir = model_dir
+        self.dtype = dtype
         self.port = free_port()
         self.key = "unused"
         self.workdir = workdir
@@ -121,6 +123,8 @@ class TransformersServe:
     def start(self) -> TransformersServe:
         command = [str(Path(sys.executable).parent / "transformers"), "serve"]
         command += ["--continuous-batching", "--port", str(self.port), "--host", "127.0.0.1"]
+        if self.dtype:
+            command += ["--dtype", self.dtype]
         command.append(str(self.model_dir))
         log = self.workdir / "serve.log"
         self.process = Process(command, env=self.env, log=log, stop_timeout=30).start()
@@ -217,6 +221,7 @@ def main() -> int:
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--target", choices=("stack", "serve"), default="stack")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--dtype", help="transformers serve's dtype (default: its own)")
     args = parser.parse_args()
     workload = load_workload(args.model_dir, args.requests)
     levels = [int(x) for x in args.levels.split(",")]
@@ -227,7 +232,7 @@ def main() -> int:
             server = Stack(args.model_dir, Path(tmp), args.threads, max(levels))
             model = MODEL
         else:
-            server = TransformersServe(args.model_dir, Path(tmp), args.threads)
+            server = TransformersServe(args.model_dir, Path(tmp), args.threads, args.dtype)
             model = str(args.model_dir)
         server.start()
         base = f"http://127.0.0.1:{server.port}"
