@@ -13,7 +13,10 @@ missing, makes a fixed workload of 32 chats whose chat-formatted prompts are
 at concurrency 1, 8 and 32 (closed loop: N client threads, each submitting its
 next chat as soon as the previous one is answered). Reports completion tokens
 per second of wall time, p50/p99 request latency and time to first token, as
-a table and optionally as JSON.
+a table and optionally as JSON. Completion tokens are the tokens each reply
+actually has (GenerationResult.completion_tokens: up to --max-tokens, the
+end-of-turn token included when the model ends its reply earlier), as the
+servers report them in ``usage`` (bench/stack_bench.py).
 
     .venv/bin/python bench/engine_bench.py                 # full run, float32
     .venv/bin/python bench/engine_bench.py --quick         # smaller, ~1 minute

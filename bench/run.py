@@ -13,6 +13,13 @@ Workload: 32 chats, prompts 17-281 tokens, 64 new tokens, greedy, concurrency 1 
 chats), 8 and 32 (all of them), closed loop. The raw engine and the stack's worker run with the
 same engine settings.
 
+Tokens are counted the same way for every contender: the completion tokens each reply actually
+has, the end-of-turn token included (GenerationResult.completion_tokens in-process, the stream's
+``usage.completion_tokens`` over HTTP). Neither OpenAI-compatible API can ignore EOS, so a real
+model's reply that ends early counts what it generated; greedy decoding in one dtype gives every
+contender the same replies (up to the batch's rounding), and the table's ``tokens`` column shows
+each contender's total, so a difference in work is visible.
+
 A shared machine's speed drifts by 10-20% within minutes, so every contender stays resident and
 they take turns: each round runs every contender at every level, one at a time, and the table
 gives each row's median over the rounds (and their range). Ratios are taken within a round, where
@@ -102,6 +109,7 @@ class EngineContender:
         self.stdin.flush()
         row = json.loads(self.stdout.readline())
         return {
+            "tokens": row["completion_tokens"],
             "tokens_per_s": row["tokens_per_s"],
             "p50_latency": row["latency_p50_s"],
             "p99_latency": row["latency_p99_s"],
@@ -195,7 +203,7 @@ def collect(
                     rows[contender.name][level].append(row)
                     print(
                         f"round {round_}/{rounds} c={level:<3} {label(contender.name):<30} "
-                        f"{row['tokens_per_s']:7.1f} tok/s",
+                        f"{row['tokens_per_s']:7.1f} tok/s ({row['tokens']} tokens)",
                         flush=True,
                     )
     finally:
@@ -215,6 +223,8 @@ def summary(rows: dict) -> dict:
                 for key in ("tokens_per_s", "p50_latency", "p99_latency", "p50_ttft")
             }
             entry["range"] = (min(speeds), max(speeds))
+            if all("tokens" in run for run in runs):  # results.json files before they had it
+                entry["tokens"] = statistics.median(run["tokens"] for run in runs)
             for key, base in (
                 ("serve", "serve"),
                 ("batching", "batching"),
@@ -230,19 +240,21 @@ def summary(rows: dict) -> dict:
 
 def table(summ: dict, rounds: int) -> str:
     lines = [
-        f"medians of {rounds} round(s); tok/s range over the rounds; ratios: median of "
-        "within-round ratios",
-        f"{'contender':<30} {'conc':>4} {'tok/s':>7} {'range':>13} {'p50 lat':>8} "
-        f"{'p99 lat':>8} {'p50 TTFT':>8} {'vs serve':>8} {'vs engine':>9} {'vs base':>8}",
+        f"medians of {rounds} round(s); tokens: completion tokens generated at that level; "
+        "tok/s range over the rounds; ratios: median of within-round ratios",
+        f"{'contender':<30} {'conc':>4} {'tokens':>6} {'tok/s':>7} {'range':>13} "
+        f"{'p50 lat':>8} {'p99 lat':>8} {'p50 TTFT':>8} {'vs serve':>8} {'vs engine':>9} "
+        f"{'vs base':>8}",
     ]
     for name, by_level in summ.items():
         for level, row in sorted(by_level.items()):
             low, high = row["range"]
+            tokens = f"{row['tokens']:.0f}" if "tokens" in row else "-"
             vs_serve = f"{row['vs_serve']:.2f}x" if "vs_serve" in row else "-"
             vs_engine = f"{row['vs_batching']:.2f}x" if "vs_batching" in row else "-"
             vs_base = f"{row['vs_baseline']:.2f}x" if "vs_baseline" in row else "-"
             lines.append(
-                f"{label(name):<30} {level:>4} {row['tokens_per_s']:>7.1f} "
+                f"{label(name):<30} {level:>4} {tokens:>6} {row['tokens_per_s']:>7.1f} "
                 f"{f'{low:.0f}-{high:.0f}':>13} {row['p50_latency']:>7.2f}s "
                 f"{row['p99_latency']:>7.2f}s {row['p50_ttft']:>7.2f}s {vs_serve:>8} "
                 f"{vs_engine:>9} {vs_base:>8}"

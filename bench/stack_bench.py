@@ -4,7 +4,9 @@
 worker engine -> SSE back; it starts its own Redis and PostgreSQL, the web server and one worker
 on the model. ``--target serve``: ``transformers serve --continuous-batching`` on the same
 model (needs ``pip install fastapi``). Both get the workload's chats as streamed
-/v1/chat/completions at each concurrency: tokens/s, latency and time to first token.
+/v1/chat/completions at each concurrency: tokens/s, latency and time to first token. Tokens are
+the completion tokens each server reports in the stream's ``usage`` (the reply's tokens, the
+end-of-turn token included when the model ends early): neither API can ignore EOS.
 
     python bench/stack_bench.py --model-dir .models/demo-100m --json out.json
 """
@@ -150,7 +152,6 @@ async def one_chat(
     started = time.perf_counter()
     first = None
     usage = None
-    chunks = 0
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
@@ -161,14 +162,15 @@ async def one_chat(
                 raise RuntimeError(chunk["error"])
             if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
                 first = first or time.perf_counter()
-                chunks += 1
             if chunk.get("usage"):
                 usage = chunk["usage"]
     ended = time.perf_counter()
+    if usage is None:  # counting chunks instead would not count tokens (a chunk may hold several)
+        raise RuntimeError("the server sent no usage at the end of the stream")
     return {
         "latency": ended - started,
         "ttft": (first or ended) - started,
-        "tokens": usage["completion_tokens"] if usage else chunks,
+        "tokens": usage["completion_tokens"],
     }
 
 
