@@ -303,7 +303,7 @@ def plot(summ: dict, path: Path, model: BenchModel) -> None:
     axis.set_xticks(ticks, labels=[str(level) for level in ticks])
     axis.set_xlabel("concurrent chats")
     axis.set_ylabel("generated tokens / s (median, range over rounds)")
-    axis.set_title(f"autoglm, {model.name}: {model.title}, 64 new tokens", fontsize=10)
+    axis.set_title(f"autoglm on {model.name}, at most 64 new tokens, greedy\n{model.title}")
     axis.grid(True, alpha=0.3)
     axis.legend()
     figure.tight_layout()
