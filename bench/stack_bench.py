@@ -3,10 +3,15 @@
 ``--target stack`` (default): the full autoglm stack, HTTP -> web (uvicorn) -> Redis/Celery ->
 worker engine -> SSE back; it starts its own Redis and PostgreSQL, the web server and one worker
 on the model. ``--target serve``: ``transformers serve --continuous-batching`` on the same
-model (needs ``pip install fastapi``). Both get the workload's chats as streamed
-/v1/chat/completions at each concurrency: tokens/s, latency and time to first token.
+model (needs ``pip install fastapi``), given the model's transformers directory (for a GGUF
+model, its converted copy in the model cache). ``--model`` is one of bench/models.py's models;
+the stack is configured with the model's location as a deployment would be (for SmolLM2 the
+GGUF file, read through the checkout's model cache, not reconverted). Both get the workload's
+chats as streamed /v1/chat/completions at each concurrency: tokens/s, latency and time to first
+token. Tokens are the completion tokens each server reports in the stream's ``usage`` (the reply's
+tokens, the end-of-turn token included when the model ends early): neither API can ignore EOS.
 
-    python bench/stack_bench.py --model-dir .models/demo-100m --json out.json
+    python bench/stack_bench.py --model smollm2-135m --json out.json
 """
 
 from __future__ import annotations
@@ -27,10 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from bench.models import DEFAULT, MODELS, model_cache  # noqa: E402
 from devtools.processes import Process, free_port, manage, stop_all  # noqa: E402
 from devtools.services import PostgresServer, RedisServer  # noqa: E402
 
-MODEL = "bench"
 NEW_TOKENS = 64
 
 
@@ -46,11 +51,13 @@ def load_workload(model_dir: Path, count: int) -> list[list[dict]]:
 
 
 class Stack:
-    """Redis, PostgreSQL, web and worker, all throwaway."""
+    """Redis, PostgreSQL, web and worker, all throwaway; the worker serves ``model`` from
+    ``location`` (a directory or a GGUF file, converted GGUF files in the checkout's cache)."""
 
     def __init__(
         self,
-        model_dir: Path,
+        model: str,
+        location: Path,
         workdir: Path,
         threads: int,
         batch: int,
@@ -67,7 +74,8 @@ class Stack:
             # Production settings, as deployed: DEBUG off (it records every SQL query).
             "SECRET_KEY": "bench-secret-key-not-for-production",
             "AUTOGLM_DATA_DIR": str(workdir / "data"),
-            "AUTOGLM_MODELS": f"{MODEL}={model_dir}",
+            "AUTOGLM_MODELS": f"{model}={location}",
+            "AUTOGLM_MODEL_CACHE": str(model_cache()),
             "AUTOGLM_TORCH_THREADS": str(threads),
             "AUTOGLM_MAX_BATCH_SIZE": str(batch),
             "AUTOGLM_LOG_LEVEL": "WARNING",
@@ -108,10 +116,12 @@ class Stack:
 
 
 class TransformersServe:
-    """``transformers serve --continuous-batching`` with the model preloaded."""
+    """``transformers serve --continuous-batching`` on a transformers directory, in ``dtype``
+    (None: serve's own default, the checkpoint's dtype)."""
 
-    def __init__(self, model_dir: Path, workdir: Path, threads: int):
+    def __init__(self, model_dir: Path, workdir: Path, threads: int, dtype: str | None = None):
         self.model_dir = model_dir
+        self.dtype = dtype
         self.port = free_port()
         self.key = "unused"
         self.workdir = workdir
@@ -121,6 +131,8 @@ class TransformersServe:
     def start(self) -> TransformersServe:
         command = [str(Path(sys.executable).parent / "transformers"), "serve"]
         command += ["--continuous-batching", "--port", str(self.port), "--host", "127.0.0.1"]
+        if self.dtype:
+            command += ["--dtype", self.dtype]
         command.append(str(self.model_dir))
         log = self.workdir / "serve.log"
         self.process = Process(command, env=self.env, log=log, stop_timeout=30).start()
@@ -146,7 +158,6 @@ async def one_chat(
     started = time.perf_counter()
     first = None
     usage = None
-    chunks = 0
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
@@ -157,14 +168,15 @@ async def one_chat(
                 raise RuntimeError(chunk["error"])
             if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
                 first = first or time.perf_counter()
-                chunks += 1
             if chunk.get("usage"):
                 usage = chunk["usage"]
     ended = time.perf_counter()
+    if usage is None:  # counting chunks instead would not count tokens (a chunk may hold several)
+        raise RuntimeError("the server sent no usage at the end of the stream")
     return {
         "latency": ended - started,
         "ttft": (first or ended) - started,
-        "tokens": usage["completion_tokens"] if usage else chunks,
+        "tokens": usage["completion_tokens"],
     }
 
 
@@ -210,25 +222,29 @@ def summarize(results: list[dict], elapsed: float) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model-dir", type=Path, default=ROOT / ".models" / "demo-100m")
+    parser.add_argument("--model", choices=sorted(MODELS), default=DEFAULT)
     parser.add_argument("--levels", default="1,8,32")
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--target", choices=("stack", "serve"), default="stack")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--dtype", help="transformers serve's dtype (default: its own)")
     args = parser.parse_args()
-    workload = load_workload(args.model_dir, args.requests)
+    bench_model = MODELS[args.model]
+    model_dir = bench_model.directory(lambda message: print(message, flush=True))
+    workload = load_workload(model_dir, args.requests)
     levels = [int(x) for x in args.levels.split(",")]
     label = "full stack (HTTP)" if args.target == "stack" else "transformers serve --cb"
     results = {}
     with tempfile.TemporaryDirectory(prefix="autoglm-bench-") as tmp:
         if args.target == "stack":
-            server = Stack(args.model_dir, Path(tmp), args.threads, max(levels))
-            model = MODEL
+            location = bench_model.location()
+            server = Stack(args.model, location, Path(tmp), args.threads, max(levels))
+            model = args.model
         else:
-            server = TransformersServe(args.model_dir, Path(tmp), args.threads)
-            model = str(args.model_dir)
+            server = TransformersServe(model_dir, Path(tmp), args.threads, args.dtype)
+            model = str(model_dir)
         server.start()
         base = f"http://127.0.0.1:{server.port}"
         try:
