@@ -152,6 +152,14 @@ AUTOGLM_LEASE_TTL = envint("AUTOGLM_LEASE_TTL", 30, minimum=1)
 # How long a worker keeps retrying a job's final write while PostgreSQL is unreachable.
 AUTOGLM_FINAL_WRITE_RETRY_S = envint("AUTOGLM_FINAL_WRITE_RETRY_S", 300, minimum=1)
 
+# Recovery (chat/recovery.py): each worker process beats a Redis key that lives this long; a
+# worker silent for that long is dead, and its running jobs are queued again. The workers'
+# sweeper (one at a time) runs this often. A job whose worker died under it this many times
+# fails as worker_crashed instead of being run again.
+AUTOGLM_WORKER_TTL = envint("AUTOGLM_WORKER_TTL", 15, minimum=1)
+AUTOGLM_SWEEP_INTERVAL = envint("AUTOGLM_SWEEP_INTERVAL", 5, minimum=1)
+AUTOGLM_MAX_ATTEMPTS = envint("AUTOGLM_MAX_ATTEMPTS", 3, minimum=1)
+
 # Where the worker runs its models (engine/registry.py checks the values); None = auto: CUDA with
 # bf16 where present, else CPU, in bf16 when it has AMX or AVX512-BF16, else fp32. Device
 # cpu/cuda/cuda:N; dtype float32/bfloat16/float16. Torch threads on CPU: None = the CPUs this
@@ -180,8 +188,10 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    # An unacknowledged job of a dead worker goes back to the queue after this many seconds
-    # (longer than any job may run, or a slow job is delivered twice: harmless, but wasteful).
+    # The broker's own redelivery, a backstop only: the sweeper (chat/recovery.py) queues a
+    # dead worker's jobs again within AUTOGLM_WORKER_TTL. An unacknowledged message of a dead
+    # worker goes back to the queue after this many seconds (longer than any job may run, or a
+    # slow job is delivered twice: harmless, as only a queued job is claimed, but wasteful).
     "visibility_timeout": envint("AUTOGLM_VISIBILITY_TIMEOUT", 3600, minimum=5),
     # Live workers look for such jobs this often.
     "unacked_restore_interval": envint("AUTOGLM_RESTORE_INTERVAL", 10, minimum=1),

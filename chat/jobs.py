@@ -7,16 +7,18 @@ the job's final event.
 
 import logging
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Sum
 from django.utils import timezone
+from kombu.exceptions import KombuError
+from redis.exceptions import RedisError
 
 from autoglm_site.celery import app
 from tenants import quotas
-from tenants.models import UsageRecord
+from tenants.models import ApiKey, Tenant, UsageRecord
 
 from . import events
 from .models import ChatJob, ChatSession, Message
@@ -45,9 +47,25 @@ def session_prompt(*, session: ChatSession, history: Iterable[Message]) -> list[
     return messages
 
 
-def job_enqueue(*, job: ChatJob) -> None:
-    """Send the job to its model's queue (callers do it after commit)."""
-    app.send_task(JOB_RUN_TASK, args=[str(job.id)], queue=model_queue(job.model))
+def job_enqueue(*, job: ChatJob) -> bool:
+    """Send the job's message to its model's queue and mark it sent; True when sent.
+
+    Callers do it after commit, and the sweeper (``chat.recovery``) for a job still unsent or
+    whose message was lost. The message's task id is the job's id, so the sweeper can find it
+    in the queue. A broker that refuses the message leaves the job unsent, in the outbox, for
+    the sweeper: the request that made the job has already succeeded, so this never raises.
+    """
+    queue = job.queue or model_queue(job.model)  # rows from before jobs kept their queue
+    try:
+        app.send_task(JOB_RUN_TASK, args=[str(job.id)], queue=queue, task_id=str(job.id))
+    except (KombuError, RedisError, OSError) as exc:
+        logger.warning(
+            "job kept in the outbox: the broker refused it",
+            extra={"job_id": str(job.id), "error": str(exc)},
+        )
+        return False
+    ChatJob.objects.filter(pk=job.pk, status=ChatJob.Status.QUEUED).update(sent_at=timezone.now())
+    return True
 
 
 def job_cancel(*, job: ChatJob) -> ChatJob:
@@ -73,15 +91,20 @@ def job_cancel(*, job: ChatJob) -> ChatJob:
     return job
 
 
-def job_start(*, job_id: str) -> ChatJob | None:
-    """Claim a job for running; None when it already ended (a redelivery after it finished).
+def job_start(*, job_id: str, worker: str) -> ChatJob | None:
+    """Claim a queued job for running on ``worker``; None when it is not queued: it ended, or
+    another message of it was taken first (the sweeper sent it again), and this one is a
+    duplicate to drop.
 
-    A job found ``running`` is one whose worker died mid-way and whose message the broker
-    redelivered: it is run again from the start.
+    Each claim counts an attempt; the attempt number is the claim's token: the job's ending is
+    written only by the attempt that still holds it (see ``job_finish``).
     """
-    updated = ChatJob.objects.filter(
-        pk=job_id, status__in=[ChatJob.Status.QUEUED, ChatJob.Status.RUNNING]
-    ).update(status=ChatJob.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1)
+    updated = ChatJob.objects.filter(pk=job_id, status=ChatJob.Status.QUEUED).update(
+        status=ChatJob.Status.RUNNING,
+        started_at=timezone.now(),
+        attempts=F("attempts") + 1,
+        worker=worker,
+    )
     if not updated:
         return None
     job = ChatJob.objects.select_related("tenant", "api_key", "session", "user_message").get(
@@ -89,6 +112,48 @@ def job_start(*, job_id: str) -> ChatJob | None:
     )
     job_lease_renew(job=job, starting=True)
     return job
+
+
+def job_still_claimed(*, job: ChatJob) -> bool:
+    """Whether the attempt running ``job`` still holds it: False once the sweeper queued it
+    again (it took this worker for dead) or it ended; the worker then stops generating."""
+    return ChatJob.objects.filter(
+        pk=job.pk, status=ChatJob.Status.RUNNING, attempts=job.attempts
+    ).exists()
+
+
+def job_requeue(*, job: ChatJob) -> bool:
+    """Queue again a job whose worker died while running it (the sweeper calls this); True
+    when it was still that worker's. Its slot is held again as a queued one."""
+    with transaction.atomic():
+        requeued = ChatJob.objects.filter(
+            pk=job.pk, status=ChatJob.Status.RUNNING, attempts=job.attempts, worker=job.worker
+        ).update(status=ChatJob.Status.QUEUED, worker="", queued_at=timezone.now(), sent_at=None)
+        if requeued:
+            transaction.on_commit(lambda: job_enqueue(job=job))
+    if requeued:
+        quotas.lease_hold(
+            tenant=job.tenant,
+            api_key=job.api_key,
+            job_id=str(job.id),
+            seconds=settings.AUTOGLM_QUEUED_LEASE_TTL,
+        )
+        logger.warning(
+            "job queued again: its worker died",
+            extra={"job_id": str(job.id), "worker": job.worker, "attempt": job.attempts},
+        )
+    return bool(requeued)
+
+
+def reserved_in_flight(*, tenant: Tenant, api_key: ApiKey | None, since: datetime) -> int:
+    """Tokens reserved by the jobs admitted since ``since`` that have not ended: with the
+    ledger, the seed of a month counter that Redis lost (``quotas.admit``)."""
+    unfinished = ChatJob.objects.filter(tenant=tenant, created_at__gte=since).exclude(
+        status__in=ChatJob.FINISHED
+    )
+    if api_key is not None:
+        unfinished = unfinished.filter(api_key=api_key)
+    return unfinished.aggregate(total=Sum("reserved_tokens"))["total"] or 0
 
 
 def job_lease_renew(*, job: ChatJob, starting: bool = False) -> None:
@@ -152,7 +217,7 @@ def job_finish(
     Returns None when the job is gone (its session was deleted while it ran).
     """
     locked = _job_lock(job)
-    if locked is None or locked.is_finished:
+    if locked is None or not _held_by(locked, job.attempts):
         return locked
     cancelled = finish_reason == "cancelled"
     if locked.session_id and (text or not cancelled):
@@ -194,17 +259,22 @@ def job_fail(
     code: ChatJob.ErrorCode = ChatJob.ErrorCode.INTERNAL_ERROR,
     produced: tuple[str, int, int] | None = None,
     only_if_queued: bool = False,
+    attempt: int | None = None,
 ) -> ChatJob | None:
     """Close the job as failed with a reason a client can read and a stable code.
 
     ``produced`` is what it generated before it failed (a timeout, the engine's death): the
     text already streamed, and its prompt and completion tokens, which are billed. With
-    ``only_if_queued`` a job that a worker has started meanwhile is left alone.
+    ``only_if_queued`` a job that a worker has started meanwhile is left alone; with
+    ``attempt`` (a worker's, or the sweeper's for a dead worker) a job that attempt no longer
+    holds is.
     """
     locked = _job_lock(job)
     if locked is None or locked.is_finished:
         return locked
     if only_if_queued and locked.status != ChatJob.Status.QUEUED:
+        return locked
+    if attempt is not None and not _held_by(locked, attempt):
         return locked
     locked.status = ChatJob.Status.FAILED
     locked.error = reason
@@ -227,9 +297,8 @@ def job_expire_unstarted(*, job: ChatJob) -> bool:
     lapsed by then): the client waiting on it gets an answer instead of waiting forever, and a
     worker that takes its message later skips it. True when the job is past that bound."""
     limit = settings.AUTOGLM_QUEUED_LEASE_TTL
-    if job.status != ChatJob.Status.QUEUED or timezone.now() - job.created_at < timedelta(
-        seconds=limit
-    ):
+    queued_at = job.queued_at or job.created_at
+    if job.status != ChatJob.Status.QUEUED or timezone.now() - queued_at < timedelta(seconds=limit):
         return False
     job_fail(
         job=job,
@@ -249,6 +318,19 @@ def _job_lock(job: ChatJob) -> ChatJob | None:
         .filter(pk=job.pk)
         .first()
     )
+
+
+def _held_by(locked: ChatJob, attempt: int) -> bool:
+    """Whether the running job is still the ``attempt`` that claimed it. A worker taken for
+    dead whose job was queued again, and that finishes after all, writes nothing: the job's
+    ending belongs to the attempt running it now."""
+    held = locked.status == ChatJob.Status.RUNNING and locked.attempts == attempt
+    if not held and not locked.is_finished:
+        logger.warning(
+            "result of a superseded attempt dropped",
+            extra={"job_id": str(locked.id), "attempt": attempt, "now": locked.attempts},
+        )
+    return held
 
 
 def _job_ended(job: ChatJob) -> None:

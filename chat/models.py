@@ -73,6 +73,7 @@ class ChatJob(models.Model):
         TIMEOUT = "timeout"
         ENGINE_ERROR = "engine_error"
         MODEL_UNAVAILABLE = "model_unavailable"
+        WORKER_CRASHED = "worker_crashed"
         INTERNAL_ERROR = "internal_error"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -103,6 +104,20 @@ class ChatJob(models.Model):
     error_code = models.CharField(max_length=64, blank=True, choices=ErrorCode.choices)
     trace_id = models.CharField(max_length=128, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    queue = models.CharField(
+        max_length=200, blank=True, help_text="The broker queue its messages are sent to."
+    )
+    worker = models.CharField(
+        max_length=200, blank=True, help_text="The worker process running the job (its claim)."
+    )
+    queued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the job (last) entered the queue."
+    )
+    sent_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the broker took its latest message; empty: still to be sent (outbox).",
+    )
     reserved_tokens = models.PositiveIntegerField(
         default=0, help_text="Tokens held against the quotas at admission; settled at the end."
     )

@@ -167,7 +167,11 @@ def _admit_and_create(
     job_id = uuid.uuid4()
     reserve = params["max_tokens"] + estimate_prompt_tokens(model, prompt)
     headers = quotas.admit(
-        tenant=tenant, api_key=api_key, job_id=str(job_id), reserve_tokens=reserve
+        tenant=tenant,
+        api_key=api_key,
+        job_id=str(job_id),
+        reserve_tokens=reserve,
+        reserved_in_flight=jobs.reserved_in_flight,
     )
     try:
         with transaction.atomic():
@@ -179,6 +183,8 @@ def _admit_and_create(
             job.params = params
             job.trace_id = trace_id
             job.reserved_tokens = reserve
+            job.queue = jobs.model_queue(model)
+            job.queued_at = timezone.now()
             job.save(force_insert=True)
             transaction.on_commit(lambda: jobs.job_enqueue(job=job))
     except BaseException:

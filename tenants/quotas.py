@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -40,6 +41,10 @@ from .quota_scripts import ADMIT, EXTEND, PEEK, RENEW, SETTLE, ScopeKeys, Window
 logger = logging.getLogger(__name__)
 
 UNLIMITED = -1
+
+# Tokens reserved by the jobs of a scope (tenant=, api_key=) admitted since= and not ended yet;
+# tenants cannot see jobs, so the chat layer passes its ``chat.jobs.reserved_in_flight``.
+InFlight = Callable[..., int]
 
 
 class RateLimitError(ApplicationError):
@@ -96,9 +101,12 @@ class Scope:
     def keys(self, month: str) -> ScopeKeys:
         return ScopeKeys.of(self.name, month)
 
-    def month_used_from_ledger(self, now: datetime) -> int:
-        """Tokens this month by the ledger: the seed of a month counter Redis does not have."""
-        return selectors.usage_month(tenant=self.tenant, api_key=self.api_key, now=now)
+    def month_seed(self, now: datetime, reserved_in_flight: InFlight) -> int:
+        """The value of a month counter Redis does not have: the month's tokens by the ledger,
+        plus what this month's jobs still in flight hold."""
+        used = selectors.usage_month(tenant=self.tenant, api_key=self.api_key, now=now)
+        since = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        return used + reserved_in_flight(tenant=self.tenant, api_key=self.api_key, since=since)
 
 
 def _or_unlimited(value: int | None) -> int:
@@ -171,11 +179,22 @@ def _duration(ms: int) -> str:
     return f"{minutes}m{seconds}s" if minutes else f"{seconds}s"
 
 
-def admit(*, tenant: Tenant, api_key: ApiKey | None, job_id: str, reserve_tokens: int) -> Headers:
+def admit(
+    *,
+    tenant: Tenant,
+    api_key: ApiKey | None,
+    job_id: str,
+    reserve_tokens: int,
+    reserved_in_flight: InFlight,
+) -> Headers:
     """Admit one generation request or raise; on success it holds a concurrency lease.
 
     Raises QuotaExceededError when a month's tokens are spent and RateLimitError when over a
     per-minute limit or the concurrency limit. Nothing is recorded for a refused request.
+
+    A month counter Redis lacks (first use this month, or Redis lost its data) is seeded from
+    the ledger plus ``reserved_in_flight``: what the jobs admitted this month and not ended yet
+    hold, which their settlement will take back off the counter.
     """
     client = redis_client()
     now = datetime.now(UTC)
@@ -200,7 +219,7 @@ def admit(*, tenant: Tenant, api_key: ApiKey | None, job_id: str, reserve_tokens
                 scope.tokens_per_minute,
                 scope.tokens_per_month,
                 scope.max_concurrent_jobs,
-                UNLIMITED if exists else scope.month_used_from_ledger(now),
+                UNLIMITED if exists else scope.month_seed(now, reserved_in_flight),
             ]
         )
     admitted, reply, *refusal = ADMIT(_keys(scopes, month), args)
@@ -254,9 +273,18 @@ def lease_renew(
     (queued past AUTOGLM_QUEUED_LEASE_TTL); it was admitted, so it is served, and it counts
     against the limit while it runs.
     """
+    _lease(tenant, api_key, job_id, settings.AUTOGLM_LEASE_TTL, add=starting)
+
+
+def lease_hold(*, tenant: Tenant, api_key: ApiKey | None, job_id: str, seconds: int) -> None:
+    """Hold an admitted job's concurrency slot for ``seconds``, taking it back if it was lost:
+    a job queued again after its worker died, or in flight when Redis lost its data."""
+    _lease(tenant, api_key, job_id, seconds, add=True)
+
+
+def _lease(tenant: Tenant, api_key: ApiKey | None, job_id: str, seconds: int, *, add: bool):
     now_ms = int(time.time() * 1000)
-    expiry = now_ms + settings.AUTOGLM_LEASE_TTL * 1000
-    args = [job_id, expiry, now_ms, 1 if starting else 0]
+    args = [job_id, now_ms + seconds * 1000, now_ms, 1 if add else 0]
     RENEW(_keys(scopes_for(tenant, api_key), _month()), args)
 
 

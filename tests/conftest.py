@@ -102,7 +102,14 @@ def celery_worker(django_db_setup, django_db_blocker, demo_model_dir, tmp_path_f
     """A real Celery worker process (threads pool, demo model) on the test database."""
     with django_db_blocker.unblock():
         database_url = _test_database_url()
-    env = {**os.environ, "DATABASE_URL": database_url, "AUTOGLM_TORCH_THREADS": "1"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "AUTOGLM_TORCH_THREADS": "1",
+        # Recovery in seconds, not the production defaults' tens of seconds.
+        "AUTOGLM_WORKER_TTL": "3",
+        "AUTOGLM_SWEEP_INTERVAL": "1",
+    }
     worker = WorkerProcess(tmp_path_factory.mktemp("worker") / "worker.log", env).start()
     yield worker
     worker.stop()

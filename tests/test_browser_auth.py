@@ -243,10 +243,14 @@ class TestUiEndpoints:
         alice, csrf = sign_in("alice", "alice-pw")
         busy = post_json(alice, f"/ui/sessions/{job.session_id}/regenerate", csrf=csrf)
         assert busy.status_code == 409  # still generating
-        from chat.jobs import job_finish
+        from chat.jobs import job_finish, job_start
 
         job_finish(
-            job=job, text="old answer", prompt_tokens=3, completion_tokens=2, finish_reason="stop"
+            job=job_start(job_id=str(job.id), worker="test"),
+            text="old answer",
+            prompt_tokens=3,
+            completion_tokens=2,
+            finish_reason="stop",
         )
         response = post_json(alice, f"/ui/sessions/{job.session_id}/regenerate", csrf=csrf)
         assert response.status_code == 202, response.content

@@ -76,7 +76,7 @@ def test_a_jobs_final_write_waits_for_the_database_to_come_back(tenant_a, monkey
     from workers import job_runner
 
     job = ChatJob.objects.create(tenant=tenant_a, model="autoglm-demo", params={"max_tokens": 4})
-    job = job_start(job_id=str(job.id))
+    job = job_start(job_id=str(job.id), worker="test")
     port = connection.settings_dict["PORT"]
     connection.close()
     monkeypatch.setitem(connection.settings_dict, "PORT", str(free_port()))  # the database goes

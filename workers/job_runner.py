@@ -27,6 +27,8 @@ from engine.request import Engine, EngineHandle, EngineRequest
 from engine.result import GenerationResult
 from tenants.quotas import QuotaExceededError
 
+from .heartbeat import worker_id
+
 if TYPE_CHECKING:
     from engine.registry import LoadedModel
 
@@ -43,9 +45,11 @@ class ModelUnavailableError(Exception):
 
 def job_run(*, job_id: str) -> None:
     """Generate the answer of one chat job, streaming it as job events, and store it."""
-    job = jobs.job_start(job_id=job_id)
+    job = jobs.job_start(job_id=job_id, worker=worker_id())
     if job is None:
-        logger.info("job already finished, skipping", extra={"job_id": job_id})
+        logger.info(
+            "job not queued (ended, or claimed already), skipping", extra={"job_id": job_id}
+        )
         return
     token = trace_id_var.set(job.trace_id)
     try:
@@ -55,7 +59,7 @@ def job_run(*, job_id: str) -> None:
         # traceback goes to the worker log, not to the client.
         logger.exception("job crashed", extra={"job_id": job_id})
         reason = "The worker hit an internal error while generating."
-        _stored(lambda: jobs.job_fail(job=job, reason=reason))
+        _stored(lambda: jobs.job_fail(job=job, reason=reason, attempt=job.attempts))
     finally:
         trace_id_var.reset(token)
 
@@ -81,7 +85,11 @@ def _run(job: ChatJob) -> None:
         if tokens_out:
             stream.flush()  # every token is in the stream before the error event
         produced = _produced(exc)
-        _stored(lambda: jobs.job_fail(job=job, reason=reason, code=code, produced=produced))
+        _stored(
+            lambda: jobs.job_fail(
+                job=job, reason=reason, code=code, produced=produced, attempt=job.attempts
+            )
+        )
         return
     stream.flush()  # every token is in the stream before the final event
     _persist(job, result, dropped)
@@ -261,22 +269,33 @@ def _publish_text(stream: TokenPublisher, job_id: str, text: str) -> None:
 
 
 class _Heartbeat:
-    """Called by the engine once per decode step: renews the job's concurrency lease now and
-    then, and says whether someone asked to cancel the job."""
+    """Called by the engine once per decode step: now and then renews the job's concurrency
+    lease and checks the job is still this attempt's; says whether to stop: someone asked to
+    cancel the job, or the sweeper took this worker for dead and queued the job again."""
 
     def __init__(self, job: ChatJob) -> None:
         self.job = job
         self.job_id = str(job.id)
         self.every = settings.AUTOGLM_LEASE_TTL / 3
         self.next_renewal = time.monotonic() + self.every
+        self.superseded = False
 
     def __call__(self) -> bool:
         from .runtime import cancels
 
         if time.monotonic() >= self.next_renewal:
             self.next_renewal = time.monotonic() + self.every
-            # Off the engine thread: a Redis round trip must not stall the batch.
-            threading.Thread(
-                target=jobs.job_lease_renew, kwargs={"job": self.job}, daemon=True
-            ).start()
-        return cancels().is_cancelled(self.job_id)
+            # Off the engine thread: a Redis or database round trip must not stall the batch.
+            threading.Thread(target=self._renew, daemon=True).start()
+        return self.superseded or cancels().is_cancelled(self.job_id)
+
+    def _renew(self) -> None:
+        try:
+            jobs.job_lease_renew(job=self.job)
+            if not jobs.job_still_claimed(job=self.job):
+                logger.warning(
+                    "job claimed by another attempt; stopping", extra={"job_id": self.job_id}
+                )
+                self.superseded = True
+        finally:
+            connection.close()  # this thread's own connection

@@ -9,11 +9,14 @@ import logging
 
 from celery.signals import worker_init, worker_shutdown
 
+from .heartbeat import WorkerHeartbeat
+
 logger = logging.getLogger(__name__)
 
 # The models this process serves: set by the ``worker`` command before it starts Celery in the
 # same process. Empty in every other process that loads the Celery app (web, manage.py).
 _serving: list[str] = []
+_heartbeat: list[WorkerHeartbeat] = []  # this worker's, once it serves
 
 
 def models_serve(models: list[str]) -> None:
@@ -39,6 +42,8 @@ def load_models(sender, **kwargs) -> None:
         # carries on.
         raise SystemExit(f"worker: none of its models can be served ({', '.join(refused)})")
     sender.app.amqp.queues.deselect([model_queue(name) for name in refused])
+    _heartbeat.append(WorkerHeartbeat(served))
+    _heartbeat[0].start()
 
 
 @worker_shutdown.connect
@@ -49,3 +54,5 @@ def stop_engines(**kwargs) -> None:
     from .runtime import shutdown
 
     shutdown()
+    for heartbeat in _heartbeat:
+        heartbeat.stop()

@@ -1,0 +1,83 @@
+"""This worker process's liveness beat and its turn at the sweeper (``chat.recovery``).
+
+One daemon thread, started before the worker consumes its queues and stopped at its shutdown.
+Redis or PostgreSQL being down only pauses it: it logs, and tries again on the next tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection
+from redis.exceptions import RedisError
+
+from chat import recovery
+
+logger = logging.getLogger(__name__)
+
+_worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def worker_id() -> str:
+    """This process's id as a worker: the claim it writes on the jobs it runs. New at each
+    start, so a restarted worker never passes for the one that died."""
+    return _worker_id
+
+
+class WorkerHeartbeat(threading.Thread):
+    def __init__(self, models: list[str]) -> None:
+        super().__init__(name="autoglm-heartbeat", daemon=True)
+        self.models = models
+        self.tick = min(settings.AUTOGLM_WORKER_TTL / 3, settings.AUTOGLM_SWEEP_INTERVAL)
+        self._stopped = threading.Event()
+        self._next_sweep = 0.0
+        self._failing: set[str] = set()  # what is failing now: logged once per outage
+
+    def start(self) -> None:
+        self._beat()  # alive before the first job is claimed
+        super().start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=5)
+        try:
+            recovery.worker_gone(worker=worker_id())
+        except RedisError:
+            pass
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.tick):
+            self._beat()
+            if time.monotonic() >= self._next_sweep:
+                self._next_sweep = time.monotonic() + settings.AUTOGLM_SWEEP_INTERVAL
+                self._sweep()
+
+    def _beat(self) -> None:
+        try:
+            recovery.worker_beat(worker=worker_id(), models=self.models)
+            self._failing.discard("beat")
+        except RedisError as exc:
+            self._failed("beat", exc)
+
+    def _sweep(self) -> None:
+        try:
+            close_old_connections()
+            if recovery.sweep_turn(worker=worker_id()):
+                recovery.sweep()
+            self._failing: set[str] = set()  # what is failing now: logged once per outage
+        except (RedisError, DatabaseError) as exc:
+            self._failed("sweep", exc)
+            connection.close()  # a fresh one next time, after PostgreSQL comes back
+        except Exception:
+            logger.exception("sweep failed")
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        if what not in self._failing:
+            logger.warning("worker heartbeat: %s failed", what, extra={"error": str(exc)})
+            self._failing.add(what)
