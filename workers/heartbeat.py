@@ -14,7 +14,7 @@ import threading
 import time
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import DatabaseError, connection
 from redis.exceptions import RedisError
 
 from chat import recovery
@@ -67,15 +67,16 @@ class WorkerHeartbeat(threading.Thread):
 
     def _sweep(self) -> None:
         try:
-            close_old_connections()
             if recovery.sweep_turn(worker=worker_id()):
                 recovery.sweep()
-            self._failing: set[str] = set()  # what is failing now: logged once per outage
+            self._failing.discard("sweep")
         except (RedisError, DatabaseError) as exc:
             self._failed("sweep", exc)
-            connection.close()  # a fresh one next time, after PostgreSQL comes back
         except Exception:
             logger.exception("sweep failed")
+        finally:
+            # Not held between sweeps, and fresh after PostgreSQL restarts.
+            connection.close()
 
     def _failed(self, what: str, exc: Exception) -> None:
         if what not in self._failing:
