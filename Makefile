@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(STAMP)
 # Throughput and latency of the engine and the whole stack (a benchmark, not a test).
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) bench/run.py $(BENCH_ARGS)
+
+# Fault runs too long for the suite: killed workers, Redis and PostgreSQL restarts, cut
+# streams, a soak; prints a table and fails on any lost, stuck or double-billed job.
+chaos: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m devtools.chaos $(CHAOS_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

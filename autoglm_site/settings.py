@@ -136,7 +136,8 @@ AUTOGLM_MAX_TOKENS_LIMIT = envint("AUTOGLM_MAX_TOKENS_LIMIT", 4096, minimum=1)
 AUTOGLM_DEFAULT_MAX_TOKENS = envint("AUTOGLM_DEFAULT_MAX_TOKENS", 256, minimum=1)
 AUTOGLM_MAX_CONTENT_CHARS = envint("AUTOGLM_MAX_CONTENT_CHARS", 100_000, minimum=1)
 
-# Job event streams: kept this long after a job ends, and at most this long in all.
+# Job event streams: kept this long after a job ends (as is the job's settlement mark, which
+# makes a second settlement change nothing), and at most this long in all.
 AUTOGLM_STREAM_TTL = envint("AUTOGLM_STREAM_TTL", 3600, minimum=1)
 AUTOGLM_STREAM_MAX_AGE = envint("AUTOGLM_STREAM_MAX_AGE", 86400, minimum=60)
 # An idle SSE connection gets a keep-alive comment (and a look at the database) this often.

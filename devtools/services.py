@@ -114,25 +114,7 @@ class PostgresServer:
                 ],
                 **quiet,
             )
-        options = (
-            f"-c listen_addresses=127.0.0.1 -c port={self.port} -k {self.data_dir} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
-        subprocess.run(
-            [
-                *self._as_owner(),
-                _pg_bin("pg_ctl"),
-                "-D",
-                str(self.data_dir),
-                "-o",
-                options,
-                "-l",
-                str(self.data_dir / "server.log"),
-                "-w",
-                "start",
-            ],
-            **quiet,
-        )
+        self._pg_ctl("start", **quiet)
         subprocess.run(
             [
                 _pg_bin("psql"),
@@ -151,18 +133,20 @@ class PostgresServer:
         )
         return self
 
+    def restart(self) -> None:
+        """Stop (dropping every connection, as a crash or failover does) and start again."""
+        self._pg_ctl("restart", "-m", "immediate", stdout=subprocess.DEVNULL, check=True)
+
     def stop(self) -> None:
-        subprocess.run(
-            [
-                *self._as_owner(),
-                _pg_bin("pg_ctl"),
-                "-D",
-                str(self.data_dir),
-                "-m",
-                "immediate",
-                "stop",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            check=False,
+        self._pg_ctl(
+            "stop", "-m", "immediate", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
+
+    def _pg_ctl(self, action: str, *flags: str, **run) -> None:
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} -k {self.data_dir} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        command = [*self._as_owner(), _pg_bin("pg_ctl"), "-D", str(self.data_dir)]
+        command += ["-o", options, "-l", str(self.data_dir / "server.log"), "-w", *flags, action]
+        subprocess.run(command, **{"check": False, **run})

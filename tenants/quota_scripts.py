@@ -169,12 +169,12 @@ return windows
 """
 )
 
-# KEYS: the job's settled marker (the lead key), then per scope. ARGV: job_id, reserved, actual.
-# Releases the job's lease and settles its reservation to its
-# real use, once: the marker makes a second call (a redelivered job, a retry) change nothing.
+# KEYS: the job's settled marker (the lead key), then per scope. ARGV: job_id, reserved, actual,
+# the marker's TTL. Releases the job's lease and settles its reservation to its real use, once:
+# the marker makes a second call (a retried final write, say) change nothing.
 _SETTLE = """
 local id, reserved, actual = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local first = redis.call('SET', KEYS[1], '1', 'NX', 'EX', 604800)
+local first = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[4])
 for s = 0, (#KEYS - 1) / 3 - 1 do
   local k = 1 + s * 3
   local amt, month, leases = unpack(KEYS, k + 1, k + 3)

@@ -313,6 +313,7 @@ def settle(
     month = _month(admitted_at or timezone.now())
     SETTLE(
         _keys(scopes_for(tenant, api_key), month),
-        [job_id, reserved, actual],
+        # The settlement mark lives as long as the job's other Redis state after its end.
+        [job_id, reserved, actual, settings.AUTOGLM_STREAM_TTL],
         lead=(f"autoglm:quota:settled:{job_id}",),
     )

@@ -1,0 +1,53 @@
+"""The soak's gauges: worker memory and file descriptors, database connections, Redis keys."""
+
+from __future__ import annotations
+
+import os
+
+from django.db import connection
+
+from autoglm_site.redisconn import redis_client
+
+
+def worker_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def database_connections() -> int:
+    """Connections to the database, this process's own one left out."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+def redis_keys() -> tuple[int, int]:
+    """All keys, and the keys without an expiry (those are what could pile up forever)."""
+    client = redis_client()
+    keys = list(client.scan_iter(count=1000))
+    with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.ttl(key)
+        ttls = pipe.execute()
+    return len(keys), sum(1 for ttl in ttls if ttl == -1)
+
+
+def snapshot(worker_pids: list[int]) -> dict[str, float]:
+    keys, persistent = redis_keys()
+    return {
+        "worker RSS (MB)": round(sum(worker_rss_mb(pid) for pid in worker_pids), 1),
+        "worker fds": sum(open_fds(pid) for pid in worker_pids),
+        "db connections": database_connections(),
+        "redis keys": keys,
+        "redis keys w/o TTL": persistent,
+    }
