@@ -6,7 +6,9 @@ the job's final event.
 """
 
 import logging
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -82,7 +84,7 @@ def job_cancel(*, job: ChatJob) -> ChatJob:
             job.refresh_from_db()
             _job_ended(job)
             final = events.done_event(job, with_message=False)
-            transaction.on_commit(lambda: events.publish(job.id, *final))
+            transaction.on_commit(lambda: _publish_final(job, final))
     if cancelled_now:
         logger.info("job cancelled while queued", extra={"job_id": str(job.id)})
     else:
@@ -122,27 +124,31 @@ def job_still_claimed(*, job: ChatJob) -> bool:
     ).exists()
 
 
-def job_requeue(*, job: ChatJob) -> bool:
-    """Queue again a job whose worker died while running it (the sweeper calls this); True
-    when it was still that worker's. Its slot is held again as a queued one."""
+def job_requeue(*, job: ChatJob, why: str) -> bool:
+    """Queue again a running job: its worker died (the sweeper calls this), or an outage cut
+    it off (its worker does); True when the job was still that attempt's. Its slot is held
+    again as a queued one, and a worker runs it from the start."""
     with transaction.atomic():
         requeued = ChatJob.objects.filter(
             pk=job.pk, status=ChatJob.Status.RUNNING, attempts=job.attempts, worker=job.worker
         ).update(status=ChatJob.Status.QUEUED, worker="", queued_at=timezone.now(), sent_at=None)
         if requeued:
             transaction.on_commit(lambda: job_enqueue(job=job))
-    if requeued:
+    if not requeued:
+        return False
+    logger.warning(
+        "job queued again", extra={"job_id": str(job.id), "worker": job.worker, "why": why}
+    )
+    try:
         quotas.lease_hold(
             tenant=job.tenant,
             api_key=job.api_key,
             job_id=str(job.id),
             seconds=settings.AUTOGLM_QUEUED_LEASE_TTL,
         )
-        logger.warning(
-            "job queued again: its worker died",
-            extra={"job_id": str(job.id), "worker": job.worker, "attempt": job.attempts},
-        )
-    return bool(requeued)
+    except RedisError:
+        pass  # Redis is down: the sweeper holds the slots again if it comes back empty
+    return True
 
 
 def reserved_in_flight(*, tenant: Tenant, api_key: ApiKey | None, since: datetime) -> int:
@@ -237,7 +243,7 @@ def job_finish(
     locked.save()
     _job_ended(locked)
     final = events.done_event(locked)
-    transaction.on_commit(lambda: events.publish(locked.id, *final))
+    transaction.on_commit(lambda: _publish_final(locked, final))
     logger.info(
         "job finished",
         extra={
@@ -287,7 +293,7 @@ def job_fail(
     locked.save(update_fields=fields)
     _job_ended(locked)
     final = events.error_event(locked)
-    transaction.on_commit(lambda: events.publish(locked.id, *final))
+    transaction.on_commit(lambda: _publish_final(locked, final))
     logger.warning("job failed", extra={"job_id": str(job.id), "reason": reason, "code": code})
     return locked
 
@@ -349,14 +355,44 @@ def _job_ended(job: ChatJob) -> None:
             "latency_ms": max(0, int(latency)),
         },
     )
-    tenant, api_key = job.tenant, job.api_key
+    settlement = {
+        "tenant": job.tenant,
+        "api_key": job.api_key,
+        "job_id": str(job.id),
+        "reserved": job.reserved_tokens,
+        "actual": prompt + completion,
+        "admitted_at": job.created_at,
+    }
     transaction.on_commit(
-        lambda: quotas.settle(
-            tenant=tenant,
-            api_key=api_key,
-            job_id=str(job.id),
-            reserved=job.reserved_tokens,
-            actual=prompt + completion,
-            admitted_at=job.created_at,
-        )
+        lambda: _when_redis_answers("settlement", str(job.id), lambda: quotas.settle(**settlement))
     )
+
+
+def _publish_final(job: ChatJob, final: tuple) -> None:
+    _when_redis_answers("final event", str(job.id), lambda: events.publish(job.id, *final))
+
+
+def _when_redis_answers(what: str, job_id: str, write: Callable[[], object]) -> None:
+    """Run a job's after-commit Redis write (its settlement, its final event) now or, while
+    Redis is unreachable, in the background for up to AUTOGLM_FINAL_WRITE_RETRY_S; both are
+    idempotent. The job's ending is stored already and must not fail for this."""
+    try:
+        write()
+    except RedisError as exc:
+        logger.warning(
+            f"{what} deferred: Redis unavailable", extra={"job_id": job_id, "error": str(exc)}
+        )
+        threading.Thread(target=_retry_until, args=(what, job_id, write), daemon=True).start()
+
+
+def _retry_until(what: str, job_id: str, write: Callable[[], object]) -> None:
+    deadline = time.monotonic() + settings.AUTOGLM_FINAL_WRITE_RETRY_S
+    delay = 0.25
+    while time.monotonic() + delay < deadline:
+        time.sleep(delay)
+        try:
+            write()
+            return
+        except RedisError:
+            delay = min(delay * 2, 5.0)
+    logger.error(f"{what} given up: Redis unavailable", extra={"job_id": job_id})

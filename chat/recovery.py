@@ -123,7 +123,7 @@ def _recover_dead_workers_jobs(report: SweepReport) -> None:
                 attempt=job.attempts,
             )
             report.crashed.append(str(job.id))
-        elif jobs.job_requeue(job=job):
+        elif jobs.job_requeue(job=job, why="its worker died"):
             report.requeued.append(str(job.id))
 
 

@@ -195,7 +195,9 @@ return 0
 """
 
 # ARGV: job_id, extra, then per scope the monthly limit (-1 = unlimited). Adds ``extra``
-# tokens to a job's reservation if every month has room for them; all or nothing.
+# tokens to a job's reservation if every month has room for them; all or nothing. A month
+# counter Redis lost is left for the next admission to seed (from the ledger and the jobs in
+# flight, this one's grown reservation included), never restarted here from 0.
 _EXTEND = """
 local id, extra = ARGV[1], tonumber(ARGV[2])
 for s = 0, #KEYS / 2 - 1 do
@@ -208,7 +210,7 @@ for s = 0, #KEYS / 2 - 1 do
   if redis.call('HEXISTS', amt, id) == 1 then
     redis.call('HINCRBY', amt, id, extra)
   end
-  redis.call('INCRBY', month, extra)
+  if redis.call('EXISTS', month) == 1 then redis.call('INCRBY', month, extra) end
 end
 return 1
 """

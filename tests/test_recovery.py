@@ -12,6 +12,7 @@ import time
 
 import httpx
 import pytest
+import redis
 from kombu.exceptions import OperationalError
 
 from autoglm_site.redisconn import redis_client
@@ -128,7 +129,7 @@ def test_a_superseded_attempt_writes_nothing(client_a, django_capture_on_commit_
     job = new_job(client_a, model="autoglm-idle")
     first = jobs.job_start(job_id=job["id"], worker="taken-for-dead")
     with django_capture_on_commit_callbacks(execute=True):
-        assert jobs.job_requeue(job=first)
+        assert jobs.job_requeue(job=first, why="test")
     second = jobs.job_start(job_id=job["id"], worker="second")
     assert not jobs.job_still_claimed(job=first) and jobs.job_still_claimed(job=second)
     kwargs = {"prompt_tokens": 3, "completion_tokens": 2, "finish_reason": "stop"}
@@ -250,3 +251,56 @@ def test_a_job_whose_message_was_lost_is_sent_again(celery_worker, client_a, set
     finally:
         worker.stop()
     assert done["status"] == "succeeded", done
+
+
+@pytest.mark.django_db
+def test_growing_a_reservation_never_restarts_a_lost_month_counter_from_zero(client_a, tenant_a):
+    # Found by make chaos: after a Redis restart, a job growing its reservation made the month
+    # counter anew from 0 (without a TTL), 360,802 tokens short of the ledger.
+    job = ChatJob.objects.get(pk=new_job(client_a, model="autoglm-idle")["id"])
+    month_key = quotas.scopes_for(tenant_a, None)[0].keys(quotas._month()).month
+    redis_client().delete(month_key)
+    assert quotas.extend(tenant=tenant_a, api_key=None, job_id=str(job.id), extra=10)
+    assert redis_client().get(month_key) is None  # the next admission seeds it from the ledger
+
+
+# Outages at a job's end or in its middle (found by make chaos).
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_ending_while_redis_is_down_is_settled_once_it_is_back(
+    client_a, tenant_a, monkeypatch
+):
+    from autoglm_site import redisconn
+    from devtools.processes import free_port
+
+    job = new_job(client_a, model="autoglm-idle")
+    row = jobs.job_start(job_id=job["id"], worker="test")
+    real = redisconn.redis_client()
+    nowhere = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    monkeypatch.setattr(redisconn, "_sync_client", nowhere)  # Redis goes away
+    jobs.job_fail(job=row, reason="test", attempt=row.attempts)  # must not raise
+    assert ChatJob.objects.get(pk=job["id"]).status == "failed"
+    monkeypatch.setattr(redisconn, "_sync_client", real)  # and comes back
+    deadline = time.monotonic() + 10
+    while job["id"] in leases(tenant_a):
+        assert time.monotonic() < deadline, "the slot was never given back"
+        time.sleep(0.1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_cut_off_by_an_outage_is_queued_again_not_failed(client_a, monkeypatch):
+    from django.db import OperationalError
+
+    from workers import job_runner
+
+    job = new_job(client_a, model="autoglm-idle")
+
+    def database_restarted(job):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(job_runner, "_run", database_restarted)
+    monkeypatch.setattr(job_runner, "worker_id", lambda: "test-worker")
+    job_runner.job_run(job_id=job["id"])
+    row = ChatJob.objects.get(pk=job["id"])
+    assert (row.status, row.attempts, row.worker) == ("queued", 1, "")

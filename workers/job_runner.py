@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from autoglm_site.tracing import trace_id_var
 from chat import events, jobs
@@ -39,6 +41,10 @@ logger = logging.getLogger(__name__)
 Code = ChatJob.ErrorCode
 
 
+# What an outage of PostgreSQL or Redis raises in a job's run.
+OUTAGES = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
+
+
 class ModelUnavailableError(Exception):
     """The job's model could not be loaded on this worker."""
 
@@ -54,6 +60,12 @@ def job_run(*, job_id: str) -> None:
     token = trace_id_var.set(job.trace_id)
     try:
         _run(job)
+    except OUTAGES as exc:
+        # Redis or PostgreSQL went away under the job (a restart, a failover): run it again
+        # from the start once they are back, rather than fail it for the outage.
+        logger.warning("job cut off by an outage", extra={"job_id": job_id, "error": str(exc)})
+        connection.close()
+        _stored(lambda: _run_again_or_fail(job))
     except Exception:
         # Whatever broke, the job must not stay "running": fail it with a reason. The
         # traceback goes to the worker log, not to the client.
@@ -62,6 +74,14 @@ def job_run(*, job_id: str) -> None:
         _stored(lambda: jobs.job_fail(job=job, reason=reason, attempt=job.attempts))
     finally:
         trace_id_var.reset(token)
+
+
+def _run_again_or_fail(job: ChatJob) -> None:
+    if job.attempts < settings.AUTOGLM_MAX_ATTEMPTS:
+        jobs.job_requeue(job=job, why="an outage cut it off")
+    else:
+        reason = "The job was cut off by outages of the service's database or Redis."
+        jobs.job_fail(job=job, reason=reason, attempt=job.attempts)
 
 
 def _run(job: ChatJob) -> None:

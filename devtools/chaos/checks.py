@@ -60,6 +60,10 @@ def account(outcome: Outcome, job_ids: list[str], tenant: Tenant, key: ApiKey) -
     )
     ended = [job for job in rows.values() if job.is_finished]
     outcome.stuck = len(rows) - len(ended)
+    for job in [job for job in rows.values() if not job.is_finished][:5]:
+        outcome.notes.append(
+            f"stuck: {job.id} {job.status} on {job.worker or '-'} (attempt {job.attempts})"
+        )
     answers = Counter(
         Message.objects.filter(
             session_id__in=[job.session_id for job in ended if job.session_id],
