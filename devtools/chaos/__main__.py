@@ -67,7 +67,7 @@ def _faults(stack: ChaosStack, tenant, key, secret: str, count: int):
 
     outcome = Outcome(f"faults: {count} jobs, 2 workers")
     print(f"==> {outcome.name}: worker 1 SIGKILLed 3 times, Redis and PostgreSQL restarted")
-    spacing = 60 / count  # submissions over a minute
+    spacing = 90 / count  # submissions over 90 s, while the faults happen
     faults = [
         (8, "kill worker 1", lambda: stack.kill_worker(1)),
         (18, "kill worker 1", lambda: stack.kill_worker(1)),
