@@ -36,6 +36,15 @@ class TokenPublisher:
         if not done.wait(timeout):
             logger.warning("token publisher flush timed out")
 
+    def _recheck_watched(self) -> None:
+        with self._lock:
+            watched = list(self._watched)
+        for job_id in watched:
+            if events.cancel_requested(job_id):
+                with self._lock:
+                    if job_id in self._watched:
+                        self._cancelled.add(job_id)
+
     def _run(self) -> None:
         client = redis_client()
         while True:
@@ -103,12 +112,22 @@ class CancelListener:
         with self._lock:
             return len(self._watched | self._cancelled)
 
+    def _recheck_watched(self) -> None:
+        with self._lock:
+            watched = list(self._watched)
+        for job_id in watched:
+            if events.cancel_requested(job_id):
+                with self._lock:
+                    if job_id in self._watched:
+                        self._cancelled.add(job_id)
+
     def _run(self) -> None:
         while True:
             try:
                 pubsub = redis_client().pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(events.CANCEL_CHANNEL)
                 self._ready.set()
+                self._recheck_watched()  # cancels broadcast while it was disconnected
                 for message in pubsub.listen():
                     if message.get("type") == "message":
                         job_id = str(message["data"])

@@ -41,3 +41,16 @@ def test_the_cancels_of_other_workers_jobs_leave_nothing_behind():
     assert wait_until(lambda: listener.is_cancelled(mine))
     listener.forget(mine)
     assert listener.remembered() == 0
+
+
+def test_a_cancel_broadcast_while_it_was_disconnected_is_seen_after_it_reconnects():
+    from autoglm_site.redisconn import redis_client
+
+    listener = CancelListener()
+    job = str(uuid.uuid4())
+    listener.watch(job)
+    redis_client().client_kill_filter(_type="pubsub")  # Redis drops the subscription
+    # The cancel's key is written; its broadcast went out while no one listened.
+    redis_client().set(events.cancel_key(job), "1", ex=60)
+    assert wait_until(lambda: listener.is_cancelled(job), timeout=10)
+    listener.forget(job)
