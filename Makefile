@@ -32,7 +32,7 @@ bench: $(STAMP)
 # Fault runs too long for the suite: killed workers, Redis and PostgreSQL restarts, cut
 # streams, a soak; prints a table and fails on any lost, stuck or double-billed job.
 chaos: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m devtools.chaos $(CHAOS_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m chaos $(CHAOS_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,5 +1,5 @@
-"""`python -m devtools.chaos [--jobs N] [--streams N] [--soak N] [--only NAME]`: see
-``devtools/chaos/__init__.py``."""
+"""`python -m chaos [--jobs N] [--streams N] [--soak N] [--only NAME]`: see
+``chaos/__init__.py``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 
-from devtools.chaos.stack import ChaosStack
+from chaos.stack import ChaosStack
 
 DEADLINE_S = 300  # after the last fault, every job must have ended within this
 
@@ -62,8 +62,8 @@ def _tenant():
 
 
 def _faults(stack: ChaosStack, tenant, key, secret: str, count: int):
-    from devtools.chaos.checks import Outcome, account, wait_until_ended
-    from devtools.chaos.load import api_client, submit_job
+    from chaos.checks import Outcome, account, wait_until_ended
+    from chaos.load import api_client, submit_job
 
     outcome = Outcome(f"faults: {count} jobs, 2 workers")
     print(f"==> {outcome.name}: worker 1 SIGKILLed 3 times, Redis and PostgreSQL restarted")
@@ -109,9 +109,9 @@ def _faults(stack: ChaosStack, tenant, key, secret: str, count: int):
 
 
 def _streams(stack: ChaosStack, tenant, key, secret: str, count: int):
+    from chaos.checks import Outcome, account, wait_until_ended
+    from chaos.load import api_client, cut_stream
     from chat.models import ChatJob
-    from devtools.chaos.checks import Outcome, account, wait_until_ended
-    from devtools.chaos.load import api_client, cut_stream
 
     max_tokens = 1500
     outcome = Outcome(f"streams: {count} cut after the first chunk")
@@ -140,9 +140,9 @@ def _streams(stack: ChaosStack, tenant, key, secret: str, count: int):
 
 
 def _soak(stack: ChaosStack, tenant, key, secret: str, count: int):
-    from devtools.chaos.checks import Outcome, held_slots, month_shortfall
-    from devtools.chaos.load import api_client, short_completion
-    from devtools.chaos.resources import snapshot
+    from chaos.checks import Outcome, held_slots, month_shortfall
+    from chaos.load import api_client, short_completion
+    from chaos.resources import snapshot
 
     outcome = Outcome(f"soak: {count} short jobs")
     print(f"==> {outcome.name}")
