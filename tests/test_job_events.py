@@ -2,11 +2,16 @@
 
 import asyncio
 import json
+import socket
 import threading
 import time
 import uuid
 
-from autoglm_site.redisconn import redis_client
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from autoglm_site.redisconn import redis_client, redis_deadline
 from chat import events
 from chat.events import read_events
 
@@ -133,3 +138,23 @@ def test_a_relay_stops_even_when_its_tasks_cancellation_was_swallowed():
         return bool(done) and relay_task.cancelled()
 
     assert asyncio.run(main())
+
+
+def test_a_redis_that_stops_answering_is_an_outage_not_a_hang():
+    # The relay's client has no socket timeout (see async_redis_client); redis_deadline bounds
+    # each call instead, with the error an outage maps to (503 before a stream has started).
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # connections complete in the backlog; nothing ever answers
+
+        async def ask() -> None:
+            client = aioredis.Redis(port=silent.getsockname()[1], socket_timeout=None)
+            try:
+                async with asyncio.timeout(3):  # a hang fails the test, with another error
+                    async with redis_deadline(0.3):
+                        await client.xread({"nothing": "0-0"}, block=100)
+            finally:
+                await client.aclose()
+
+        with pytest.raises(redis.exceptions.TimeoutError):
+            asyncio.run(ask())
