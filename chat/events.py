@@ -181,11 +181,12 @@ def _stop_if_cancelled() -> None:
     """Raise the cancellation of this task if it is pending but was lost on the way.
 
     A relay runs in its request's task, which Django's ASGI handler cancels once when the
-    client hangs up. Code that swallows that CancelledError (``asyncio.wait_for`` on Python
-    3.11 does, in a race: cpython issue 86296; redis-py's async client used it for every
-    command) leaves the request pending with ``cancelling()`` still counting it; the relay then
-    ran on to the job's end, and the job was never cancelled. Nobody here uncancels a task, so a
-    pending count always means "stop".
+    client hangs up. Code that swallows that CancelledError leaves the request pending with
+    ``cancelling()`` still counting it: ``asyncio.wait_for`` on Python 3.11 does, in a race
+    (cpython issue 86296; redis-py's async client used it for every command), and so does
+    asgiref's bridge over the sync middleware when the view has just returned its response. The
+    relay then ran on to the job's end, and the job was never cancelled. Nobody here uncancels
+    a task, so a pending count always means "stop".
     """
     task = asyncio.current_task()
     if task is not None and task.cancelling():
