@@ -1,6 +1,8 @@
 """Redis clients for the app's own data (job event streams, quotas); Celery has its own."""
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import redis
 import redis.asyncio as aioredis
@@ -25,17 +27,33 @@ def redis_client() -> redis.Redis:
 
 
 def async_redis_client() -> aioredis.Redis:
-    """An asyncio Redis client for the running event loop (connections are bound to a loop)."""
+    """An asyncio Redis client for the running event loop (connections are bound to a loop).
+
+    It has no socket timeout: callers bound each call with ``redis_deadline``. With a socket
+    timeout, redis-py sends every command under ``asyncio.wait_for``, which on Python 3.11 loses
+    a cancellation that lands while the command is being written (cpython issue 86296): a
+    client's hang-up then no longer stops the relay of its stream, nor cancels its job.
+    """
     loop_id = id(asyncio.get_running_loop())
     client = _async_clients.get(loop_id)
     if client is None:
-        # Event relays wait in XREAD BLOCK for up to the keep-alive interval; redis-py's default
-        # socket timeout (5 s since redis-py 8) would cut a stream whose job is quiet longer.
         client = aioredis.Redis.from_url(
             settings.REDIS_URL,
             decode_responses=True,
             socket_connect_timeout=CONNECT_TIMEOUT_S,
-            socket_timeout=settings.AUTOGLM_SSE_KEEPALIVE_MS / 1000 + 10,
+            socket_timeout=None,  # not redis-py's default (5 s): see redis_deadline
         )
         _async_clients[loop_id] = client
     return client
+
+
+@contextlib.asynccontextmanager
+async def redis_deadline(seconds: float) -> AsyncIterator[None]:
+    """Bound an async Redis call: past ``seconds`` it raises redis' own TimeoutError (an outage,
+    as a socket timeout would). ``asyncio.timeout`` tells its own expiry from a cancellation of
+    the task, so a cancellation always goes through."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError as exc:
+        raise redis.exceptions.TimeoutError(f"Redis gave no answer in {seconds} s") from exc

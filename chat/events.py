@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 
-from autoglm_site.redisconn import async_redis_client, redis_client
+from autoglm_site.redisconn import async_redis_client, redis_client, redis_deadline
 
 from .models import ChatJob
 from .presenters import job_error, job_usage
@@ -117,8 +117,13 @@ def cancel_requested(job_id) -> bool:
     return bool(redis_client().exists(cancel_key(job_id)))
 
 
+# How long Redis may take to answer, beyond what a command itself waits (XREAD's BLOCK).
+_ANSWER_S = 10.0
+
+
 async def stream_exists(job_id) -> bool:
-    return bool(await async_redis_client().exists(stream_key(job_id)))
+    async with redis_deadline(_ANSWER_S):
+        return bool(await async_redis_client().exists(stream_key(job_id)))
 
 
 # Event streams this process is relaying now: together they share AUTOGLM_STREAM_EVENTS_PER_S.
@@ -152,7 +157,10 @@ async def read_events(
     _relaying += 1
     try:
         while True:
-            response = await client.xread({key: after}, block=block, count=1024)
+            _stop_if_cancelled()
+            async with redis_deadline(block / 1000 + _ANSWER_S):
+                response = await client.xread({key: after}, block=block, count=1024)
+            _stop_if_cancelled()
             if not response:
                 yield None
                 continue
@@ -167,6 +175,22 @@ async def read_events(
                 await asyncio.sleep(pause)
     finally:
         _relaying -= 1
+
+
+def _stop_if_cancelled() -> None:
+    """Raise the cancellation of this task if it is pending but was lost on the way.
+
+    A relay runs in its request's task, which Django's ASGI handler cancels once when the
+    client hangs up. Code that swallows that CancelledError leaves the request pending with
+    ``cancelling()`` still counting it: ``asyncio.wait_for`` on Python 3.11 does, in a race
+    (cpython issue 86296; redis-py's async client used it for every command), and so does
+    asgiref's bridge over the sync middleware when the view has just returned its response. The
+    relay then ran on to the job's end, and the job was never cancelled. Nobody here uncancels
+    a task, so a pending count always means "stop".
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _merged(entries: list[tuple[str, dict[str, str]]]) -> list[Event]:

@@ -2,11 +2,16 @@
 
 import asyncio
 import json
+import socket
 import threading
 import time
 import uuid
 
-from autoglm_site.redisconn import redis_client
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from autoglm_site.redisconn import redis_client, redis_deadline
 from chat import events
 from chat.events import read_events
 
@@ -78,3 +83,78 @@ def test_it_never_merges_across_a_reset(settings):
         (events.DONE, None),
     ]
     assert json.loads(json.dumps(got[-1].data)) == {"status": "succeeded"}
+
+
+# Issue 14, defect 6: a relay must end when its task is cancelled (the client hung up), at
+# whatever moment of its XREAD the cancellation lands. One asyncio.run for all the moments: the
+# async Redis client belongs to its event loop.
+
+
+async def _follow(job_id: str) -> None:
+    async for _ in read_events(job_id, block_ms=100):
+        pass  # an idle stream: a None every 100 ms, for ever
+
+
+async def _stops_when_cancelled(job_id: str, loop_turns: int) -> bool:
+    """Cancel a relay after ``loop_turns`` turns of the event loop; did it end within 2 s?"""
+    relay_task = asyncio.create_task(_follow(job_id))
+    for _ in range(loop_turns):
+        await asyncio.sleep(0)
+    relay_task.cancel()
+    done, _ = await asyncio.wait([relay_task], timeout=2)
+    if not done:
+        relay_task.cancel()  # give up on it; the test has failed
+        return False
+    return relay_task.cancelled()
+
+
+def test_a_relay_stops_at_once_whenever_its_task_is_cancelled():
+    job_id = str(uuid.uuid4())
+
+    async def every_moment() -> list[int]:
+        await events.async_redis_client().ping()  # connected: the first XREAD is sent at once
+        return [turns for turns in range(8) if not await _stops_when_cancelled(job_id, turns)]
+
+    assert asyncio.run(every_moment()) == []
+
+
+def test_a_relay_stops_even_when_its_tasks_cancellation_was_swallowed():
+    # A library that loses a cancellation (as asyncio.wait_for does on Python 3.11, cpython
+    # issue 86296) leaves the task's cancel request pending: the relay obeys it all the same.
+    job_id = str(uuid.uuid4())
+
+    async def cancelled_then_swallowed() -> None:
+        asyncio.current_task().cancel()
+        try:
+            await asyncio.sleep(1)
+        except asyncio.CancelledError:
+            pass  # the swallowing library
+        await _follow(job_id)
+
+    async def main() -> bool:
+        relay_task = asyncio.create_task(cancelled_then_swallowed())
+        done, _ = await asyncio.wait([relay_task], timeout=2)
+        relay_task.cancel()
+        return bool(done) and relay_task.cancelled()
+
+    assert asyncio.run(main())
+
+
+def test_a_redis_that_stops_answering_is_an_outage_not_a_hang():
+    # The relay's client has no socket timeout (see async_redis_client); redis_deadline bounds
+    # each call instead, with the error an outage maps to (503 before a stream has started).
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # connections complete in the backlog; nothing ever answers
+
+        async def ask() -> None:
+            client = aioredis.Redis(port=silent.getsockname()[1], socket_timeout=None)
+            try:
+                async with asyncio.timeout(3):  # a hang fails the test, with another error
+                    async with redis_deadline(0.3):
+                        await client.xread({"nothing": "0-0"}, block=100)
+            finally:
+                await client.aclose()
+
+        with pytest.raises(redis.exceptions.TimeoutError):
+            asyncio.run(ask())
