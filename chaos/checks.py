@@ -87,14 +87,20 @@ def account(outcome: Outcome, job_ids: list[str], tenant: Tenant, key: ApiKey) -
     return outcome
 
 
-def held_slots(tenant: Tenant, key: ApiKey) -> int:
-    """Concurrency leases still live for the tenant and its key."""
-    now_ms = int(time.time() * 1000)
-    month = quotas._month()
-    return sum(
-        redis_client().zcount(scope.keys(month).leases, now_ms, "+inf")
-        for scope in quotas.scopes_for(tenant, key)
-    )
+def held_slots(tenant: Tenant, key: ApiKey, wait_s: float = 5) -> int:
+    """Concurrency leases still live for the tenant and its key, once the settlements that
+    follow the jobs' last commits have had ``wait_s`` to land."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        now_ms = int(time.time() * 1000)
+        month = quotas._month()
+        held = sum(
+            redis_client().zcount(scope.keys(month).leases, now_ms, "+inf")
+            for scope in quotas.scopes_for(tenant, key)
+        )
+        if not held or time.monotonic() > deadline:
+            return held
+        time.sleep(0.2)
 
 
 def month_shortfall(tenant: Tenant, key: ApiKey) -> int:

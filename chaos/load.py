@@ -47,6 +47,7 @@ async def cut_stream(client: httpx.AsyncClient, *, max_tokens: int) -> str | Non
         "model": "autoglm-demo",
         "messages": [{"role": "user", "content": ESSAY}],
         "max_tokens": max_tokens,
+        "temperature": 0,  # the demo model then never stops on its own before the cut
         "stream": True,
     }
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
