@@ -83,8 +83,25 @@ def account(outcome: Outcome, job_ids: list[str], tenant: Tenant, key: ApiKey) -
         if billed != (job.prompt_tokens or 0, job.completion_tokens or 0):
             outcome.unbilled += 1
     outcome.leaked = held_slots(tenant, key)
+    if outcome.leaked:
+        outcome.notes.append(f"slots still held by: {held_by(tenant, key)}")
     outcome.overspent = month_shortfall(tenant, key)
     return outcome
+
+
+def held_by(tenant: Tenant, key: ApiKey) -> list[str]:
+    """The jobs holding the live leases, with their state (to find why a slot stayed)."""
+    now_ms = int(time.time() * 1000)
+    month = quotas._month()
+    found = []
+    for scope in quotas.scopes_for(tenant, key):
+        for job_id, expiry in redis_client().zrangebyscore(
+            scope.keys(month).leases, now_ms, "+inf", withscores=True
+        ):
+            job = ChatJob.objects.filter(pk=job_id).first()
+            state = f"{job.status}, ended {job.finished_at:%H:%M:%S.%f}" if job else "no job"
+            found.append(f"{job_id} ({state}; lease until {expiry / 1000 - time.time():.0f}s)")
+    return found
 
 
 def held_slots(tenant: Tenant, key: ApiKey, wait_s: float = 5) -> int:

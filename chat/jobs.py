@@ -140,15 +140,20 @@ def job_requeue(*, job: ChatJob, why: str) -> bool:
         "job queued again", extra={"job_id": str(job.id), "worker": job.worker, "why": why}
     )
     try:
-        quotas.lease_hold(
-            tenant=job.tenant,
-            api_key=job.api_key,
-            job_id=str(job.id),
-            seconds=settings.AUTOGLM_QUEUED_LEASE_TTL,
-        )
+        job_slot_hold(job=job, seconds=settings.AUTOGLM_QUEUED_LEASE_TTL)
     except RedisError:
         pass  # Redis is down: the sweeper holds the slots again if it comes back empty
     return True
+
+
+def job_slot_hold(*, job: ChatJob, seconds: int) -> None:
+    """Hold the job's concurrency slot again (it was queued again, or Redis lost it). A job
+    that ended meanwhile gets it released at once: its settlement may have come before this
+    hold, and one that comes after removes the hold itself."""
+    scope = {"tenant": job.tenant, "api_key": job.api_key, "job_id": str(job.id)}
+    quotas.lease_hold(**scope, seconds=seconds)
+    if ChatJob.objects.filter(pk=job.pk, status__in=ChatJob.FINISHED).exists():
+        quotas.lease_release(**scope)
 
 
 def reserved_in_flight(*, tenant: Tenant, api_key: ApiKey | None, since: datetime) -> int:

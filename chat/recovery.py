@@ -32,7 +32,6 @@ from django.conf import settings
 from django.utils import timezone
 
 from autoglm_site.redisconn import redis_client
-from tenants import quotas
 
 from . import jobs
 from .models import ChatJob
@@ -211,11 +210,7 @@ def _restore_after_data_loss() -> int:
     restored = 0
     for job in in_flight:
         queued = job.status == ChatJob.Status.QUEUED
-        quotas.lease_hold(
-            tenant=job.tenant,
-            api_key=job.api_key,
-            job_id=str(job.id),
-            seconds=settings.AUTOGLM_QUEUED_LEASE_TTL if queued else settings.AUTOGLM_LEASE_TTL,
-        )
+        ttl = settings.AUTOGLM_QUEUED_LEASE_TTL if queued else settings.AUTOGLM_LEASE_TTL
+        jobs.job_slot_hold(job=job, seconds=ttl)
         restored += 1
     return restored

@@ -282,6 +282,13 @@ def lease_hold(*, tenant: Tenant, api_key: ApiKey | None, job_id: str, seconds: 
     _lease(tenant, api_key, job_id, seconds, add=True)
 
 
+def lease_release(*, tenant: Tenant, api_key: ApiKey | None, job_id: str) -> None:
+    """Give a job's slot back without settling anything (a hold that came after its end)."""
+    client = redis_client()
+    for keys in _keys(scopes_for(tenant, api_key), _month()):
+        client.zrem(keys.leases, job_id)
+
+
 def _lease(tenant: Tenant, api_key: ApiKey | None, job_id: str, seconds: int, *, add: bool):
     now_ms = int(time.time() * 1000)
     args = [job_id, now_ms + seconds * 1000, now_ms, 1 if add else 0]

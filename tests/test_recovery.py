@@ -304,3 +304,23 @@ def test_a_job_cut_off_by_an_outage_is_queued_again_not_failed(client_a, monkeyp
     job_runner.job_run(job_id=job["id"])
     row = ChatJob.objects.get(pk=job["id"])
     assert (row.status, row.attempts, row.worker) == ("queued", 1, "")
+
+
+@pytest.mark.django_db
+def test_a_slot_held_again_for_a_job_that_ended_meanwhile_is_given_back(
+    client_a, tenant_a, monkeypatch, django_capture_on_commit_callbacks
+):
+    # Found by make chaos: the sweeper listed the jobs in flight, one ended and settled, and
+    # then the sweeper held its slot again, for a lease period after every job had ended.
+    job = new_job(client_a, model="autoglm-idle")
+    redis_client().delete(recovery.EPOCH_KEY)
+    hold = quotas.lease_hold
+
+    def ends_first(**kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            jobs.job_fail(job=ChatJob.objects.get(pk=job["id"]), reason="ended meanwhile")
+        hold(**kwargs)
+
+    monkeypatch.setattr(quotas, "lease_hold", ends_first)
+    recovery.sweep()
+    assert job["id"] not in leases(tenant_a)
