@@ -72,10 +72,20 @@ def session_update(
     return session
 
 
+@transaction.atomic
 def session_delete(*, session: ChatSession) -> None:
-    """Delete a session with its messages and jobs, stopping any job still generating."""
+    """Delete a session with its messages, stopping any job still generating.
+
+    Its jobs are not deleted but detached and marked: to the API they are gone with the session
+    (404), but a job still generating must end and write the usage row that bills it. Their
+    answers are cleared, as the conversation's messages are. The session's row is locked first,
+    as ``jobs.job_finish`` locks it before storing an answer, so the two take turns.
+    """
+    if ChatSession.objects.select_for_update().filter(pk=session.pk).first() is None:
+        return  # deleted meanwhile by another request
     for job in session.jobs.exclude(status__in=ChatJob.FINISHED):
         jobs.job_cancel(job=job)
+    session.jobs.update(session_deleted_at=timezone.now(), output="")
     session.delete()
 
 

@@ -5,6 +5,7 @@ import re
 import pytest
 
 from chat.models import ChatJob, ChatSession, Message
+from tenants.models import UsageRecord
 
 pytestmark = pytest.mark.django_db
 
@@ -180,10 +181,16 @@ def test_it_renames_and_deletes_a_session(client_a, session_a):
     assert renamed.json()["title"] == "renamed"
     assert client_a.get(url).json()["params"] == {"temperature": 0}
     assert error_of(client_a.patch(url, {"title": 7}, format="json"), 400)["param"] == "title"
-    client_a.post(f"{url}/messages", {"content": "bye"}, format="json")
+    job = client_a.post(f"{url}/messages", {"content": "bye"}, format="json").json()
     assert client_a.delete(url).status_code == 204
     assert error_of(client_a.get(url), 404)["code"] == "not_found"
-    assert Message.objects.count() == 0 and ChatJob.objects.count() == 0
+    assert Message.objects.count() == 0
+    # Its jobs went with it as far as the API is concerned; their rows stay, to bill them.
+    assert error_of(client_a.get(f"/api/v1/jobs/{job['id']}"), 404)["code"] == "not_found"
+    assert error_of(client_a.post(f"/api/v1/jobs/{job['id']}/cancel"), 404)["code"] == "not_found"
+    row = ChatJob.objects.get(pk=job["id"])
+    assert row.status == "cancelled" and row.session_id is None
+    assert UsageRecord.objects.filter(job_id=job["id"], status="cancelled").exists()
 
 
 def test_it_uses_the_session_defaults_for_a_message(client_a):
