@@ -14,6 +14,7 @@ from autoglm_site.errors import (
     ConflictError,
     InvalidRequestError,
     ModelNotFoundError,
+    NotFoundError,
 )
 from tenants import quotas
 from tenants.models import ApiKey, Tenant
@@ -102,9 +103,10 @@ def message_submit(
     rate-limit headers for the response.
 
     Parameters the request leaves out come from the session's defaults, then the server's.
-    The request is admitted against the quotas first (nothing is stored if it is refused). The
-    job is sent to the model's queue only after the transaction commits, so a worker never
-    looks for a row that is not there yet.
+    The request is admitted against the quotas first (nothing is stored if it is refused), then
+    refused with 409 if an answer is still being generated in the session. The job is sent to
+    the model's queue only after the transaction commits, so a worker never looks for a row
+    that is not there yet.
     """
     model_check(model=session.model, api_key=api_key)
     params = {**_default_params(), **session.params, **params}
@@ -114,6 +116,7 @@ def message_submit(
     )
 
     def build() -> ChatJob:
+        session_lock_idle(tenant=tenant, session=session)
         message = Message.objects.create(
             tenant=tenant, session=session, role=Message.Role.USER, content=content
         )
@@ -210,6 +213,25 @@ def _default_params() -> dict[str, Any]:
     return {"max_tokens": settings.AUTOGLM_DEFAULT_MAX_TOKENS, "temperature": 1.0, "top_p": 1.0}
 
 
+def session_lock_idle(*, tenant: Tenant, session: ChatSession) -> ChatSession:
+    """The session's row, locked until the transaction ends, with no answer being generated in
+    it; 409 while one is (a message posted then would interleave with that answer, and be
+    answered from a history without it).
+
+    The lock makes two posts to one session at once take turns: the second sees the first's
+    job and is refused.
+    """
+    locked = ChatSession.objects.select_for_update().filter(pk=session.pk, tenant=tenant).first()
+    if locked is None:
+        raise NotFoundError(f"No session with id {session.pk}.", code="not_found")
+    if locked.jobs.exclude(status__in=ChatJob.FINISHED).exists():
+        raise ConflictError(
+            "An answer is still being generated in this conversation; wait for it to end or "
+            "cancel it."
+        )
+    return locked
+
+
 @transaction.atomic
 def session_regenerate(*, tenant: Tenant, session: ChatSession, trace_id: str = ""):
     """Answer the session's last user message again, replacing the answer it had (if any).
@@ -218,9 +240,7 @@ def session_regenerate(*, tenant: Tenant, session: ChatSession, trace_id: str = 
     current parameters, so admission, quotas and queueing are the API's. If admission refuses,
     the transaction rolls back and the old answer stays. Returns the job and its limit headers.
     """
-    session = ChatSession.objects.select_for_update().get(pk=session.pk, tenant=tenant)
-    if session.jobs.exclude(status__in=ChatJob.FINISHED).exists():
-        raise ConflictError("An answer is still being generated in this conversation.")
+    session = session_lock_idle(tenant=tenant, session=session)
     last_user = (
         Message.objects.filter(tenant=tenant, session=session, role=Message.Role.USER)
         .order_by("created_at", "id")

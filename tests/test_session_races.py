@@ -9,8 +9,10 @@ import pytest
 from django.db import connection, connections, transaction
 
 from chat import jobs
-from chat.models import ChatJob, Message
+from chat.models import ChatJob, ChatSession, Message
 from tenants.models import UsageRecord
+
+from .conftest import api_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -141,3 +143,32 @@ def test_a_job_that_ends_after_its_session_was_deleted_is_billed(client_a):
     # The job went with its session as far as the API is concerned.
     response = client_a.get(f"/api/v1/jobs/{job.id}")
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+def test_two_messages_posted_at_once_to_one_session_queue_one_job(client_a, key_a):
+    """Issue 14, defect 14: both posts were stored and queued, interleaving the history. They
+    are made to wait on the session's row together, then let go at once."""
+    session = client_a.post("/api/v1/sessions", {}, format="json").json()
+    url = f"/api/v1/sessions/{session['id']}/messages"
+    release, locked = threading.Event(), threading.Event()
+
+    def hold_session():
+        with transaction.atomic():
+            ChatSession.objects.select_for_update().get(pk=session["id"])
+            locked.set()
+            release.wait(30)
+
+    holder = start(hold_session)
+    assert locked.wait(10)
+    posts = [
+        start(lambda n=n: api_client(key_a).post(url, {"content": f"m{n}"}, format="json"))
+        for n in (1, 2)
+    ]
+    for post in posts:
+        wait_until_blocked(post)
+    release.set()
+    holder.outcome()
+    responses = sorted((post.outcome() for post in posts), key=lambda r: r.status_code)
+    assert [r.status_code for r in responses] == [202, 409]
+    assert responses[1].json()["error"]["code"] == "conflict"
+    assert ChatJob.objects.count() == 1 and Message.objects.count() == 1

@@ -165,13 +165,28 @@ def test_it_pages_sessions_newest_first(client_a):
 
 def test_it_pages_the_history_oldest_first(client_a, session_a):
     for i in range(3):
-        client_a.post(
+        job = client_a.post(
             f"/api/v1/sessions/{session_a['id']}/messages", {"content": f"m{i}"}, format="json"
-        )
+        ).json()
+        client_a.post(f"/api/v1/jobs/{job['id']}/cancel")  # the next message may follow
     url = f"/api/v1/sessions/{session_a['id']}/messages"
     first = client_a.get(f"{url}?limit=2").json()
     rest = client_a.get(f"{url}?limit=2&after={first['last_id']}").json()
     assert [m["content"] for m in first["data"] + rest["data"]] == ["m0", "m1", "m2"]
+
+
+def test_it_refuses_a_message_while_an_answer_is_being_generated(client_a, session_a):
+    """Issue 14, defect 14: a message posted while the previous one was still being answered
+    was stored and queued, and the two answers interleaved in the history."""
+    url = f"/api/v1/sessions/{session_a['id']}/messages"
+    first = client_a.post(url, {"content": "one"}, format="json").json()
+    error = error_of(client_a.post(url, {"content": "two"}, format="json"), 409)
+    assert error["code"] == "conflict" and "still being generated" in error["message"]
+    history = client_a.get(url).json()["data"]
+    assert [m["content"] for m in history] == ["one"] and ChatJob.objects.count() == 1
+    # Once the answer has ended (here: cancelled), the conversation goes on.
+    client_a.post(f"/api/v1/jobs/{first['id']}/cancel")
+    assert client_a.post(url, {"content": "two"}, format="json").status_code == 202
 
 
 def test_it_renames_and_deletes_a_session(client_a, session_a):
