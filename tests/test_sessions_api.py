@@ -187,6 +187,8 @@ def test_it_refuses_a_message_while_an_answer_is_being_generated(client_a, sessi
     # Once the answer has ended (here: cancelled), the conversation goes on.
     client_a.post(f"/api/v1/jobs/{first['id']}/cancel")
     assert client_a.post(url, {"content": "two"}, format="json").status_code == 202
+    schema = client_a.get("/api/schema/?format=json").json()
+    assert "409" in schema["paths"]["/api/v1/sessions/{session_id}/messages"]["post"]["responses"]
 
 
 def test_it_renames_and_deletes_a_session(client_a, session_a):
