@@ -62,7 +62,7 @@ def _tenant():
 
 
 def _faults(stack: ChaosStack, tenant, key, secret: str, count: int):
-    from chaos.checks import Outcome, account, wait_until_ended
+    from chaos.checks import Outcome, account, session_job, wait_until_ended
     from chaos.load import api_client, submit_job
 
     outcome = Outcome(f"faults: {count} jobs, 2 workers")
@@ -91,7 +91,9 @@ def _faults(stack: ChaosStack, tenant, key, secret: str, count: int):
 
             async def one(index: int):
                 await asyncio.sleep(index * spacing)
-                return await submit_job(client, max_tokens=random.randint(200, 1500))
+                return await submit_job(
+                    client, max_tokens=random.randint(200, 1500), job_of_session=session_job
+                )
 
             return await asyncio.gather(*(one(i) for i in range(count)))
 

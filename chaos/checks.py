@@ -36,6 +36,12 @@ class Outcome:
         return not any(counts) and not self.overspent and not self.wrong
 
 
+async def session_job(session_id: str) -> str:
+    """The id of the session's latest job."""
+    job = await ChatJob.objects.filter(session_id=session_id).order_by("-created_at").afirst()
+    return str(job.id)
+
+
 def wait_until_ended(job_ids: list[str], timeout: float) -> float:
     """Seconds it took every job to reach a final state (or the timeout)."""
     started = time.monotonic()

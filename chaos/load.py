@@ -7,6 +7,7 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import Awaitable, Callable
 
 import httpx
 
@@ -14,9 +15,17 @@ ESSAY = "Write an essay about the sea."
 RETRYABLE = {429, 502, 503, 504}
 
 
-async def submit_job(client: httpx.AsyncClient, *, max_tokens: int, give_up_s: float = 120):
+async def submit_job(
+    client: httpx.AsyncClient,
+    *,
+    max_tokens: int,
+    job_of_session: Callable[[str], Awaitable[str]],
+    give_up_s: float = 120,
+):
     """Create a session and post a message to it; the job's id, or None if the stack refused
-    it until ``give_up_s`` (every refusal is a clean 503/429 or a refused connection)."""
+    it until ``give_up_s`` (every refusal is a clean 503/429 or a refused connection).
+    ``job_of_session`` finds the job of a session whose message was stored by a try whose
+    answer was lost."""
     deadline = time.monotonic() + give_up_s
     session_id = None
     while time.monotonic() < deadline:
@@ -33,6 +42,10 @@ async def submit_job(client: httpx.AsyncClient, *, max_tokens: int, give_up_s: f
                 )
                 if response.status_code == 202:
                     return response.json()["id"]
+                if response.status_code == 409:
+                    # An earlier try was stored, its answer lost with the connection: the
+                    # session refuses a second message while that job runs, and it is the one.
+                    return await job_of_session(session_id)
             if response.status_code not in RETRYABLE:
                 raise RuntimeError(f"unexpected {response.status_code}: {response.text[:300]}")
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadTimeout):

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 
 from autoglm_site.errors import InvalidRequestError
 from autoglm_site.fields import StrictCharField
+from autoglm_site.schema import ERROR_REF
 from tenants.apiviews import ApiCall, ApiView, async_api
 from tenants.auth import request_tenant
 
@@ -141,7 +142,14 @@ class SessionMessagesApi(ApiView):
 
     @extend_schema(
         request=Input,
-        responses={202: JobOutput},
+        responses={
+            202: JobOutput,
+            409: OpenApiResponse(
+                ERROR_REF,
+                description="The session's previous answer is still queued or generating "
+                "(`conflict`): wait for its job to end, or cancel it, then post.",
+            ),
+        },
         summary="Post a user message; answers 202 with the job that will reply",
     )
     def post(self, request, session_id):

@@ -225,13 +225,15 @@ def job_finish(
 ) -> ChatJob | None:
     """Store the answer (partial when cancelled) and close the job, once even if it ran twice.
 
-    Returns None when the job is gone (its session was deleted while it ran).
+    A job whose session was deleted while it ran is closed and billed, its answer not kept.
+    Returns None when the job is gone (its tenant was deleted).
     """
+    session_alive = _session_lock(job)
     locked = _job_lock(job)
     if locked is None or not _held_by(locked, job.attempts):
         return locked
     cancelled = finish_reason == "cancelled"
-    if locked.session_id and (text or not cancelled):
+    if session_alive and (text or not cancelled):
         locked.assistant_message = Message.objects.create(
             tenant_id=locked.tenant_id,
             session_id=locked.session_id,
@@ -239,7 +241,7 @@ def job_finish(
             content=text,
         )
     locked.status = ChatJob.Status.CANCELLED if cancelled else ChatJob.Status.SUCCEEDED
-    locked.output = text
+    locked.output = _kept_output(locked, text)
     locked.prompt_tokens = prompt_tokens
     locked.completion_tokens = completion_tokens
     locked.finish_reason = finish_reason
@@ -294,6 +296,7 @@ def job_fail(
     fields = ["status", "error", "error_code", "finished_at"]
     if produced is not None:
         locked.output, locked.prompt_tokens, locked.completion_tokens = produced
+        locked.output = _kept_output(locked, locked.output)
         fields += ["output", "prompt_tokens", "completion_tokens"]
     locked.save(update_fields=fields)
     _job_ended(locked)
@@ -319,6 +322,23 @@ def job_expire_unstarted(*, job: ChatJob) -> bool:
         only_if_queued=True,
     )
     return True
+
+
+def _session_lock(job: ChatJob) -> bool:
+    """Lock the job's session row before the job's own; False when it has none (any more).
+
+    ``services.session_delete`` locks the session first too, so a deletion and a job's ending
+    take turns in one order: the answer is stored before the deletion (and goes with it) or
+    not at all, never into a session being deleted.
+    """
+    if job.session_id is None:
+        return False
+    return ChatSession.objects.select_for_update().filter(pk=job.session_id).first() is not None
+
+
+def _kept_output(job: ChatJob, text: str) -> str:
+    """What of the answer the job row keeps: nothing once its conversation was deleted."""
+    return "" if job.session_deleted_at else text
 
 
 def _job_lock(job: ChatJob) -> ChatJob | None:

@@ -78,8 +78,15 @@ class ChatJob(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="chat_jobs")
+    # A deleted session's jobs stay (marked, their answers cleared): a job may still be
+    # generating, and its ending must write the usage row that bills it (``chat.jobs``).
     session = models.ForeignKey(
-        ChatSession, on_delete=models.CASCADE, null=True, blank=True, related_name="jobs"
+        ChatSession, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs"
+    )
+    session_deleted_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When its session was deleted: kept for the usage ledger, gone from the API.",
     )
     api_key = models.ForeignKey(
         ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"

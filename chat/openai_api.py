@@ -199,9 +199,7 @@ async def chat_completions(request, call: ApiCall) -> HttpResponse:
         try:
             job = await wait_for_end(job)
         except asyncio.CancelledError:
-            # The client went away. Not thread-sensitive: the request's own thread context
-            # is being torn down with the cancelled request.
-            await sync_to_async(jobs.job_cancel, thread_sensitive=False)(job=job)
+            await _cancel(job)  # the client went away
             raise
         if job.status == ChatJob.Status.FAILED:
             response = JsonResponse(job_error(job), status=job_error_status(job))
@@ -220,7 +218,7 @@ async def _submit(**kwargs) -> tuple[ChatJob, object]:
         return await asyncio.shield(submission)
     except asyncio.CancelledError:
         job, _ = await submission
-        await sync_to_async(jobs.job_cancel, thread_sensitive=False)(job=job)
+        await _cancel(job)
         raise
 
 
@@ -244,7 +242,8 @@ async def completion_chunks(job: ChatJob, *, include_usage: bool) -> AsyncIterat
     """The job's events as OpenAI ``chat.completion.chunk`` SSE frames.
 
     One token is held back so that ``finish_reason`` rides on the last content chunk. A client
-    that disconnects before the end cancels the job.
+    that disconnects before the end cancels the job, and so does a restart of the job after text
+    went out (the client is told to retry, see ``_restart``).
     """
     base = {
         "id": completion_id(job),
@@ -274,7 +273,7 @@ async def completion_chunks(job: ChatJob, *, include_usage: bool) -> AsyncIterat
             elif event.type == events.RESET:
                 if sent_text:
                     ended = True
-                    yield frame(_restart_error())
+                    yield await _restart(job)
                     break
                 pending = None
             elif event.type == events.DONE:
@@ -290,7 +289,25 @@ async def completion_chunks(job: ChatJob, *, include_usage: bool) -> AsyncIterat
     finally:
         if not ended:
             logger.info("stream closed early, cancelling", extra={"job_id": str(job.id)})
-            await sync_to_async(jobs.job_cancel, thread_sensitive=False)(job=job)
+            await _cancel(job)
+
+
+async def _cancel(job: ChatJob) -> None:
+    # Not thread-sensitive: it often runs as the request is cancelled, while the request's own
+    # thread context is being torn down.
+    await sync_to_async(jobs.job_cancel, thread_sensitive=False)(job=job)
+
+
+async def _restart(job: ChatJob) -> bytes:
+    """The frame that ends a stream whose job restarted (a redelivery) after text went out.
+
+    The client cannot take back the text it has, so it is told to retry; the restarted attempt
+    is cancelled first, or it would run on with no one reading it and be billed beside the
+    retry.
+    """
+    logger.info("generation restarted mid-stream, cancelling", extra={"job_id": str(job.id)})
+    await _cancel(job)
+    return frame(_restart_error())
 
 
 def _restart_error() -> dict:

@@ -35,13 +35,13 @@ def message_list(*, tenant: Tenant, session: ChatSession) -> QuerySet[Message]:
 
 
 def job_get(*, tenant: Tenant, job_id) -> ChatJob:
-    """The tenant's job with this id; a missing or foreign id raises the same 404."""
+    """The tenant's job with this id; a missing or foreign id raises the same 404, and so does
+    the job of a deleted session (its row is kept only to bill it)."""
     pk = _as_uuid(job_id)
-    job = (
-        ChatJob.objects.select_related("assistant_message").filter(tenant=tenant, pk=pk).first()
-        if pk
-        else None
+    jobs = ChatJob.objects.select_related("assistant_message").filter(
+        tenant=tenant, session_deleted_at__isnull=True
     )
+    job = jobs.filter(pk=pk).first() if pk else None
     if job is None:
         raise NotFoundError(f"No job with id {job_id!s}.", code="not_found")
     return job

@@ -14,6 +14,7 @@ from autoglm_site.errors import (
     ConflictError,
     InvalidRequestError,
     ModelNotFoundError,
+    NotFoundError,
 )
 from tenants import quotas
 from tenants.models import ApiKey, Tenant
@@ -72,10 +73,20 @@ def session_update(
     return session
 
 
+@transaction.atomic
 def session_delete(*, session: ChatSession) -> None:
-    """Delete a session with its messages and jobs, stopping any job still generating."""
+    """Delete a session with its messages, stopping any job still generating.
+
+    Its jobs are not deleted but detached and marked: to the API they are gone with the session
+    (404), but a job still generating must end and write the usage row that bills it. Their
+    answers are cleared, as the conversation's messages are. The session's row is locked first,
+    as ``jobs.job_finish`` locks it before storing an answer, so the two take turns.
+    """
+    if ChatSession.objects.select_for_update().filter(pk=session.pk).first() is None:
+        return  # deleted meanwhile by another request
     for job in session.jobs.exclude(status__in=ChatJob.FINISHED):
         jobs.job_cancel(job=job)
+    session.jobs.update(session_deleted_at=timezone.now(), output="")
     session.delete()
 
 
@@ -92,9 +103,10 @@ def message_submit(
     rate-limit headers for the response.
 
     Parameters the request leaves out come from the session's defaults, then the server's.
-    The request is admitted against the quotas first (nothing is stored if it is refused). The
-    job is sent to the model's queue only after the transaction commits, so a worker never
-    looks for a row that is not there yet.
+    The request is admitted against the quotas first (nothing is stored if it is refused), then
+    refused with 409 if an answer is still being generated in the session. The job is sent to
+    the model's queue only after the transaction commits, so a worker never looks for a row
+    that is not there yet.
     """
     model_check(model=session.model, api_key=api_key)
     params = {**_default_params(), **session.params, **params}
@@ -104,6 +116,7 @@ def message_submit(
     )
 
     def build() -> ChatJob:
+        session_lock_idle(tenant=tenant, session=session)
         message = Message.objects.create(
             tenant=tenant, session=session, role=Message.Role.USER, content=content
         )
@@ -200,6 +213,25 @@ def _default_params() -> dict[str, Any]:
     return {"max_tokens": settings.AUTOGLM_DEFAULT_MAX_TOKENS, "temperature": 1.0, "top_p": 1.0}
 
 
+def session_lock_idle(*, tenant: Tenant, session: ChatSession) -> ChatSession:
+    """The session's row, locked until the transaction ends, with no answer being generated in
+    it; 409 while one is (a message posted then would interleave with that answer, and be
+    answered from a history without it).
+
+    The lock makes two posts to one session at once take turns: the second sees the first's
+    job and is refused.
+    """
+    locked = ChatSession.objects.select_for_update().filter(pk=session.pk, tenant=tenant).first()
+    if locked is None:
+        raise NotFoundError(f"No session with id {session.pk}.", code="not_found")
+    if locked.jobs.exclude(status__in=ChatJob.FINISHED).exists():
+        raise ConflictError(
+            "An answer is still being generated in this conversation; wait for it to end or "
+            "cancel it."
+        )
+    return locked
+
+
 @transaction.atomic
 def session_regenerate(*, tenant: Tenant, session: ChatSession, trace_id: str = ""):
     """Answer the session's last user message again, replacing the answer it had (if any).
@@ -208,9 +240,7 @@ def session_regenerate(*, tenant: Tenant, session: ChatSession, trace_id: str = 
     current parameters, so admission, quotas and queueing are the API's. If admission refuses,
     the transaction rolls back and the old answer stays. Returns the job and its limit headers.
     """
-    session = ChatSession.objects.select_for_update().get(pk=session.pk, tenant=tenant)
-    if session.jobs.exclude(status__in=ChatJob.FINISHED).exists():
-        raise ConflictError("An answer is still being generated in this conversation.")
+    session = session_lock_idle(tenant=tenant, session=session)
     last_user = (
         Message.objects.filter(tenant=tenant, session=session, role=Message.Role.USER)
         .order_by("created_at", "id")

@@ -61,7 +61,7 @@ async def job_events(
         fresh = await ChatJob.objects.filter(pk=job.pk).afirst()
         await release_database()
         if fresh is None:
-            return  # deleted with its session
+            return  # deleted with its tenant
         if fresh.is_finished and not await events.stream_exists(job.id):
             for replayed in final_events(fresh):
                 yield replayed

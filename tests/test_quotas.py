@@ -35,8 +35,16 @@ def admit(tenant, job_id: str, tokens: int) -> quotas.Headers:
     )
 
 
-def new_session(client) -> str:
-    return client.post("/api/v1/sessions", {}, format="json").json()["id"]
+def new_session(client, **fields) -> str:
+    return client.post("/api/v1/sessions", fields, format="json").json()["id"]
+
+
+def message_urls(base: str, client, count: int, **fields) -> list[str]:
+    """The messages URLs of ``count`` new sessions: a session takes one message at a time (409
+    while its answer is generated), so a burst posts each request to a session of its own."""
+    return [
+        f"{base}/api/v1/sessions/{new_session(client, **fields)}/messages" for _ in range(count)
+    ]
 
 
 # Admission alone (no worker): the Lua script against real Redis.
@@ -45,10 +53,9 @@ def new_session(client) -> str:
 @pytest.mark.django_db
 def test_it_admits_exactly_the_requests_per_minute(tenant_a, client_a):
     set_limits(tenant_a, requests_per_minute=3)
-    session = new_session(client_a)
     codes = [
-        client_a.post(f"/api/v1/sessions/{session}/messages", {"content": "hi"}, format="json")
-        for _ in range(5)
+        client_a.post(url, {"content": "hi"}, format="json")
+        for url in message_urls("", client_a, 5)
     ]
     assert [r.status_code for r in codes] == [202, 202, 202, 429, 429]
     refused = codes[3]
@@ -65,19 +72,14 @@ def test_it_admits_exactly_the_requests_per_minute(tenant_a, client_a):
 def test_it_applies_a_key_s_own_tighter_limit(tenant_a):
     api_key, key = api_key_create(tenant=tenant_a, name="tight", requests_per_minute=1)
     client = api_client(key)
-    session = new_session(client)
-    first = client.post(f"/api/v1/sessions/{session}/messages", {"content": "a"}, format="json")
-    second = client.post(f"/api/v1/sessions/{session}/messages", {"content": "b"}, format="json")
+    urls = message_urls("", client, 3)
+    first = client.post(urls[0], {"content": "a"}, format="json")
+    second = client.post(urls[1], {"content": "b"}, format="json")
     assert first.status_code == 202 and second.status_code == 429
     assert "API key" in second.json()["error"]["message"]
     # The tenant's other keys are not held back by this key's limit.
     other = api_client(api_key_create(tenant=tenant_a, name="free")[1])
-    assert (
-        other.post(
-            f"/api/v1/sessions/{session}/messages", {"content": "c"}, format="json"
-        ).status_code
-        == 202
-    )
+    assert other.post(urls[2], {"content": "c"}, format="json").status_code == 202
 
 
 @pytest.mark.django_db
@@ -106,14 +108,13 @@ def test_it_holds_a_slot_per_job_and_gives_it_back_when_cancelled(
     tenant_a, client_a, django_capture_on_commit_callbacks
 ):
     set_limits(tenant_a, max_concurrent_jobs=1)
-    session = new_session(client_a)
-    url = f"/api/v1/sessions/{session}/messages"
-    job = client_a.post(url, {"content": "one"}, format="json").json()
-    refused = client_a.post(url, {"content": "two"}, format="json")
+    first, other = message_urls("", client_a, 2)
+    job = client_a.post(first, {"content": "one"}, format="json").json()
+    refused = client_a.post(other, {"content": "two"}, format="json")
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
     with django_capture_on_commit_callbacks(execute=True):  # the settlement runs after commit
         client_a.post(f"/api/v1/jobs/{job['id']}/cancel")
-    assert client_a.post(url, {"content": "three"}, format="json").status_code == 202
+    assert client_a.post(other, {"content": "three"}, format="json").status_code == 202
     usage = UsageRecord.objects.get(job_id=job["id"])
     assert usage.status == "cancelled" and usage.total_tokens == 0
 
@@ -141,11 +142,8 @@ def test_it_lets_exactly_rpm_requests_through_from_many_processes(
     live_server_url, tenant_a, client_a, key_a
 ):
     set_limits(tenant_a, requests_per_minute=10)
-    session = new_session(client_a)
     results = post_in_parallel(
-        f"{live_server_url}/api/v1/sessions/{session}/messages",
-        key_a,
-        {"content": "hi", "max_tokens": 1},
+        message_urls(live_server_url, client_a, 100), key_a, {"content": "hi", "max_tokens": 1}
     )
     codes = [status for status, _, _ in results]
     assert codes.count(202) == 10 and codes.count(429) == 90
@@ -165,12 +163,8 @@ def test_it_lets_exactly_max_concurrent_jobs_through_from_many_processes(
     set_limits(tenant_a, max_concurrent_jobs=2)
     # "autoglm-idle" is configured for the tests but served by no worker: its jobs stay in
     # flight for the whole burst, whatever the model would have generated.
-    session = client_a.post("/api/v1/sessions", {"model": "autoglm-idle"}, format="json")
-    results = post_in_parallel(
-        f"{live_server_url}/api/v1/sessions/{session.json()['id']}/messages",
-        key_a,
-        {"content": "hi", "max_tokens": 1},
-    )
+    urls = message_urls(live_server_url, client_a, 100, model="autoglm-idle")
+    results = post_in_parallel(urls, key_a, {"content": "hi", "max_tokens": 1})
     codes = [status for status, _, _ in results]
     assert codes.count(202) == 2 and codes.count(429) == 98
     assert ChatJob.objects.count() == 2
@@ -180,13 +174,11 @@ def test_it_lets_exactly_max_concurrent_jobs_through_from_many_processes(
 @pytest.mark.django_db(transaction=True)
 def test_it_never_spends_more_than_the_month(live_server_url, tenant_a, client_a, key_a):
     set_limits(tenant_a, tokens_per_month=600)
-    session = new_session(client_a)
     results = post_in_parallel(
-        f"{live_server_url}/api/v1/sessions/{session}/messages",
+        message_urls(live_server_url, client_a, 40),
         key_a,
         {"content": "hi", "max_tokens": 50},
         processes=2,
-        per_process=20,
     )
     admitted = [body for status, body, _ in results if status == 202]
     refused = [body for status, body, _ in results if status == 429]
@@ -329,19 +321,15 @@ def test_renewing_a_running_lease_does_not_cut_short_a_queued_one(tenant_a, sett
 @pytest.mark.django_db
 def test_a_job_starting_after_its_queued_lease_ran_out_holds_a_slot_again(tenant_a, client_a):
     set_limits(tenant_a, max_concurrent_jobs=1)
-    session = new_session(client_a)
-    job = client_a.post(
-        f"/api/v1/sessions/{session}/messages", {"content": "hi"}, format="json"
-    ).json()
+    url, other = message_urls("", client_a, 2)
+    job = client_a.post(url, {"content": "hi"}, format="json").json()
     key, client = _leases(tenant_a)
     client.zrem(key, job["id"])  # queued past AUTOGLM_QUEUED_LEASE_TTL: the lease is gone
     from chat.jobs import job_start
 
     assert job_start(job_id=job["id"], worker="test") is not None
     assert client.zscore(key, job["id"]) is not None
-    refused = client_a.post(
-        f"/api/v1/sessions/{session}/messages", {"content": "again"}, format="json"
-    )
+    refused = client_a.post(other, {"content": "again"}, format="json")
     assert refused.status_code == 429
 
 

@@ -5,6 +5,7 @@ import re
 import pytest
 
 from chat.models import ChatJob, ChatSession, Message
+from tenants.models import UsageRecord
 
 pytestmark = pytest.mark.django_db
 
@@ -164,13 +165,30 @@ def test_it_pages_sessions_newest_first(client_a):
 
 def test_it_pages_the_history_oldest_first(client_a, session_a):
     for i in range(3):
-        client_a.post(
+        job = client_a.post(
             f"/api/v1/sessions/{session_a['id']}/messages", {"content": f"m{i}"}, format="json"
-        )
+        ).json()
+        client_a.post(f"/api/v1/jobs/{job['id']}/cancel")  # the next message may follow
     url = f"/api/v1/sessions/{session_a['id']}/messages"
     first = client_a.get(f"{url}?limit=2").json()
     rest = client_a.get(f"{url}?limit=2&after={first['last_id']}").json()
     assert [m["content"] for m in first["data"] + rest["data"]] == ["m0", "m1", "m2"]
+
+
+def test_it_refuses_a_message_while_an_answer_is_being_generated(client_a, session_a):
+    """Issue 14, defect 14: a message posted while the previous one was still being answered
+    was stored and queued, and the two answers interleaved in the history."""
+    url = f"/api/v1/sessions/{session_a['id']}/messages"
+    first = client_a.post(url, {"content": "one"}, format="json").json()
+    error = error_of(client_a.post(url, {"content": "two"}, format="json"), 409)
+    assert error["code"] == "conflict" and "still being generated" in error["message"]
+    history = client_a.get(url).json()["data"]
+    assert [m["content"] for m in history] == ["one"] and ChatJob.objects.count() == 1
+    # Once the answer has ended (here: cancelled), the conversation goes on.
+    client_a.post(f"/api/v1/jobs/{first['id']}/cancel")
+    assert client_a.post(url, {"content": "two"}, format="json").status_code == 202
+    schema = client_a.get("/api/schema/?format=json").json()
+    assert "409" in schema["paths"]["/api/v1/sessions/{session_id}/messages"]["post"]["responses"]
 
 
 def test_it_renames_and_deletes_a_session(client_a, session_a):
@@ -180,10 +198,16 @@ def test_it_renames_and_deletes_a_session(client_a, session_a):
     assert renamed.json()["title"] == "renamed"
     assert client_a.get(url).json()["params"] == {"temperature": 0}
     assert error_of(client_a.patch(url, {"title": 7}, format="json"), 400)["param"] == "title"
-    client_a.post(f"{url}/messages", {"content": "bye"}, format="json")
+    job = client_a.post(f"{url}/messages", {"content": "bye"}, format="json").json()
     assert client_a.delete(url).status_code == 204
     assert error_of(client_a.get(url), 404)["code"] == "not_found"
-    assert Message.objects.count() == 0 and ChatJob.objects.count() == 0
+    assert Message.objects.count() == 0
+    # Its jobs went with it as far as the API is concerned; their rows stay, to bill them.
+    assert error_of(client_a.get(f"/api/v1/jobs/{job['id']}"), 404)["code"] == "not_found"
+    assert error_of(client_a.post(f"/api/v1/jobs/{job['id']}/cancel"), 404)["code"] == "not_found"
+    row = ChatJob.objects.get(pk=job["id"])
+    assert row.status == "cancelled" and row.session_id is None
+    assert UsageRecord.objects.filter(job_id=job["id"], status="cancelled").exists()
 
 
 def test_it_uses_the_session_defaults_for_a_message(client_a):

@@ -4,7 +4,9 @@ disconnecting or cancelling stops the worker with the partial answer kept."""
 import asyncio
 import contextlib
 import json
+import threading
 import time
+import uuid
 
 import httpx
 import pytest
@@ -287,3 +289,50 @@ def test_a_completion_that_no_worker_takes_answers_503_instead_of_waiting_foreve
     assert error["code"] == "model_unavailable" and "no worker" in error["message"].lower()
     job = ChatJob.objects.get(model="autoglm-idle")
     assert job.status == "failed" and job.finished_at is not None
+
+
+def test_a_stream_whose_job_restarts_after_text_was_sent_cancels_the_job(http):
+    """Issue 14, defect 14: after a ``reset`` (a redelivered job starting over) the relay told the
+    client to retry but left the job running: it ran on unseen and was billed, besides the retry.
+
+    The job is for "autoglm-idle", which no worker serves: its events are published here."""
+    from chat import events
+
+    body = {
+        "model": "autoglm-idle",
+        "stream": True,
+        "max_tokens": 8,
+        "messages": [{"role": "user", "content": "Hello?"}],
+    }
+    with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        frames = (event["data"] for event in sse_events(response))
+        job_id = str(uuid.UUID(json.loads(next(frames))["id"].removeprefix("chatcmpl-")))
+        # One token at a time until the relay sends one (it holds the latest back); if it never
+        # does within 100 tokens, the stream is closed and the test fails instead of hanging.
+        stop = threading.Event()
+
+        def publish_tokens():
+            for _ in range(100):
+                if stop.wait(0.1):
+                    return
+                events.publish(job_id, *events.token_event("word "))
+            response.close()
+
+        publisher = threading.Thread(target=publish_tokens, daemon=True)
+        publisher.start()
+        try:
+            while not json.loads(next(frames))["choices"][0]["delta"].get("content"):
+                pass
+        finally:
+            stop.set()
+            publisher.join()
+        events.publish(job_id, *events.reset_event(2))
+        rest = list(frames)
+    error = json.loads(rest[-2])["error"]
+    assert error["code"] == "generation_restarted" and rest[-1] == "[DONE]"
+    # Told to retry, the client will: the restarted attempt must not run on and be billed.
+    deadline = time.monotonic() + 10
+    while not (job := ChatJob.objects.get(pk=job_id)).is_finished:
+        assert time.monotonic() < deadline, job.status
+        time.sleep(0.05)
+    assert job.status == "cancelled"
