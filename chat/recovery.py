@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from autoglm_site.redisconn import redis_client
 
-from . import jobs
+from . import events, jobs
 from .models import ChatJob
 
 logger = logging.getLogger(__name__)
@@ -76,11 +76,14 @@ def sweep_turn(*, worker: str) -> bool:
 class SweepReport:
     requeued: list[str] = field(default_factory=list)
     crashed: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
     leases_restored: int = 0
 
     def __bool__(self) -> bool:
-        return bool(self.requeued or self.crashed or self.resent or self.leases_restored)
+        return bool(
+            self.requeued or self.crashed or self.cancelled or self.resent or self.leases_restored
+        )
 
 
 def sweep() -> SweepReport:
@@ -95,6 +98,7 @@ def sweep() -> SweepReport:
             extra={
                 "requeued": report.requeued,
                 "worker_crashed": report.crashed,
+                "cancelled": report.cancelled,
                 "resent": report.resent,
                 "leases_restored": report.leases_restored,
             },
@@ -113,7 +117,13 @@ def _recover_dead_workers_jobs(report: SweepReport) -> None:
     for job in running:
         if job.worker not in dead:
             continue
-        if job.attempts >= settings.AUTOGLM_MAX_ATTEMPTS:
+        if events.cancel_requested(job.id):
+            # Cancelled (or its session deleted) while it ran: it ends, not runs again.
+            jobs.job_finish(
+                job=job, text="", prompt_tokens=0, completion_tokens=0, finish_reason="cancelled"
+            )
+            report.cancelled.append(str(job.id))
+        elif job.attempts >= settings.AUTOGLM_MAX_ATTEMPTS:
             jobs.job_fail(
                 job=job,
                 reason=f"The job's worker stopped while running it {job.attempts} times; "

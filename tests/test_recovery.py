@@ -324,3 +324,19 @@ def test_a_slot_held_again_for_a_job_that_ended_meanwhile_is_given_back(
     monkeypatch.setattr(quotas, "lease_hold", ends_first)
     recovery.sweep()
     assert job["id"] not in leases(tenant_a)
+
+
+@pytest.mark.django_db
+def test_a_dead_workers_job_that_was_cancelled_ends_instead_of_running_again(
+    client_a, settings, django_capture_on_commit_callbacks
+):
+    from chat import events
+
+    settings.AUTOGLM_WORKER_TTL = 1
+    job = new_job(client_a, model="autoglm-idle")
+    claimed_by_dead_worker(job["id"], attempts=1)
+    events.cancel_request(job["id"])  # asked while it ran (or its session was deleted)
+    with django_capture_on_commit_callbacks(execute=True):
+        report = sweep_past_the_ttl()
+    assert report.cancelled == [job["id"]]
+    assert ChatJob.objects.get(pk=job["id"]).status == "cancelled"
