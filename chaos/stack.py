@@ -22,7 +22,8 @@ class ChaosStack:
     def __init__(self, workers: int = 2, concurrency: int = 8) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="autoglm-chaos-"))
         os.chmod(self.dir, 0o755)  # PostgreSQL runs as its own user
-        self.postgres = PostgresServer(self.dir / "pg")
+        # Durable: the restart is a crash, and a committed job must survive it.
+        self.postgres = PostgresServer(self.dir / "pg", durable=True)
         self.redis = RedisServer(self.dir / "redis")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

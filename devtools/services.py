@@ -83,6 +83,9 @@ class PostgresServer:
     port: int = field(default_factory=free_port)
     user: str = "autoglm"
     database: str = "autoglm"
+    # Off for make run/test/bench (fast, and their data is throwaway); on where a crash must
+    # not lose a committed transaction (make chaos kills the server).
+    durable: bool = False
 
     @property
     def url(self) -> str:
@@ -145,8 +148,10 @@ class PostgresServer:
     def _pg_ctl(self, action: str, *flags: str, **run) -> None:
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} -k {self.data_dir} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            "-c max_connections=200"
         )
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         command = [*self._as_owner(), _pg_bin("pg_ctl"), "-D", str(self.data_dir)]
         command += ["-o", options, "-l", str(self.data_dir / "server.log"), "-w", *flags, action]
         subprocess.run(command, **{"check": False, **run})
