@@ -105,7 +105,9 @@ def held_by(tenant: Tenant, key: ApiKey) -> list[str]:
             scope.keys(month).leases, now_ms, "+inf", withscores=True
         ):
             job = ChatJob.objects.filter(pk=job_id).first()
-            state = f"{job.status}, ended {job.finished_at:%H:%M:%S.%f}" if job else "no job"
+            state = "no job" if job is None else job.status
+            if job is not None and job.finished_at:
+                state += f", ended {job.finished_at:%H:%M:%S.%f}"
             found.append(f"{job_id} ({state}; lease until {expiry / 1000 - time.time():.0f}s)")
     return found
 
