@@ -11,6 +11,7 @@ from rest_framework.response import Response
 
 from autoglm_site.errors import InvalidRequestError
 from autoglm_site.fields import StrictCharField
+from autoglm_site.schema import ERROR_REF, ERRORS, JOB_EVENT_REF, list_of
 from tenants.apiviews import ApiCall, ApiView, async_api
 from tenants.auth import request_tenant
 
@@ -81,7 +82,8 @@ class SessionListCreateApi(ApiView):
 
     @extend_schema(
         parameters=PAGE_PARAMETERS,
-        responses=SessionOutput(many=True),
+        responses=list_of(SessionOutput, name="SessionList", paged=True),
+        operation_id="api_v1_sessions_list",
         summary="List sessions, newest first",
     )
     def get(self, request):
@@ -130,7 +132,8 @@ class SessionMessagesApi(ApiView):
 
     @extend_schema(
         parameters=PAGE_PARAMETERS,
-        responses=MessageOutput(many=True),
+        responses=list_of(MessageOutput, name="MessageList", paged=True),
+        operation_id="api_v1_sessions_messages_list",
         summary="A session's history, oldest first",
     )
     def get(self, request, session_id):
@@ -141,7 +144,10 @@ class SessionMessagesApi(ApiView):
 
     @extend_schema(
         request=Input,
-        responses={202: JobOutput},
+        responses={
+            202: JobOutput,
+            429: OpenApiResponse(ERROR_REF, description=ERRORS["429"]),
+        },
         summary="Post a user message; answers 202 with the job that will reply",
     )
     def post(self, request, session_id):
@@ -201,7 +207,7 @@ SSE_JOB = (
     tags=["api"],
     summary="Follow a job's events (SSE), resumable with Last-Event-ID",
     parameters=[OpenApiParameter("Last-Event-ID", str, OpenApiParameter.HEADER)],
-    responses={(200, "text/event-stream"): OpenApiResponse(str, description=SSE_JOB)},
+    responses={(200, "text/event-stream"): OpenApiResponse(JOB_EVENT_REF, description=SSE_JOB)},
 )
 async def job_events_view(request, call: ApiCall, job_id):
     """``GET /api/v1/jobs/{id}/events``: the job's events as SSE, resumable by event id.

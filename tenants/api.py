@@ -12,6 +12,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
 from autoglm_site.fields import StrictCharField, StrictIntegerField
+from autoglm_site.schema import list_of
 
 from . import selectors, services
 from .apiviews import ApiView
@@ -68,7 +69,11 @@ class ApiKeyCreateInput(serializers.Serializer):
 
 
 class ApiKeyListCreateApi(ManagerView):
-    @extend_schema(responses=ApiKeyOutput(many=True), summary="List the organisation's keys")
+    @extend_schema(
+        responses=list_of(ApiKeyOutput, name="ApiKeyList", paged=False),
+        operation_id="api_v1_keys_list",
+        summary="List the organisation's keys",
+    )
     def get(self, request):
         keys = selectors.api_key_list(tenant=manager_tenant(request))
         return Response({"object": "list", "data": ApiKeyOutput(keys, many=True).data})
@@ -96,8 +101,41 @@ class ApiKeyRevokeApi(ManagerView):
         return Response(ApiKeyOutput(services.api_key_revoke(api_key=api_key)).data)
 
 
+class UsageDayOutput(serializers.Serializer):
+    date = serializers.DateField()
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+    requests = serializers.IntegerField()
+
+
+class UsageMonthOutput(serializers.Serializer):
+    total_tokens = serializers.IntegerField()
+    limit = serializers.IntegerField(allow_null=True)
+    remaining = serializers.IntegerField(allow_null=True)
+
+
+class LimitsOutput(serializers.Serializer):
+    requests_per_minute = serializers.IntegerField(allow_null=True)
+    tokens_per_minute = serializers.IntegerField(allow_null=True)
+    tokens_per_month = serializers.IntegerField(allow_null=True)
+    max_concurrent_jobs = serializers.IntegerField(allow_null=True)
+
+
+# The schema of the usage answer (built as a plain dict below).
+class UsageOutput(serializers.Serializer):
+    object = serializers.ChoiceField(choices=["usage"])
+    tenant = serializers.CharField()
+    daily = UsageDayOutput(many=True)
+    month = UsageMonthOutput()
+    limits = LimitsOutput()
+
+
 class UsageApi(ManagerView):
-    @extend_schema(summary="Tokens per day for the last 30 days, and the month against quota")
+    @extend_schema(
+        responses=UsageOutput,
+        summary="Tokens per day for the last 30 days, and the month against quota",
+    )
     def get(self, request):
         tenant = manager_tenant(request)
         used = selectors.usage_month(tenant=tenant)
