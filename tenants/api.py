@@ -5,6 +5,7 @@ owners and admins may manage keys or read usage. The browser UI builds on these 
 """
 
 from django.conf import settings
+from django.db import connection
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
@@ -17,6 +18,7 @@ from autoglm_site.schema import list_of
 from . import selectors, services
 from .apiviews import ApiView
 from .auth import ApiKeyAuthentication
+from .models import ApiKey
 from .roles import manager_tenant
 
 
@@ -50,16 +52,24 @@ class ApiKeyOutput(serializers.Serializer):
         return "api_key"
 
 
+def limit_field(name: str) -> StrictIntegerField:
+    """One of a key's own limits: none (null), or from 0 to the most its column can hold (a
+    larger number is a 400 naming it, not a database error)."""
+    column = ApiKey._meta.get_field(name).get_internal_type()
+    _, most = connection.ops.integer_field_range(column)
+    return StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=most)
+
+
 class ApiKeyCreateInput(serializers.Serializer):
     name = StrictCharField(max_length=50)
     expires_days = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=3650)
     allowed_models = serializers.ListField(
         child=StrictCharField(max_length=100), required=False, default=list
     )
-    requests_per_minute = StrictIntegerField(required=False, allow_null=True, min_value=0)
-    tokens_per_minute = StrictIntegerField(required=False, allow_null=True, min_value=0)
-    tokens_per_month = StrictIntegerField(required=False, allow_null=True, min_value=0)
-    max_concurrent_jobs = StrictIntegerField(required=False, allow_null=True, min_value=0)
+    requests_per_minute = limit_field("requests_per_minute")
+    tokens_per_minute = limit_field("tokens_per_minute")
+    tokens_per_month = limit_field("tokens_per_month")
+    max_concurrent_jobs = limit_field("max_concurrent_jobs")
 
     def validate_allowed_models(self, value: list[str]) -> list[str]:
         unknown = [m for m in value if m not in settings.AUTOGLM_MODELS]
