@@ -102,6 +102,12 @@ def test_it_refuses_a_key_limit_too_big_to_store(tenant_a, field, too_big):
     assert ApiKey.objects.get().__dict__[field] == too_big - 1
 
 
+def test_it_answers_a_key_id_with_a_nul_as_missing(tenant_a):
+    """Found by reading after the fuzz: PostgreSQL cannot compare text with a NUL, a 500."""
+    response = signed_in("alice").post("/api/v1/keys/a%00b/revoke")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
 def test_it_limits_a_key_to_its_allowed_models(tenant_a):
     secret = (
         signed_in("alice")
