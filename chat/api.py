@@ -21,7 +21,7 @@ from .presenters import JobOutput, MessageOutput, SessionOutput
 from .sampling import SamplingInput
 from .streaming import job_events, sse
 
-_EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+_EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 
 
 class PageInput(serializers.Serializer):
@@ -206,7 +206,19 @@ SSE_JOB = (
     operation_id="jobs_events",
     tags=["api"],
     summary="Follow a job's events (SSE), resumable with Last-Event-ID",
-    parameters=[OpenApiParameter("Last-Event-ID", str, OpenApiParameter.HEADER)],
+    parameters=[
+        OpenApiParameter(
+            name,
+            str,
+            location,
+            pattern=_EVENT_ID.pattern,
+            description="Resume after this event id (the header wins over the query parameter).",
+        )
+        for name, location in [
+            ("Last-Event-ID", OpenApiParameter.HEADER),
+            ("last_event_id", OpenApiParameter.QUERY),
+        ]
+    ],
     responses={(200, "text/event-stream"): OpenApiResponse(JOB_EVENT_REF, description=SSE_JOB)},
 )
 async def job_events_view(request, call: ApiCall, job_id):
@@ -220,10 +232,16 @@ async def job_events_view(request, call: ApiCall, job_id):
     return sse(_job_event_frames(job, after))
 
 
+_REDIS_ID_PART_MAX = 2**64 - 1  # each part of a Redis Stream id is a 64-bit unsigned number
+
+
 def check_event_id(value: str | None) -> str:
     if not value:
         return "0-0"
-    if not _EVENT_ID.match(value):
+    # fullmatch: ``$`` alone would let a trailing newline through.
+    if not _EVENT_ID.fullmatch(value) or any(
+        int(part) > _REDIS_ID_PART_MAX for part in value.split("-")
+    ):
         raise InvalidRequestError("Last-Event-ID is not an event id.", param="Last-Event-ID")
     return value
 

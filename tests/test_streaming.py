@@ -161,6 +161,27 @@ def test_it_rejects_a_malformed_last_event_id(http):
     assert response.json()["error"]["param"] == "Last-Event-ID"
 
 
+@pytest.mark.parametrize(
+    "event_id",
+    ["18446744073709551616-0", "0-18446744073709551616", "\u0661-0", "1-0\n"],
+    ids=["time past 2**64", "sequence past 2**64", "an Arabic-Indic digit", "a newline"],
+)
+def test_it_rejects_a_last_event_id_that_redis_would_refuse(http, event_id):
+    """Each looked like an id to the check but Redis refuses it: the stream broke after its 200
+    (XREAD's error mid-stream) instead of answering a 400."""
+    job = start_job(http, max_tokens=2)
+    events = f"/api/v1/jobs/{job['id']}/events"
+    response = http.get(events, params={"last_event_id": event_id})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "Last-Event-ID"
+    if event_id.isascii() and event_id.isprintable():
+        response = http.get(events, headers={"Last-Event-ID": event_id})
+        assert response.status_code == 400
+    largest = "18446744073709551615-18446744073709551615"  # still an id Redis takes
+    with http.stream("GET", events, headers={"Last-Event-ID": largest}) as response:
+        assert response.status_code == 200
+
+
 def test_it_hides_another_tenants_job_events(http, live_server_url, key_b):
     job = start_job(http, max_tokens=2)
     response = httpx.get(
