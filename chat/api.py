@@ -5,6 +5,7 @@ import re
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -19,7 +20,7 @@ from . import jobs, selectors, services
 from .models import ChatJob
 from .presenters import JobOutput, MessageOutput, SessionOutput
 from .sampling import SamplingInput
-from .streaming import job_events, sse
+from .streaming import job_events, seen_the_end, sse
 
 _EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 
@@ -219,16 +220,25 @@ SSE_JOB = (
             ("last_event_id", OpenApiParameter.QUERY),
         ]
     ],
-    responses={(200, "text/event-stream"): OpenApiResponse(JOB_EVENT_REF, description=SSE_JOB)},
+    responses={
+        (200, "text/event-stream"): OpenApiResponse(JOB_EVENT_REF, description=SSE_JOB),
+        204: OpenApiResponse(
+            description="The job has ended and `Last-Event-ID` is its last event."
+        ),
+    },
 )
 async def job_events_view(request, call: ApiCall, job_id):
     """``GET /api/v1/jobs/{id}/events``: the job's events as SSE, resumable by event id.
 
     A late subscriber gets everything from the start; one that sends ``Last-Event-ID`` gets
-    what came after that event. Disconnecting does not cancel the job (a reload resumes it).
+    what came after that event, or a 204 once it has the final one. Disconnecting does not
+    cancel the job (a reload resumes it).
     """
     after = check_event_id(request.headers.get("Last-Event-ID") or request.GET.get("last_event_id"))
     job = await sync_to_async(selectors.job_get)(tenant=call.tenant, job_id=job_id)
+    if await seen_the_end(job, after):
+        # Nothing more, ever: 204 is what tells EventSource to stop reconnecting.
+        return HttpResponse(status=status.HTTP_204_NO_CONTENT)
     return sse(_job_event_frames(job, after))
 
 
