@@ -43,7 +43,7 @@ from tests.conftest import DEMO_MODEL, api_client, wait_for_job
 pytestmark = pytest.mark.e2e
 
 IDLE_MODEL = "autoglm-idle"  # configured for the tests, served by no worker
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))  # per operation and generation mode
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))  # generated per operation, valid or not
 FEW_TOKENS = 8
 CHECKS = [
     not_a_server_error,
