@@ -223,11 +223,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # Two role enums exist (a stored message's, and OpenAI's with "developer"): the stored one
-    # keeps the name the schema has always given it.
-    "ENUM_NAME_OVERRIDES": {"RoleEnum": "chat.models.Message.Role"},
+    # keeps the name the schema has always given it. A list's "object" is "list" (schema.list_of).
+    "ENUM_NAME_OVERRIDES": {"RoleEnum": "chat.models.Message.Role", "ListObjectEnum": ["list"]},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "autoglm_site.schema.add_error_shape",
+        "chat.openai_api.document_input_limits",
     ],
 }
 

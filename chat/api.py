@@ -5,13 +5,14 @@ import re
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from autoglm_site.errors import InvalidRequestError
 from autoglm_site.fields import StrictCharField
-from autoglm_site.schema import ERROR_REF
+from autoglm_site.schema import ERROR_REF, ERRORS, JOB_EVENT_REF, list_of
 from tenants.apiviews import ApiCall, ApiView, async_api
 from tenants.auth import request_tenant
 
@@ -19,9 +20,9 @@ from . import jobs, selectors, services
 from .models import ChatJob
 from .presenters import JobOutput, MessageOutput, SessionOutput
 from .sampling import SamplingInput
-from .streaming import job_events, sse
+from .streaming import job_events, seen_the_end, sse
 
-_EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+_EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 
 
 class PageInput(serializers.Serializer):
@@ -82,7 +83,8 @@ class SessionListCreateApi(ApiView):
 
     @extend_schema(
         parameters=PAGE_PARAMETERS,
-        responses=SessionOutput(many=True),
+        responses=list_of(SessionOutput, name="SessionList", paged=True),
+        operation_id="api_v1_sessions_list",
         summary="List sessions, newest first",
     )
     def get(self, request):
@@ -131,7 +133,8 @@ class SessionMessagesApi(ApiView):
 
     @extend_schema(
         parameters=PAGE_PARAMETERS,
-        responses=MessageOutput(many=True),
+        responses=list_of(MessageOutput, name="MessageList", paged=True),
+        operation_id="api_v1_sessions_messages_list",
         summary="A session's history, oldest first",
     )
     def get(self, request, session_id):
@@ -149,6 +152,7 @@ class SessionMessagesApi(ApiView):
                 description="The session's previous answer is still queued or generating "
                 "(`conflict`): wait for its job to end, or cancel it, then post.",
             ),
+            429: OpenApiResponse(ERROR_REF, description=ERRORS["429"]),
         },
         summary="Post a user message; answers 202 with the job that will reply",
     )
@@ -208,24 +212,51 @@ SSE_JOB = (
     operation_id="jobs_events",
     tags=["api"],
     summary="Follow a job's events (SSE), resumable with Last-Event-ID",
-    parameters=[OpenApiParameter("Last-Event-ID", str, OpenApiParameter.HEADER)],
-    responses={(200, "text/event-stream"): OpenApiResponse(str, description=SSE_JOB)},
+    parameters=[
+        OpenApiParameter(
+            name,
+            str,
+            location,
+            pattern=_EVENT_ID.pattern,
+            description="Resume after this event id (the header wins over the query parameter).",
+        )
+        for name, location in [
+            ("Last-Event-ID", OpenApiParameter.HEADER),
+            ("last_event_id", OpenApiParameter.QUERY),
+        ]
+    ],
+    responses={
+        (200, "text/event-stream"): OpenApiResponse(JOB_EVENT_REF, description=SSE_JOB),
+        204: OpenApiResponse(
+            description="The job has ended and `Last-Event-ID` is its last event."
+        ),
+    },
 )
 async def job_events_view(request, call: ApiCall, job_id):
     """``GET /api/v1/jobs/{id}/events``: the job's events as SSE, resumable by event id.
 
     A late subscriber gets everything from the start; one that sends ``Last-Event-ID`` gets
-    what came after that event. Disconnecting does not cancel the job (a reload resumes it).
+    what came after that event, or a 204 once it has the final one. Disconnecting does not
+    cancel the job (a reload resumes it).
     """
     after = check_event_id(request.headers.get("Last-Event-ID") or request.GET.get("last_event_id"))
     job = await sync_to_async(selectors.job_get)(tenant=call.tenant, job_id=job_id)
+    if await seen_the_end(job, after):
+        # Nothing more, ever: 204 is what tells EventSource to stop reconnecting.
+        return HttpResponse(status=status.HTTP_204_NO_CONTENT)
     return sse(_job_event_frames(job, after))
+
+
+_REDIS_ID_PART_MAX = 2**64 - 1  # each part of a Redis Stream id is a 64-bit unsigned number
 
 
 def check_event_id(value: str | None) -> str:
     if not value:
         return "0-0"
-    if not _EVENT_ID.match(value):
+    # fullmatch: ``$`` alone would let a trailing newline through.
+    if not _EVENT_ID.fullmatch(value) or any(
+        int(part) > _REDIS_ID_PART_MAX for part in value.split("-")
+    ):
         raise InvalidRequestError("Last-Event-ID is not an event id.", param="Last-Event-ID")
     return value
 

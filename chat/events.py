@@ -126,6 +126,18 @@ async def stream_exists(job_id) -> bool:
         return bool(await async_redis_client().exists(stream_key(job_id)))
 
 
+async def stream_end(job_id) -> str | None:
+    """The id of the stream's final event; None while it has none (or there is no stream)."""
+    last = await async_redis_client().xrevrange(stream_key(job_id), count=1)
+    return last[0][0] if last and last[0][1].get("type") in FINAL else None
+
+
+def id_order(event_id: str) -> tuple[int, int]:
+    """An event id as numbers, to compare: "1700000000000-3" -> (1700000000000, 3)."""
+    time_ms, _, sequence = event_id.partition("-")
+    return int(time_ms), int(sequence)
+
+
 # Event streams this process is relaying now: together they share AUTOGLM_STREAM_EVENTS_PER_S.
 _relaying = 0
 # However many streams share the budget, each is read at least this often.

@@ -22,7 +22,13 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from autoglm_site.fields import StrictBooleanField, StrictCharField, StrictIntegerField
-from autoglm_site.schema import COMPLETION_REF, ERROR_REF, ERRORS
+from autoglm_site.schema import (
+    COMPLETION_EVENT_REF,
+    COMPLETION_REF,
+    ERROR_REF,
+    ERRORS,
+    list_of,
+)
 from tenants.apiviews import ApiCall, ApiView, async_api
 from tenants.auth import ApiKeyAuthentication
 
@@ -49,8 +55,10 @@ ROLES = ("system", "developer", "user", "assistant")
             {"type": "string"},
             {
                 "type": "array",
+                "minItems": 1,
                 "items": {
                     "type": "object",
+                    "required": ["type", "text"],
                     "properties": {
                         "type": {"type": "string", "enum": ["text"]},
                         "text": {"type": "string"},
@@ -81,6 +89,11 @@ class ContentField(serializers.Field):
         return value
 
 
+@extend_schema_field({"type": "integer", "minimum": 1, "maximum": 1})
+class OnlyOneField(StrictIntegerField):
+    """``n``: how many answers; only one is made (``validate_n`` says so)."""
+
+
 class ChatMessageInput(serializers.Serializer):
     role = serializers.ChoiceField(choices=ROLES)
     content = ContentField()
@@ -99,7 +112,7 @@ class ChatCompletionInput(SamplingInput):
     messages = ChatMessageInput(many=True, allow_empty=False)
     max_completion_tokens = max_tokens_field(allow_null=True)  # OpenAI's newer max_tokens
     stop = StopField(required=False, allow_null=True)
-    n = StrictIntegerField(required=False, allow_null=True)
+    n = OnlyOneField(required=False, allow_null=True)
     stream = StrictBooleanField(required=False, allow_null=True, default=False)
     stream_options = StreamOptionsInput(required=False, allow_null=True)
     user = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=256)
@@ -177,9 +190,10 @@ SSE_COMPLETION = (
     summary="Create a chat completion (OpenAI-compatible)",
     responses={
         (200, "application/json"): OpenApiResponse(COMPLETION_REF, description=SSE_COMPLETION),
-        (200, "text/event-stream"): str,
+        (200, "text/event-stream"): OpenApiResponse(COMPLETION_EVENT_REF),
         429: OpenApiResponse(ERROR_REF, description=ERRORS["429"]),
         500: OpenApiResponse(ERROR_REF, description="The job failed on the worker."),
+        504: OpenApiResponse(ERROR_REF, description="The job ran out of time (`timeout`)."),
     },
 )
 async def chat_completions(request, call: ApiCall) -> HttpResponse:
@@ -325,6 +339,18 @@ def frame(payload: dict) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
+def document_input_limits(result, generator, request, public):
+    """drf-spectacular post-processing hook: two limits the serializers check that their schema
+    cannot show. A completion needs a message (``allow_empty=False`` on a list serializer), and
+    ``top_p`` must be more than 0 (``validate_top_p``; drf-spectacular drops an
+    ``exclusiveMinimum`` beside ``min_value``)."""
+    schemas = result["components"]["schemas"]
+    schemas["ChatCompletionRequest"]["properties"]["messages"]["minItems"] = 1
+    for name in ("ChatCompletionRequest", "SamplingInput", "MessageInput"):
+        schemas[name]["properties"]["top_p"]["exclusiveMinimum"] = True
+    return result
+
+
 class ModelOutput(serializers.Serializer):
     id = serializers.CharField()
     object = serializers.CharField(default="model")
@@ -337,7 +363,11 @@ class ModelListApi(ApiView):
 
     authentication_classes = [ApiKeyAuthentication]  # the OpenAI surface takes keys only
 
-    @extend_schema(responses=ModelOutput(many=True), summary="List models (OpenAI-compatible)")
+    @extend_schema(
+        responses=list_of(ModelOutput, name="ModelList", paged=False),
+        operation_id="v1_models_list",
+        summary="List models (OpenAI-compatible)",
+    )
     def get(self, request):
         return Response({"object": "list", "data": [_model(m) for m in _models_for(request)]})
 

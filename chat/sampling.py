@@ -32,8 +32,13 @@ def max_tokens_field(**kwargs) -> StrictIntegerField:
 @extend_schema_field(
     {
         "oneOf": [
-            {"type": "string"},
-            {"type": "array", "items": {"type": "string"}, "maxItems": MAX_STOP_SEQUENCES},
+            {"type": "string", "minLength": 1},
+            {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1},
+                "minItems": 1,
+                "maxItems": MAX_STOP_SEQUENCES,
+            },
         ]
     }
 )

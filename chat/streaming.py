@@ -29,16 +29,38 @@ def _close_connections() -> None:
             connection.close()
 
 
+REPLAY_END = "0-2"  # the id of the last event of a replay from the database
+
+
 def final_events(job: ChatJob) -> list[events.Event]:
     """A finished job's events rebuilt from the database, for when its stream is gone."""
     result = []
     if job.output:
         result.append(events.Event("0-1", *events.token_event(job.output)))
     if job.status == ChatJob.Status.FAILED:
-        result.append(events.Event("0-2", *events.error_event(job)))
+        result.append(events.Event(REPLAY_END, *events.error_event(job)))
     else:
-        result.append(events.Event("0-2", *events.done_event(job)))
+        result.append(events.Event(REPLAY_END, *events.done_event(job)))
     return result
+
+
+def _replay(job: ChatJob, after: str) -> list[events.Event]:
+    return [
+        event for event in final_events(job) if events.id_order(event.id) > events.id_order(after)
+    ]
+
+
+async def seen_the_end(job: ChatJob, after: str) -> bool:
+    """Whether a reader that has the events up to ``after`` has the job's final event, so that
+    nothing is left to send it, ever (a resume after the end, or after an id past it)."""
+    if not job.is_finished:
+        return False
+    end = await events.stream_end(job.id)
+    if end is None:
+        if await events.stream_exists(job.id):
+            return False  # the final event is published just after the job's row is saved
+        end = REPLAY_END
+    return events.id_order(after) >= events.id_order(end)
 
 
 async def job_events(
@@ -54,6 +76,10 @@ async def job_events(
     open stream must not hold one of the database's few connections for minutes.
     """
     await release_database()
+    if job.is_finished and not await events.stream_exists(job.id):
+        for replayed in _replay(job, after):  # at once, not after the first idle wait
+            yield replayed
+        return
     async for event in events.read_events(job.id, after=after):
         if event is not None:
             yield event
@@ -63,8 +89,10 @@ async def job_events(
         if fresh is None:
             return  # deleted with its tenant
         if fresh.is_finished and not await events.stream_exists(job.id):
-            for replayed in final_events(fresh):
+            for replayed in _replay(fresh, after):
                 yield replayed
             return
+        if await seen_the_end(fresh, after):
+            return  # ``after`` is past the final event: nothing will come
         if keepalive:
             yield None

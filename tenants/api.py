@@ -5,6 +5,7 @@ owners and admins may manage keys or read usage. The browser UI builds on these 
 """
 
 from django.conf import settings
+from django.db import connection
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
@@ -12,10 +13,12 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
 from autoglm_site.fields import StrictCharField, StrictIntegerField
+from autoglm_site.schema import list_of
 
 from . import selectors, services
 from .apiviews import ApiView
 from .auth import ApiKeyAuthentication
+from .models import ApiKey
 from .roles import manager_tenant
 
 
@@ -49,16 +52,24 @@ class ApiKeyOutput(serializers.Serializer):
         return "api_key"
 
 
+def limit_field(name: str) -> StrictIntegerField:
+    """One of a key's own limits: none (null), or from 0 to the most its column can hold (a
+    larger number is a 400 naming it, not a database error)."""
+    column = ApiKey._meta.get_field(name).get_internal_type()
+    _, most = connection.ops.integer_field_range(column)
+    return StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=most)
+
+
 class ApiKeyCreateInput(serializers.Serializer):
     name = StrictCharField(max_length=50)
     expires_days = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=3650)
     allowed_models = serializers.ListField(
         child=StrictCharField(max_length=100), required=False, default=list
     )
-    requests_per_minute = StrictIntegerField(required=False, allow_null=True, min_value=0)
-    tokens_per_minute = StrictIntegerField(required=False, allow_null=True, min_value=0)
-    tokens_per_month = StrictIntegerField(required=False, allow_null=True, min_value=0)
-    max_concurrent_jobs = StrictIntegerField(required=False, allow_null=True, min_value=0)
+    requests_per_minute = limit_field("requests_per_minute")
+    tokens_per_minute = limit_field("tokens_per_minute")
+    tokens_per_month = limit_field("tokens_per_month")
+    max_concurrent_jobs = limit_field("max_concurrent_jobs")
 
     def validate_allowed_models(self, value: list[str]) -> list[str]:
         unknown = [m for m in value if m not in settings.AUTOGLM_MODELS]
@@ -68,7 +79,11 @@ class ApiKeyCreateInput(serializers.Serializer):
 
 
 class ApiKeyListCreateApi(ManagerView):
-    @extend_schema(responses=ApiKeyOutput(many=True), summary="List the organisation's keys")
+    @extend_schema(
+        responses=list_of(ApiKeyOutput, name="ApiKeyList", paged=False),
+        operation_id="api_v1_keys_list",
+        summary="List the organisation's keys",
+    )
     def get(self, request):
         keys = selectors.api_key_list(tenant=manager_tenant(request))
         return Response({"object": "list", "data": ApiKeyOutput(keys, many=True).data})
@@ -96,8 +111,41 @@ class ApiKeyRevokeApi(ManagerView):
         return Response(ApiKeyOutput(services.api_key_revoke(api_key=api_key)).data)
 
 
+class UsageDayOutput(serializers.Serializer):
+    date = serializers.DateField()
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+    requests = serializers.IntegerField()
+
+
+class UsageMonthOutput(serializers.Serializer):
+    total_tokens = serializers.IntegerField()
+    limit = serializers.IntegerField(allow_null=True)
+    remaining = serializers.IntegerField(allow_null=True)
+
+
+class LimitsOutput(serializers.Serializer):
+    requests_per_minute = serializers.IntegerField(allow_null=True)
+    tokens_per_minute = serializers.IntegerField(allow_null=True)
+    tokens_per_month = serializers.IntegerField(allow_null=True)
+    max_concurrent_jobs = serializers.IntegerField(allow_null=True)
+
+
+# The schema of the usage answer (built as a plain dict below).
+class UsageOutput(serializers.Serializer):
+    object = serializers.ChoiceField(choices=["usage"])
+    tenant = serializers.CharField()
+    daily = UsageDayOutput(many=True)
+    month = UsageMonthOutput()
+    limits = LimitsOutput()
+
+
 class UsageApi(ManagerView):
-    @extend_schema(summary="Tokens per day for the last 30 days, and the month against quota")
+    @extend_schema(
+        responses=UsageOutput,
+        summary="Tokens per day for the last 30 days, and the month against quota",
+    )
     def get(self, request):
         tenant = manager_tenant(request)
         used = selectors.usage_month(tenant=tenant)

@@ -27,7 +27,10 @@ def api_key_list(*, tenant: Tenant) -> QuerySet[ApiKey]:
 
 def api_key_get(*, tenant: Tenant, prefix: str) -> ApiKey:
     """The tenant's key with this prefix; a missing or foreign prefix raises the same 404."""
-    api_key = ApiKey.objects.filter(tenant=tenant, prefix=prefix).first()
+    # No key has a NUL in its prefix, and PostgreSQL refuses to compare text holding one.
+    api_key = (
+        None if "\x00" in prefix else ApiKey.objects.filter(tenant=tenant, prefix=prefix).first()
+    )
     if api_key is None:
         raise NotFoundError(f"No API key with id {prefix}.")
     return api_key

@@ -81,6 +81,33 @@ def test_it_checks_key_input(tenant_a):
     assert ApiKey.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    "field, too_big",
+    [
+        ("requests_per_minute", 2**31),
+        ("tokens_per_minute", 2**31),
+        ("max_concurrent_jobs", 2**31),
+        ("tokens_per_month", 2**63),
+    ],
+)
+def test_it_refuses_a_key_limit_too_big_to_store(tenant_a, field, too_big):
+    """Found by the schema fuzz: a limit past its database column was a 500 (DataError)."""
+    alice = signed_in("alice")
+    payload = {"name": "k", field: too_big}
+    response = alice.post("/api/v1/keys", payload, content_type="application/json")
+    assert response.status_code == 400 and response.json()["error"]["param"] == field
+    payload[field] = too_big - 1  # the largest the column holds
+    response = alice.post("/api/v1/keys", payload, content_type="application/json")
+    assert response.status_code == 201 and response.json()[field] == too_big - 1
+    assert ApiKey.objects.get().__dict__[field] == too_big - 1
+
+
+def test_it_answers_a_key_id_with_a_nul_as_missing(tenant_a):
+    """Found by reading after the fuzz: PostgreSQL cannot compare text with a NUL, a 500."""
+    response = signed_in("alice").post("/api/v1/keys/a%00b/revoke")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
 def test_it_limits_a_key_to_its_allowed_models(tenant_a):
     secret = (
         signed_in("alice")

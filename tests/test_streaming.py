@@ -11,6 +11,8 @@ import uuid
 import httpx
 import pytest
 
+from autoglm_site.redisconn import redis_client
+from chat.events import stream_key
 from chat.models import ChatJob
 
 from .conftest import wait_for_job
@@ -127,6 +129,44 @@ def test_it_resumes_events_after_the_last_event_id(http):
     assert json.loads(rest[-1]["data"])["usage"] == done["usage"]
 
 
+def resume(http, job_id: str, after: str) -> list[dict] | None:
+    """The events after ``after``, or None for a 204 (nothing more, ever). A stream that does
+    not end within 5 s raises ReadTimeout (keep-alives come every 15 s)."""
+    events = f"/api/v1/jobs/{job_id}/events"
+    headers = {"Last-Event-ID": after}
+    with http.stream("GET", events, headers=headers, timeout=5) as response:
+        if response.status_code == 204:
+            return None
+        assert response.status_code == 200
+        return [event for event in sse_events(response) if "event" in event]
+
+
+def test_it_answers_204_to_a_stream_resumed_after_the_final_event(http):
+    """An SSE client reconnects when a stream ends (EventSource does), with the final event's
+    id. Nothing is left to send: a 204 (which tells EventSource to stop), not a stream left
+    open on keep-alives."""
+    job = start_job(http, max_tokens=4)
+    wait_for_job(http, job["id"])
+    everything = resume(http, job["id"], "0-0")
+    assert everything[-1]["event"] == "done"
+    assert resume(http, job["id"], everything[-1]["id"]) is None
+    assert resume(http, job["id"], "18446744073709551615-0") is None  # past anything
+    assert resume(http, job["id"], everything[-2]["id"]) == everything[-1:]
+
+
+def test_it_replays_a_stream_from_the_database_at_once_and_resumes_it_without_repeats(http):
+    """Once Redis no longer has the stream, a finished job is replayed from the database as
+    events 0-1 (its text) and 0-2 (its end). The replay waited for the first keep-alive tick
+    (15 s), and a resume after one of its events repeated both."""
+    job = start_job(http, max_tokens=4)
+    wait_for_job(http, job["id"])
+    redis_client().delete(stream_key(job["id"]))
+    replayed = resume(http, job["id"], "0-0")
+    assert [event["id"] for event in replayed] == ["0-1", "0-2"]
+    assert resume(http, job["id"], "0-1") == replayed[1:]
+    assert resume(http, job["id"], "0-2") is None
+
+
 def test_it_replays_everything_to_a_late_subscriber(http):
     job = start_job(http, max_tokens=20)
     done = wait_for_job(http, job["id"])
@@ -161,6 +201,28 @@ def test_it_rejects_a_malformed_last_event_id(http):
     response = http.get(f"/api/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": "x"})
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "Last-Event-ID"
+
+
+@pytest.mark.parametrize(
+    "event_id",
+    ["18446744073709551616-0", "0-18446744073709551616", "\u0661-0", "1-0\n"],
+    ids=["time past 2**64", "sequence past 2**64", "an Arabic-Indic digit", "a newline"],
+)
+def test_it_rejects_a_last_event_id_that_redis_would_refuse(http, event_id):
+    """Each looked like an id to the check but Redis refuses it: the stream broke after its 200
+    (XREAD's error mid-stream) instead of answering a 400."""
+    job = start_job(http, max_tokens=2)
+    events = f"/api/v1/jobs/{job['id']}/events"
+    response = http.get(events, params={"last_event_id": event_id})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "Last-Event-ID"
+    if event_id.isascii() and event_id.isprintable():
+        response = http.get(events, headers={"Last-Event-ID": event_id})
+        assert response.status_code == 400
+    largest = "18446744073709551615-18446744073709551615"  # still an id Redis takes
+    with http.stream("GET", events, headers={"Last-Event-ID": largest}) as response:
+        # A stream while the job runs; once it has ended, nothing is after that id.
+        assert response.status_code in (200, 204)
 
 
 def test_it_hides_another_tenants_job_events(http, live_server_url, key_b):
