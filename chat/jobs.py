@@ -101,18 +101,26 @@ def job_start(*, job_id: str, worker: str) -> ChatJob | None:
     Each claim counts an attempt; the attempt number is the claim's token: the job's ending is
     written only by the attempt that still holds it (see ``job_finish``).
     """
-    updated = ChatJob.objects.filter(pk=job_id, status=ChatJob.Status.QUEUED).update(
-        status=ChatJob.Status.RUNNING,
-        started_at=timezone.now(),
-        attempts=F("attempts") + 1,
-        worker=worker,
-    )
-    if not updated:
-        return None
-    job = ChatJob.objects.select_related("tenant", "api_key", "session", "user_message").get(
-        pk=job_id
-    )
-    job_lease_renew(job=job, starting=True)
+    # The claim and its read commit together: an outage between them leaves the job queued
+    # (the sweeper sends it again), never claimed by a task that is gone.
+    with transaction.atomic():
+        updated = ChatJob.objects.filter(pk=job_id, status=ChatJob.Status.QUEUED).update(
+            status=ChatJob.Status.RUNNING,
+            started_at=timezone.now(),
+            attempts=F("attempts") + 1,
+            worker=worker,
+        )
+        if not updated:
+            return None
+        job = ChatJob.objects.select_related("tenant", "api_key", "session", "user_message").get(
+            pk=job_id
+        )
+    try:
+        job_lease_renew(job=job, starting=True)
+    except RedisError:
+        # Redis is down: the run meets the outage at its next Redis call and is queued again
+        # then; raising here would leave the job running on a live worker that dropped it.
+        logger.warning("job started without taking its slot back", extra={"job_id": job_id})
     return job
 
 

@@ -340,3 +340,19 @@ def test_a_dead_workers_job_that_was_cancelled_ends_instead_of_running_again(
         report = sweep_past_the_ttl()
     assert report.cancelled == [job["id"]]
     assert ChatJob.objects.get(pk=job["id"]).status == "cancelled"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_claimed_while_redis_is_down_is_not_left_running_on_a_live_worker(
+    client_a, monkeypatch
+):
+    # Found by make chaos: the claim was written, then taking the slot back raised, and the
+    # task ended with the job `running` on a live worker, which the sweeper leaves alone.
+    from autoglm_site import redisconn
+    from devtools.processes import free_port
+
+    job = new_job(client_a, model="autoglm-idle")
+    nowhere = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    monkeypatch.setattr(redisconn, "_sync_client", nowhere)
+    claimed = jobs.job_start(job_id=job["id"], worker="live-worker")  # must not raise
+    assert claimed is not None and claimed.status == "running"
