@@ -7,7 +7,6 @@ the job's final event.
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
@@ -19,6 +18,7 @@ from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
 from autoglm_site.celery import app
+from autoglm_site.retrying import retry_through_outage
 from tenants import quotas
 from tenants.models import ApiKey, Tenant, UsageRecord
 
@@ -415,17 +415,13 @@ def _when_redis_answers(what: str, job_id: str, write: Callable[[], object]) -> 
         logger.warning(
             f"{what} deferred: Redis unavailable", extra={"job_id": job_id, "error": str(exc)}
         )
-        threading.Thread(target=_retry_until, args=(what, job_id, write), daemon=True).start()
+        threading.Thread(
+            target=_retry_in_background, args=(what, job_id, write), daemon=True
+        ).start()
 
 
-def _retry_until(what: str, job_id: str, write: Callable[[], object]) -> None:
-    deadline = time.monotonic() + settings.AUTOGLM_FINAL_WRITE_RETRY_S
-    delay = 0.25
-    while time.monotonic() + delay < deadline:
-        time.sleep(delay)
-        try:
-            write()
-            return
-        except RedisError:
-            delay = min(delay * 2, 5.0)
-    logger.error(f"{what} given up: Redis unavailable", extra={"job_id": job_id})
+def _retry_in_background(what: str, job_id: str, write: Callable[[], object]) -> None:
+    try:
+        retry_through_outage(write, errors=(RedisError,))
+    except RedisError:
+        logger.error(f"{what} given up: Redis unavailable", extra={"job_id": job_id})

@@ -20,6 +20,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from autoglm_site.retrying import retry_through_outage
 from autoglm_site.tracing import trace_id_var
 from chat import events, jobs
 from chat.model_status import model_refused
@@ -219,25 +220,20 @@ def _persist(job: ChatJob, result: GenerationResult, dropped: int) -> None:
 
 def _stored(write: Callable[[], object]) -> None:
     """Run a job's final write, again and again while the database is unreachable (restarting,
-    failing over), for up to AUTOGLM_FINAL_WRITE_RETRY_S: a job whose answer is done must not
-    stay ``running`` because one write failed. Each try is its own transaction on a fresh
-    connection; the write is idempotent (a finished job is left as it is)."""
-    deadline = time.monotonic() + settings.AUTOGLM_FINAL_WRITE_RETRY_S
-    delay = 0.25
-    while True:
-        try:
-            write()
-            return
-        except (OperationalError, InterfaceError) as exc:
-            if time.monotonic() + delay > deadline:
-                raise
-            logger.warning(
-                "database unavailable for a job's final write; retrying",
-                extra={"error": str(exc), "retry_in_s": delay},
-            )
-            connection.close()
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    failing over): a job whose answer is done must not stay ``running`` because one write
+    failed. Each try is its own transaction on a fresh connection; the write is idempotent (a
+    finished job is left as it is)."""
+
+    def fresh_connection(exc: BaseException, delay: float) -> None:
+        logger.warning(
+            "database unavailable for a job's final write; retrying",
+            extra={"error": str(exc), "retry_in_s": delay},
+        )
+        connection.close()
+
+    retry_through_outage(
+        write, errors=(OperationalError, InterfaceError), before_retry=fresh_connection
+    )
 
 
 # -- how a job fails ---------------------------------------------------------------------------

@@ -36,15 +36,6 @@ class TokenPublisher:
         if not done.wait(timeout):
             logger.warning("token publisher flush timed out")
 
-    def _recheck_watched(self) -> None:
-        with self._lock:
-            watched = list(self._watched)
-        for job_id in watched:
-            if events.cancel_requested(job_id):
-                with self._lock:
-                    if job_id in self._watched:
-                        self._cancelled.add(job_id)
-
     def _run(self) -> None:
         client = redis_client()
         while True:
