@@ -395,6 +395,7 @@ def _job_ended(job: ChatJob) -> None:
         "reserved": job.reserved_tokens,
         "actual": prompt + completion,
         "admitted_at": job.created_at,
+        "ended_at": job.finished_at,
     }
     transaction.on_commit(
         lambda: _when_redis_answers("settlement", str(job.id), lambda: quotas.settle(**settlement))

@@ -23,6 +23,7 @@ class ScopeKeys:
     tokens: str  # sorted set: the same log, for the tokens window
     token_amounts: str  # hash: job id -> the tokens it holds in the window
     month: str  # counter: the tokens of the calendar month
+    month_seeded: str  # when the month counter was last seeded from the ledger (ms)
     leases: str  # sorted set: job id scored by when its concurrency lease expires (ms)
 
     @classmethod
@@ -33,6 +34,7 @@ class ScopeKeys:
             tokens=f"{base}:tok",
             token_amounts=f"{base}:tokamt",
             month=f"{base}:month:{month}",
+            month_seeded=f"{base}:month:{month}:seeded",
             leases=f"{base}:leases",
         )
 
@@ -92,8 +94,9 @@ local function window_trim(now, req, tok, amt)
 end
 """
 
-# ARGV: now_ms, job_id, reserve, lease_ttl_ms, month_ttl_s,
-#       then per scope: rpm, tpm, monthly, concurrent, month_seed (-1 = unlimited / no seed)
+# ARGV: now_ms, job_id, reserve, lease_ttl_ms, month_ttl_s, seed_read_ms (when the seeds were
+#       read from the ledger), then per scope: rpm, tpm, monthly, concurrent, month_seed (-1 =
+#       unlimited / no seed)
 # Returns {1, windows} when admitted, {0, windows, reason, scope_index, retry_ms} when not;
 # windows: one window_stats per scope, read before this request.
 _ADMIT = (
@@ -104,21 +107,24 @@ local id = ARGV[2]
 local reserve = tonumber(ARGV[3])
 local lease_ttl = tonumber(ARGV[4])
 local month_ttl = tonumber(ARGV[5])
-local nscopes = #KEYS / 5
+local seed_read = ARGV[6]
+local nscopes = #KEYS / 6
 
 local windows = {}
 local denied = nil
 for s = 0, nscopes - 1 do
-  local k = s * 5
-  local req, tok, amt, month, leases = unpack(KEYS, k + 1, k + 5)
-  local a = 6 + s * 5
+  local k = s * 6
+  local req, tok, amt, month, seeded, leases = unpack(KEYS, k + 1, k + 6)
+  local a = 7 + s * 5
   local rpm, tpm = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   local monthly, conc, seed = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
   window_trim(now, req, tok, amt)
   local stats = window_stats(now, req, tok, amt)
   local requests, req_reset, tokens, tok_reset = stats[1], stats[2], stats[3], stats[4]
   redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
-  if seed >= 0 then redis.call('SET', month, seed, 'NX', 'EX', month_ttl) end
+  if seed >= 0 and redis.call('SET', month, seed, 'NX', 'EX', month_ttl) then
+    redis.call('SET', seeded, seed_read, 'EX', month_ttl)
+  end
   local month_used = tonumber(redis.call('GET', month) or '0')
   table.insert(windows, stats)
   if not denied then
@@ -138,8 +144,8 @@ if denied then
   return {0, windows, denied[1], denied[2], denied[3]}
 end
 for s = 0, nscopes - 1 do
-  local k = s * 5
-  local req, tok, amt, month, leases = unpack(KEYS, k + 1, k + 5)
+  local k = s * 6
+  local req, tok, amt, month, seeded, leases = unpack(KEYS, k + 1, k + 6)
   redis.call('ZADD', req, now, id)
   redis.call('PEXPIRE', req, window)
   redis.call('ZADD', tok, now, id)
@@ -170,21 +176,25 @@ return windows
 )
 
 # KEYS: the job's settled marker (the lead key), then per scope. ARGV: job_id, reserved, actual,
-# the marker's TTL. Releases the job's lease and settles its reservation to its real use, once:
-# the marker makes a second call (a retried final write, say) change nothing.
+# the marker's TTL, when the job ended (ms). Releases the job's lease and settles its
+# reservation to its real use, once: the marker makes a second call (a retried final write,
+# say) change nothing. A month seeded from the ledger after the job ended holds its real use
+# already (the ledger has its row), so its counter is left alone.
 _SETTLE = """
 local id, reserved, actual = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local ended = tonumber(ARGV[5])
 local first = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[4])
-for s = 0, (#KEYS - 1) / 3 - 1 do
-  local k = 1 + s * 3
-  local amt, month, leases = unpack(KEYS, k + 1, k + 3)
+for s = 0, (#KEYS - 1) / 4 - 1 do
+  local k = 1 + s * 4
+  local amt, month, seeded, leases = unpack(KEYS, k + 1, k + 4)
+  local seeded_at = tonumber(redis.call('GET', seeded) or '0')
   redis.call('ZREM', leases, id)
   if first then
     if redis.call('HEXISTS', amt, id) == 1 then
       redis.call('HSET', amt, id, actual)
     end
     local delta = actual - reserved
-    if delta ~= 0 and redis.call('EXISTS', month) == 1 then
+    if delta ~= 0 and seeded_at < ended and redis.call('EXISTS', month) == 1 then
       local now_used = redis.call('INCRBY', month, delta)
       if now_used < 0 then redis.call('SET', month, 0, 'KEEPTTL') end
     end
@@ -250,8 +260,11 @@ class QuotaScript:
 
 
 # KEYS per scope: requests log, tokens log, token amounts, month counter, leases.
-ADMIT = QuotaScript(_ADMIT, scope_keys=("requests", "tokens", "token_amounts", "month", "leases"))
+ADMIT = QuotaScript(
+    _ADMIT,
+    scope_keys=("requests", "tokens", "token_amounts", "month", "month_seeded", "leases"),
+)
 PEEK = QuotaScript(_PEEK, scope_keys=("requests", "tokens", "token_amounts"))
-SETTLE = QuotaScript(_SETTLE, scope_keys=("token_amounts", "month", "leases"))
+SETTLE = QuotaScript(_SETTLE, scope_keys=("token_amounts", "month", "month_seeded", "leases"))
 EXTEND = QuotaScript(_EXTEND, scope_keys=("token_amounts", "month"))
 RENEW = QuotaScript(_RENEW, scope_keys=("leases",))

@@ -205,21 +205,29 @@ def admit(
         for scope in scopes:
             pipe.exists(scope.keys(month).month)
         present = pipe.execute()
+    seeds = [
+        UNLIMITED if exists else scope.month_seed(now, reserved_in_flight)
+        for scope, exists in zip(scopes, present, strict=True)
+    ]
     args: list[int | str] = [
         int(time.time() * 1000),
         job_id,
         reserve_tokens,
         settings.AUTOGLM_QUEUED_LEASE_TTL * 1000,
         _month_seconds_left(now) + 86400 * 7,
+        # When the seeds were read, taken after: a job ending about then is left off by its
+        # settlement, which can only overcharge it (by its unused reservation), never let the
+        # month be overspent.
+        int(time.time() * 1000),
     ]
-    for scope, exists in zip(scopes, present, strict=True):
+    for scope, seed in zip(scopes, seeds, strict=True):
         args.extend(
             [
                 scope.requests_per_minute,
                 scope.tokens_per_minute,
                 scope.tokens_per_month,
                 scope.max_concurrent_jobs,
-                UNLIMITED if exists else scope.month_seed(now, reserved_in_flight),
+                seed,
             ]
         )
     admitted, reply, *refusal = ADMIT(_keys(scopes, month), args)
@@ -314,13 +322,17 @@ def settle(
     reserved: int,
     actual: int,
     admitted_at: datetime | None = None,
+    ended_at: datetime | None = None,
 ) -> None:
     """Release a job's lease and settle its token reservation to what it really used, in the
-    month it was admitted in (``admitted_at``; None: now), whose counter holds the reservation."""
+    month it was admitted in (``admitted_at``; None: now), whose counter holds the reservation.
+    ``ended_at`` (None: now): a month counter seeded from the ledger after that already holds
+    the job's real use, and is left as it is."""
     month = _month(admitted_at or timezone.now())
+    ended_ms = int((ended_at or timezone.now()).timestamp() * 1000)
     SETTLE(
         _keys(scopes_for(tenant, api_key), month),
         # The settlement mark lives as long as the job's other Redis state after its end.
-        [job_id, reserved, actual, settings.AUTOGLM_STREAM_TTL],
+        [job_id, reserved, actual, settings.AUTOGLM_STREAM_TTL, ended_ms],
         lead=(f"autoglm:quota:settled:{job_id}",),
     )

@@ -356,3 +356,33 @@ def test_a_job_claimed_while_redis_is_down_is_not_left_running_on_a_live_worker(
     monkeypatch.setattr(redisconn, "_sync_client", nowhere)
     claimed = jobs.job_start(job_id=job["id"], worker="live-worker")  # must not raise
     assert claimed is not None and claimed.status == "running"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_settlement_deferred_past_a_reseed_does_not_take_the_reservation_off_twice(
+    client_a, tenant_a, monkeypatch
+):
+    # Found by make chaos (1,562 tokens apart): a job ended while Redis was down, Redis came
+    # back empty, an admission reseeded the month from the ledger (which holds the job), and
+    # then the deferred settlement took the job's reservation off that counter again.
+    from autoglm_site import redisconn
+    from devtools.processes import free_port
+    from tenants import selectors
+
+    job = new_job(client_a, model="autoglm-idle", max_tokens=100)
+    row = jobs.job_start(job_id=job["id"], worker="test")
+    real = redisconn.redis_client()
+    nowhere = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    monkeypatch.setattr(redisconn, "_sync_client", nowhere)  # Redis goes away...
+    settled = []
+    monkeypatch.setattr(jobs, "_retry_in_background", lambda *args: settled.append(args))
+    jobs.job_fail(job=row, reason="test", attempt=row.attempts, produced=("x", 7, 3))
+    monkeypatch.setattr(redisconn, "_sync_client", real)  # ...and comes back empty
+    month_key = quotas.scopes_for(tenant_a, None)[0].keys(quotas._month()).month
+    real.delete(month_key)
+    second = new_job(client_a, model="autoglm-idle", max_tokens=50)  # reseeds the month
+    for *_, write in settled:  # the deferred settlement (and final event) land now
+        write()
+    second_reserved = ChatJob.objects.get(pk=second["id"]).reserved_tokens
+    ledger = selectors.usage_month(tenant=tenant_a)
+    assert int(real.get(month_key)) == ledger + second_reserved
