@@ -10,6 +10,7 @@ import random
 import sys
 import threading
 import time
+from collections import Counter
 
 from chaos.stack import ChaosStack
 
@@ -144,7 +145,7 @@ def _streams(stack: ChaosStack, tenant, key, secret: str, count: int):
 def _soak(stack: ChaosStack, tenant, key, secret: str, count: int):
     from chaos.checks import Outcome, held_slots, month_shortfall
     from chaos.load import api_client, short_completion
-    from chaos.resources import snapshot
+    from chaos.resources import fd_kinds, snapshot
 
     outcome = Outcome(f"soak: {count} short jobs")
     print(f"==> {outcome.name}")
@@ -162,14 +163,17 @@ def _soak(stack: ChaosStack, tenant, key, secret: str, count: int):
     asyncio.run(run(min(count, 300)))  # warm up: every thread, pool and connection made
     time.sleep(8)  # past the stream TTL
     before = snapshot(stack.worker_pids())
+    fds_before = sum((fd_kinds(pid) for pid in stack.worker_pids()), Counter())
     started = time.monotonic()
     codes = asyncio.run(run(count // 2))
     time.sleep(8)
     middle = snapshot(stack.worker_pids())
+    fds_middle = sum((fd_kinds(pid) for pid in stack.worker_pids()), Counter())
     codes += asyncio.run(run(count - count // 2))
     rate = count / (time.monotonic() - started - 8)
     time.sleep(8)
     after = snapshot(stack.worker_pids())
+    fds_after = sum((fd_kinds(pid) for pid in stack.worker_pids()), Counter())
     outcome.jobs = count
     outcome.statuses.update(str(code) for code in codes)
     outcome.wrong = sum(1 for code in codes if code != 200)
@@ -185,6 +189,12 @@ def _soak(stack: ChaosStack, tenant, key, secret: str, count: int):
     # higher (allocator caches).
     for name in ("worker fds", "db connections", "redis keys", "redis keys w/o TTL"):
         outcome.leaked += max(0, after[name] - max(before[name], middle[name]))
+    for half, grown in (
+        ("first", fds_middle - fds_before),
+        ("second", fds_after - (fds_before | fds_middle)),
+    ):
+        if grown:
+            outcome.notes.append(f"descriptors opened in the {half} half: {dict(grown)}")
     if after["worker RSS (MB)"] > before["worker RSS (MB)"] * 1.05:
         outcome.leaked += 1
         outcome.notes.append("worker memory grew by more than 5%")

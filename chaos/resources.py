@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from collections import Counter
 
 from django.db import connection
 
@@ -19,6 +21,26 @@ def worker_rss_mb(pid: int) -> float:
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def fd_kinds(pid: int) -> Counter[str]:
+    """What a process's descriptors point at: files by path, TCP sockets by remote port (so
+    a leak names itself: a Redis connection, a database one, a log file)."""
+    remote = {}
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{table}") as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                remote[fields[9]] = "tcp to port " + str(int(fields[2].rsplit(":", 1)[1], 16))
+    kinds: Counter[str] = Counter()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed while we looked
+        inode = re.fullmatch(r"socket:\[(\d+)\]", target)
+        kinds[remote.get(inode[1], "socket") if inode else re.sub(r":\[\d+\]", "", target)] += 1
+    return kinds
 
 
 def database_connections() -> int:
