@@ -1,6 +1,43 @@
+import multiprocessing
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
-from django.core.asgi import get_asgi_application
+
+def _share_metrics_between_web_processes() -> None:
+    """The web processes of one server add up their metrics in one directory (prometheus_client's
+    multiprocess mode), named after the server: uvicorn's ``--workers`` are children of one
+    master. It must be chosen before prometheus_client is imported. Directories of servers that
+    have stopped are removed, so a restart starts from zero. An operator's own
+    PROMETHEUS_MULTIPROC_DIR (gunicorn, which forks its workers) is kept as it is."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    parent = multiprocessing.parent_process()
+    server = parent.pid if parent is not None else os.getpid()
+    base = Path(tempfile.gettempdir()) / "autoglm-metrics"
+    for stale in base.glob("web-*"):
+        pid = stale.name.removeprefix("web-")
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    directory = base / f"web-{server}"
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
+
+
+_share_metrics_between_web_processes()
+
+from django.core.asgi import get_asgi_application  # noqa: E402
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "autoglm_site.settings")
 

@@ -45,12 +45,28 @@ class ModelNotFoundError(NotFoundError):
     code = "model_not_found"
 
 
-class ModelUnavailableError(ApplicationError):
-    """The model is configured, but no worker can serve it (it refused it at start)."""
+class RetryLaterError(ApplicationError):
+    """503 with ``retry-after``: the request was fine, the service cannot take it now."""
 
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     type = "server_error"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None):
+        super().__init__(message, code=code)
+        self.headers = {"retry-after": str(max(1, retry_after))}
+
+
+class ModelUnavailableError(RetryLaterError):
+    """The model is configured, but no live worker serves it (none is running, or each refused
+    it at start)."""
+
     code = "model_unavailable"
+
+
+class ServerOverloadedError(RetryLaterError):
+    """The model's queue is deeper than AUTOGLM_MAX_QUEUE_DEPTH."""
+
+    code = "server_overloaded"
 
 
 class MethodNotAllowedError(ApplicationError):

@@ -1,4 +1,5 @@
-"""Redis clients for the app's own data (job event streams, quotas); Celery has its own."""
+"""Redis clients for the app's own data (job event streams, quotas) and for a look at the
+broker's queues; Celery has its own."""
 
 import asyncio
 import contextlib
@@ -13,6 +14,7 @@ from django.conf import settings
 CONNECT_TIMEOUT_S = 1.0
 
 _sync_client: redis.Redis | None = None
+_broker_client: redis.Redis | None = None
 _async_clients: dict[int, aioredis.Redis] = {}
 
 
@@ -24,6 +26,17 @@ def redis_client() -> redis.Redis:
             settings.REDIS_URL, decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT_S
         )
     return _sync_client
+
+
+def broker_client() -> redis.Redis:
+    """A client of the Celery broker's Redis, where the job queues are (CELERY_BROKER_URL may
+    name another Redis than REDIS_URL); bytes, as messages are."""
+    global _broker_client
+    if _broker_client is None:
+        _broker_client = redis.Redis.from_url(
+            settings.CELERY_BROKER_URL, socket_connect_timeout=CONNECT_TIMEOUT_S
+        )
+    return _broker_client
 
 
 def async_redis_client() -> aioredis.Redis:

@@ -130,6 +130,11 @@ AUTOGLM_MODEL_CACHE = Path(envstr("AUTOGLM_MODEL_CACHE", str(DATA_DIR / "model-c
 AUTOGLM_DEFAULT_MODEL = envstr("AUTOGLM_DEFAULT_MODEL", next(iter(AUTOGLM_MODELS)))
 if AUTOGLM_DEFAULT_MODEL not in AUTOGLM_MODELS:
     raise ConfigError(f"AUTOGLM_DEFAULT_MODEL={AUTOGLM_DEFAULT_MODEL!r} is not in AUTOGLM_MODELS")
+# /readyz needs a live worker for each of these models (default: every configured one).
+AUTOGLM_READY_MODELS = envlist("AUTOGLM_READY_MODELS", ",".join(AUTOGLM_MODELS))
+for _model in AUTOGLM_READY_MODELS:
+    if _model not in AUTOGLM_MODELS:
+        raise ConfigError(f"AUTOGLM_READY_MODELS names {_model!r}, which is not in AUTOGLM_MODELS")
 AUTOGLM_QUEUE_PREFIX = envstr("AUTOGLM_QUEUE_PREFIX", "autoglm.model.")
 # Upper bound on max_tokens accepted at the door; the worker also checks the model's window.
 AUTOGLM_MAX_TOKENS_LIMIT = envint("AUTOGLM_MAX_TOKENS_LIMIT", 4096, minimum=1)
@@ -153,6 +158,14 @@ AUTOGLM_LEASE_TTL = envint("AUTOGLM_LEASE_TTL", 30, minimum=1)
 # How long a worker keeps retrying a job's final write while PostgreSQL is unreachable.
 AUTOGLM_FINAL_WRITE_RETRY_S = envint("AUTOGLM_FINAL_WRITE_RETRY_S", 300, minimum=1)
 
+# Backpressure (chat/capacity.py): a model's queue holds at most this many waiting jobs, then
+# admission answers 503 server_overloaded; 0: four times what its live workers run at once.
+AUTOGLM_MAX_QUEUE_DEPTH = envint("AUTOGLM_MAX_QUEUE_DEPTH", 0, minimum=0)
+# A non-stream completion waits this long for its job at most, then answers 504 and cancels it.
+AUTOGLM_REQUEST_TIMEOUT = envint("AUTOGLM_REQUEST_TIMEOUT", 600, minimum=1)
+# GET /metrics needs "Authorization: Bearer <this>"; unset, it answers loopback clients only.
+AUTOGLM_METRICS_TOKEN = envstr("AUTOGLM_METRICS_TOKEN") or None
+
 # Recovery (chat/recovery.py): each worker process beats a Redis key that lives this long; a
 # worker silent for that long is dead, and its running jobs are queued again. The workers'
 # sweeper (one at a time) runs this often. A job whose worker died under it this many times
@@ -174,6 +187,7 @@ AUTOGLM_MAX_BATCH_SIZE = envint("AUTOGLM_MAX_BATCH_SIZE", 32, minimum=1)
 AUTOGLM_MAX_BATCH_TOKENS = envint("AUTOGLM_MAX_BATCH_TOKENS", 8192, minimum=2)
 AUTOGLM_MAX_PREFILL_TOKENS = envint("AUTOGLM_MAX_PREFILL_TOKENS", 1024, minimum=1)
 AUTOGLM_KV_CACHE_MB = envint("AUTOGLM_KV_CACHE_MB", 4096, minimum=16)
+# A job's time limit, counted from its admission (time queued is spent too).
 AUTOGLM_JOB_TIMEOUT = envint("AUTOGLM_JOB_TIMEOUT", 600, minimum=1)
 # Celery threads (jobs in flight) per worker process; unset or 0: the engine's max batch size.
 AUTOGLM_WORKER_CONCURRENCY = (

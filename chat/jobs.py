@@ -17,6 +17,7 @@ from django.utils import timezone
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
+from autoglm_site import metrics
 from autoglm_site.celery import app
 from autoglm_site.retrying import retry_through_outage
 from tenants import quotas
@@ -376,7 +377,7 @@ def _job_ended(job: ChatJob) -> None:
     """Every ending writes a usage row and, after commit, settles the quota reservation."""
     prompt, completion = job.prompt_tokens or 0, job.completion_tokens or 0
     latency = (job.finished_at - job.created_at).total_seconds() * 1000 if job.finished_at else 0
-    UsageRecord.objects.get_or_create(
+    _, first_ending = UsageRecord.objects.get_or_create(
         job_id=job.id,
         defaults={
             "tenant_id": job.tenant_id,
@@ -400,6 +401,16 @@ def _job_ended(job: ChatJob) -> None:
     transaction.on_commit(
         lambda: _when_redis_answers("settlement", str(job.id), lambda: quotas.settle(**settlement))
     )
+    if first_ending:
+        transaction.on_commit(lambda: _count_ending(job))
+
+
+def _count_ending(job: ChatJob) -> None:
+    reason = job.finish_reason if job.status != ChatJob.Status.FAILED else job.error_code
+    metrics.REQUESTS_FINISHED.labels(model=job.model, finish_reason=reason or job.status).inc()
+    tenant = job.tenant.slug
+    metrics.PROMPT_TOKENS.labels(model=job.model, tenant=tenant).inc(job.prompt_tokens or 0)
+    metrics.GENERATION_TOKENS.labels(model=job.model, tenant=tenant).inc(job.completion_tokens or 0)
 
 
 def _publish_final(job: ChatJob, final: tuple) -> None:

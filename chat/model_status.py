@@ -9,6 +9,8 @@ from autoglm_site.errors import ModelUnavailableError
 from autoglm_site.redisconn import redis_client
 
 _REFUSED = "autoglm:models:refused"
+# A refused model stays refused until a worker that can load it starts: not soon.
+REFUSED_RETRY_AFTER_S = 60
 
 
 def model_refused(*, model: str, reason: str) -> None:
@@ -29,5 +31,6 @@ def model_serving_check(*, model: str) -> None:
     reason = model_refusal(model=model)
     if reason is not None:
         raise ModelUnavailableError(
-            f"The model '{model}' is unavailable: the worker could not load it ({reason})."
+            f"The model '{model}' is unavailable: the worker could not load it ({reason}).",
+            retry_after=REFUSED_RETRY_AFTER_S,
         )

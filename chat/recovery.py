@@ -1,6 +1,6 @@
 """Recovery: a job never stays stuck because its worker died or its broker message was lost.
 
-Each worker process beats a Redis key with a TTL (``worker_beat``). The sweeper (``sweep``)
+Each worker process beats a Redis key with a TTL (``chat.worker_registry``). The sweeper (``sweep``)
 runs in the workers, one at a time (``sweep_turn``), every AUTOGLM_SWEEP_INTERVAL seconds:
 
 1. A job ``running`` on a worker whose key has been gone for AUTOGLM_WORKER_TTL is queued
@@ -19,7 +19,6 @@ The broker's visibility timeout stays as a backstop only.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -27,18 +26,17 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-import redis
 from django.conf import settings
 from django.utils import timezone
 
-from autoglm_site.redisconn import redis_client
+from autoglm_site.redisconn import broker_client, redis_client
 
 from . import events, jobs
 from .models import ChatJob
+from .worker_registry import WORKER_KEY, prune_gone_workers
 
 logger = logging.getLogger(__name__)
 
-WORKER_KEY = "autoglm:worker:{}"
 # worker id -> when the sweeper first found its key gone (epoch seconds). Lost with Redis's
 # data, which only delays a verdict: no live worker is taken for dead because Redis restarted.
 MISSING_KEY = "autoglm:workers:missing"
@@ -47,23 +45,6 @@ SWEEP_TURN_KEY = "autoglm:sweeper"
 EPOCH_KEY = "autoglm:redis:epoch"
 
 _UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def worker_beat(*, worker: str, models: list[str]) -> None:
-    """Say that ``worker`` is alive for another AUTOGLM_WORKER_TTL seconds."""
-    info = json.dumps({"models": models, "at": time.time()})
-    redis_client().set(WORKER_KEY.format(worker), info, ex=settings.AUTOGLM_WORKER_TTL)
-
-
-def worker_gone(*, worker: str) -> None:
-    """A worker that stops cleanly (its jobs have ended) says so at once."""
-    redis_client().delete(WORKER_KEY.format(worker))
-
-
-def live_workers() -> list[str]:
-    """The ids of the workers beating now."""
-    prefix = WORKER_KEY.format("")
-    return [key[len(prefix) :] for key in redis_client().scan_iter(match=prefix + "*")]
 
 
 def sweep_turn(*, worker: str) -> bool:
@@ -90,6 +71,7 @@ def sweep() -> SweepReport:
     """One round of recovery (see the module's docstring)."""
     report = SweepReport()
     report.leases_restored = _restore_after_data_loss()
+    prune_gone_workers()
     _recover_dead_workers_jobs(report)
     _resend_lost_messages(report)
     if report:
@@ -185,7 +167,7 @@ def _resend_lost_messages(report: SweepReport) -> None:
 def _ids_in_queue(queue: str) -> set[str]:
     """The job ids of the messages waiting in ``queue`` (each message's task id is its job's
     id). The queue is read in slices, so a long one costs no single huge reply."""
-    client = _broker_client()
+    client = broker_client()
     found: set[str] = set()
     start, step = 0, 1000
     while True:
@@ -195,16 +177,6 @@ def _ids_in_queue(queue: str) -> set[str]:
         if len(messages) < step:
             return found
         start += step
-
-
-_broker: redis.Redis | None = None
-
-
-def _broker_client() -> redis.Redis:
-    global _broker
-    if _broker is None:
-        _broker = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=1)
-    return _broker
 
 
 # -- 3. Redis lost its data --------------------------------------------------------------------

@@ -2,6 +2,7 @@
 answer them (the jobs' own life is in ``chat.jobs``)."""
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -10,17 +11,19 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from autoglm_site import metrics
 from autoglm_site.errors import (
     ConflictError,
     InvalidRequestError,
     ModelNotFoundError,
     NotFoundError,
+    RetryLaterError,
 )
 from tenants import quotas
 from tenants.models import ApiKey, Tenant
 
 from . import jobs
-from .model_status import model_serving_check
+from .capacity import admission_check
 from .models import ChatJob, ChatSession, Message
 from .tokens import estimate_prompt_tokens
 
@@ -171,21 +174,27 @@ def _admit_and_create(
     build: Callable[[], ChatJob],
 ) -> tuple[ChatJob, quotas.Headers]:
     """Admit against the quotas, then store the job (made by ``build``) and enqueue it. A model
-    the workers refused is refused here, before anything is stored or reserved.
+    that cannot take a job now (no live worker, a full queue: ``chat.capacity``) is refused
+    here, before anything is stored or reserved.
 
     If storing fails after admission, the reservation is given back, so a failed request
     costs nothing.
     """
-    model_serving_check(model=model)
+    started = time.perf_counter()
     job_id = uuid.uuid4()
     reserve = params["max_tokens"] + estimate_prompt_tokens(model, prompt)
-    headers = quotas.admit(
-        tenant=tenant,
-        api_key=api_key,
-        job_id=str(job_id),
-        reserve_tokens=reserve,
-        reserved_in_flight=jobs.reserved_in_flight,
-    )
+    try:
+        admission_check(model=model)
+        headers = quotas.admit(
+            tenant=tenant,
+            api_key=api_key,
+            job_id=str(job_id),
+            reserve_tokens=reserve,
+            reserved_in_flight=jobs.reserved_in_flight,
+        )
+    except (quotas.RateLimitError, RetryLaterError) as exc:
+        metrics.REQUESTS_REJECTED.labels(model=model, tenant=tenant.slug, code=exc.code).inc()
+        raise
     try:
         with transaction.atomic():
             job = build()
@@ -205,6 +214,7 @@ def _admit_and_create(
             tenant=tenant, api_key=api_key, job_id=str(job_id), reserved=reserve, actual=0
         )
         raise
+    metrics.ADMISSION_TIME.labels(model=model).observe(time.perf_counter() - started)
     logger.info("job queued", extra={"job_id": str(job.id), "model": job.model})
     return job, headers
 

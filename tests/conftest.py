@@ -125,6 +125,30 @@ def real_model_worker(celery_worker, tmp_path_factory):
     worker.stop()
 
 
+STAND_IN_WORKER = "stand-in-worker"
+
+
+@pytest.fixture(autouse=True)
+def _stand_in_worker(request):
+    """Admission refuses a model no live worker serves (chat/capacity.py). Most tests queue jobs
+    without a worker, or for autoglm-idle, which none serves: a worker entry that serves every
+    model, with room for any queue, stands in for one (it never takes a job). Tests of
+    readiness and backpressure ask for none (``no_stand_in_worker``)."""
+    from chat.worker_registry import worker_beat, worker_gone
+
+    if request.node.get_closest_marker("no_stand_in_worker"):
+        worker_gone(worker=STAND_IN_WORKER)
+        yield
+        return
+    worker_beat(
+        worker=STAND_IN_WORKER,
+        models=list(settings.AUTOGLM_MODELS),
+        status={"capacity": 10_000},
+        ttl=3600,
+    )
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _jobs_end_before_teardown(request):
     """A test with a live worker waits for its jobs to end before the database is flushed, so

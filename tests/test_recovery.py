@@ -15,8 +15,8 @@ import pytest
 import redis
 from kombu.exceptions import OperationalError
 
-from autoglm_site.redisconn import redis_client
-from chat import jobs, recovery
+from autoglm_site.redisconn import broker_client, redis_client
+from chat import jobs, recovery, worker_registry
 from chat.models import ChatJob, Message
 from tenants import quotas
 from tenants.models import UsageRecord
@@ -89,10 +89,10 @@ def test_a_live_workers_job_is_left_alone(client_a, settings):
     job = new_job(client_a, model="autoglm-idle")
     claimed_by_dead_worker(job["id"], attempts=1)
     ChatJob.objects.filter(pk=job["id"]).update(worker="alive-worker")
-    recovery.worker_beat(worker="alive-worker", models=["autoglm-idle"])
+    worker_registry.worker_beat(worker="alive-worker", models=["autoglm-idle"])
     recovery.sweep()
     time.sleep(1.1)
-    recovery.worker_beat(worker="alive-worker", models=["autoglm-idle"])
+    worker_registry.worker_beat(worker="alive-worker", models=["autoglm-idle"])
     assert not recovery.sweep().requeued
     assert ChatJob.objects.get(pk=job["id"]).status == "running"
 
@@ -243,7 +243,7 @@ def test_a_job_whose_message_was_lost_is_sent_again(celery_worker, client_a, set
     settings.AUTOGLM_QUEUE_PREFIX = "lost."
     job = new_job(client_a)
     # Redis restarted without persistence: the queue and its message are gone.
-    deleted = recovery._broker_client().delete(jobs.model_queue("autoglm-demo"))
+    deleted = broker_client().delete(jobs.model_queue("autoglm-demo"))
     assert deleted == 1
     worker = own_worker(celery_worker, settings, tmp_path, "lost")
     try:

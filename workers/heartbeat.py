@@ -12,12 +12,13 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 from django.conf import settings
 from django.db import DatabaseError, connection
 from redis.exceptions import RedisError
 
-from chat import recovery
+from chat import recovery, worker_metrics, worker_registry
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +32,13 @@ def worker_id() -> str:
 
 
 class WorkerHeartbeat(threading.Thread):
-    def __init__(self, models: list[str]) -> None:
+    """Beats this worker's key with its load (``status()``) and publishes its metrics with
+    each beat; runs the sweeper in its turn."""
+
+    def __init__(self, models: list[str], status: Callable[[], dict] = dict) -> None:
         super().__init__(name="autoglm-heartbeat", daemon=True)
         self.models = models
+        self.status = status
         self.tick = min(settings.AUTOGLM_WORKER_TTL / 3, settings.AUTOGLM_SWEEP_INTERVAL)
         self._stopped = threading.Event()
         self._next_sweep = 0.0
@@ -47,7 +52,8 @@ class WorkerHeartbeat(threading.Thread):
         self._stopped.set()
         self.join(timeout=5)
         try:
-            recovery.worker_gone(worker=worker_id())
+            worker_registry.worker_gone(worker=worker_id())
+            worker_metrics.withdraw(worker=worker_id())
         except RedisError:
             pass
 
@@ -60,7 +66,10 @@ class WorkerHeartbeat(threading.Thread):
 
     def _beat(self) -> None:
         try:
-            recovery.worker_beat(worker=worker_id(), models=self.models)
+            worker_registry.worker_beat(
+                worker=worker_id(), models=self.models, status=self.status()
+            )
+            worker_metrics.publish(worker=worker_id())
             self._failing.discard("beat")
         except RedisError as exc:
             self._failed("beat", exc)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -31,6 +32,7 @@ from engine.result import GenerationResult
 from tenants.quotas import QuotaExceededError
 
 from .heartbeat import worker_id
+from .job_metrics import job_running, observe_generation
 
 if TYPE_CHECKING:
     from engine.registry import LoadedModel
@@ -60,7 +62,8 @@ def job_run(*, job_id: str) -> None:
         return
     token = trace_id_var.set(job.trace_id)
     try:
-        _run(job)
+        with job_running(job.model):
+            _run(job)
     except OUTAGES as exc:
         # Redis or PostgreSQL went away under the job (a restart, a failover): run it again
         # from the start once they are back, rather than fail it for the outage.
@@ -130,8 +133,11 @@ def _generate(job: ChatJob, stream: TokenPublisher) -> tuple[GenerationResult, i
         messages, dropped = _prompt(job, loaded)
         prompt_ids = _encode(loaded, messages)
         max_tokens = _budget(job, prompt_ids)
+        submitted_wall = time.time()
         handle = _submit(job, engine, prompt_ids, max_tokens, stream)
-        return _wait(handle), dropped
+        result = _wait(handle)
+        observe_generation(job, handle, submitted_wall)
+        return result, dropped
     finally:
         cancels().forget(job_id)
 
@@ -193,9 +199,21 @@ def _submit(
             stop=params.get("stop") or (),
             on_text=lambda text: _publish_text(stream, job_id, text),
             should_stop=_Heartbeat(job),
-            timeout=settings.AUTOGLM_JOB_TIMEOUT,
+            timeout=_time_left(job),
         )
     )
+
+
+def _time_left(job: ChatJob) -> float:
+    """The job's AUTOGLM_JOB_TIMEOUT counts from its admission: time queued is spent too."""
+    spent = (timezone.now() - job.created_at).total_seconds()
+    left = settings.AUTOGLM_JOB_TIMEOUT - spent
+    if left <= 0:
+        nothing = GenerationResult(
+            text="", prompt_tokens=0, completion_tokens=0, finish_reason="cancelled"
+        )
+        raise JobTimeoutError(settings.AUTOGLM_JOB_TIMEOUT, nothing)
+    return left
 
 
 def _wait(handle: EngineHandle) -> GenerationResult:

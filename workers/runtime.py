@@ -15,6 +15,7 @@ from chat.model_status import model_refused, model_served
 from engine.engine import BatchingEngine
 from engine.registry import LoadedModel, ModelRegistry
 
+from .job_metrics import kv_cache_usage, running_jobs, watch_engine
 from .jobstreams import CancelListener, TokenPublisher
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def get_engine(name: str) -> tuple[LoadedModel, BatchingEngine]:
                 ),
             )
             engine.start()
+            watch_engine(name, engine)
             _engines[name] = engine
     return loaded, engine
 
@@ -112,6 +114,18 @@ def preload(models: list[str]) -> list[str]:
         model_served(model=name)
         served.append(name)
     return served
+
+
+def worker_status(capacity: int) -> dict:
+    """This worker's load, for its heartbeat (``chat.worker_registry.WorkerInfo``)."""
+    engines = dict(_engines)
+    return {
+        "capacity": capacity,
+        "running": running_jobs(),
+        "batch": {name: engine.stats.batch_size for name, engine in engines.items()},
+        "max_batch": settings.AUTOGLM_MAX_BATCH_SIZE,
+        "kv_cache": {name: round(kv_cache_usage(engine), 4) for name, engine in engines.items()},
+    }
 
 
 def shutdown(timeout: float = 60.0) -> None:

@@ -16,12 +16,15 @@ logger = logging.getLogger(__name__)
 # The models this process serves: set by the ``worker`` command before it starts Celery in the
 # same process. Empty in every other process that loads the Celery app (web, manage.py).
 _serving: list[str] = []
+_capacity: list[int] = [0]  # its job threads
 _heartbeat: list[WorkerHeartbeat] = []  # this worker's, once it serves
 
 
-def models_serve(models: list[str]) -> None:
-    """Make this process a worker for ``models``: they load when Celery's worker starts."""
+def models_serve(models: list[str], concurrency: int) -> None:
+    """Make this process a worker for ``models`` with ``concurrency`` job threads: the models
+    load when Celery's worker starts."""
     _serving[:] = models
+    _capacity[0] = concurrency
 
 
 @worker_init.connect
@@ -33,7 +36,7 @@ def load_models(sender, **kwargs) -> None:
         return
     from chat.jobs import model_queue
 
-    from .runtime import preload
+    from .runtime import preload, worker_status
 
     served = preload(list(_serving))
     refused = [name for name in _serving if name not in served]
@@ -42,7 +45,7 @@ def load_models(sender, **kwargs) -> None:
         # carries on.
         raise SystemExit(f"worker: none of its models can be served ({', '.join(refused)})")
     sender.app.amqp.queues.deselect([model_queue(name) for name in refused])
-    _heartbeat.append(WorkerHeartbeat(served))
+    _heartbeat.append(WorkerHeartbeat(served, status=lambda: worker_status(_capacity[0])))
     _heartbeat[0].start()
 
 

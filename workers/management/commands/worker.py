@@ -35,7 +35,7 @@ class Command(BaseCommand):
         concurrency = concurrency or settings.AUTOGLM_MAX_BATCH_SIZE
         if concurrency < 1:
             raise CommandError("--concurrency must be at least 1")
-        models_serve(names)
+        models_serve(names, concurrency)
         argv = [
             "worker",
             "--pool=threads",

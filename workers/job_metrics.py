@@ -1,0 +1,73 @@
+"""What this worker records of its jobs and engines (the metrics of ``autoglm_site.metrics``):
+the jobs each model has claimed, a finished generation's latencies, and the engines' gauges."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from autoglm_site import metrics
+from chat.models import ChatJob
+
+if TYPE_CHECKING:
+    from engine.engine import BatchingEngine
+    from engine.request import EngineHandle
+
+_lock = threading.Lock()
+_running: Counter[str] = Counter()  # model -> jobs claimed and not ended, in this process
+
+
+@contextmanager
+def job_running(model: str) -> Iterator[None]:
+    """Count the job as running on this worker while the block runs."""
+    with _lock:
+        _running[model] += 1
+    metrics.REQUESTS_RUNNING.labels(model=model).inc()
+    try:
+        yield
+    finally:
+        with _lock:
+            _running[model] -= 1
+        metrics.REQUESTS_RUNNING.labels(model=model).dec()
+
+
+def running_jobs() -> dict[str, int]:
+    with _lock:
+        return {model: count for model, count in _running.items() if count}
+
+
+def observe_generation(job: ChatJob, handle: EngineHandle, submitted_wall: float) -> None:
+    """A generation's latencies. The engine stamps its handle with a monotonic clock; the job's
+    rows carry wall-clock times: ``submitted_wall`` (time.time() at submission) joins them."""
+    model = job.model
+    if job.queued_at and job.started_at:
+        queued = (job.started_at - job.queued_at).total_seconds()
+        metrics.QUEUE_TIME.labels(model=model).observe(max(0.0, queued))
+    admitted = job.created_at.timestamp()
+    finished = handle.finished_at or time.monotonic()
+    to_wall = submitted_wall - handle.submitted_at  # monotonic -> wall clock
+    metrics.E2E_LATENCY.labels(model=model).observe(max(0.0, finished + to_wall - admitted))
+    first = handle.first_token_at
+    if first is None:
+        return
+    metrics.TIME_TO_FIRST_TOKEN.labels(model=model).observe(max(0.0, first + to_wall - admitted))
+    result = handle.result(timeout=0)
+    if result.completion_tokens > 1:
+        per_token = (finished - first) / (result.completion_tokens - 1)
+        metrics.TIME_PER_OUTPUT_TOKEN.labels(model=model).observe(per_token)
+
+
+def watch_engine(model: str, engine: BatchingEngine) -> None:
+    """Read the engine's batch and KV cache at each scrape (the gauges follow a replaced
+    engine: this is called again for the new one)."""
+    metrics.ENGINE_BATCH_SIZE.labels(model=model).set_function(lambda: engine.stats.batch_size)
+    metrics.ENGINE_BATCH_CAPACITY.labels(model=model).set(engine.max_batch_size)
+    metrics.KV_CACHE_USAGE.labels(model=model).set_function(lambda: kv_cache_usage(engine))
+
+
+def kv_cache_usage(engine: BatchingEngine) -> float:
+    return engine.stats.kv_cache_bytes / engine.max_cache_bytes if engine.max_cache_bytes else 0.0
