@@ -1,5 +1,8 @@
+import time
+
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
+from . import metrics
 from .errors import error_page_response, error_response
 from .tracing import new_trace_id, trace_id_var
 
@@ -78,3 +81,41 @@ class ApiErrorPageMiddleware:
         ):
             return response
         return error_page_response(response.status_code)
+
+
+class HttpMetricsMiddleware:
+    """Count every response by route (the URL pattern, not the path: ids would make a series
+    each), method and status, and time it to its headers."""
+
+    sync_capable = True
+    async_capable = True
+    METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if self.is_async:
+            return self.__acall__(request)
+        started = time.perf_counter()
+        response = self.get_response(request)
+        self._record(request, response, started)
+        return response
+
+    async def __acall__(self, request):
+        started = time.perf_counter()
+        response = await self.get_response(request)
+        self._record(request, response, started)
+        return response
+
+    def _record(self, request, response, started: float) -> None:
+        match = getattr(request, "resolver_match", None)
+        route = match.route if match is not None else "unmatched"
+        method = request.method if request.method in self.METHODS else "other"
+        metrics.HTTP_REQUESTS.labels(route=route, method=method, status=response.status_code).inc()
+        metrics.HTTP_LATENCY.labels(route=route, method=method).observe(
+            time.perf_counter() - started
+        )

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "autoglm_site.middleware.HttpMetricsMiddleware",
     "autoglm_site.middleware.RequestIdMiddleware",
     "autoglm_site.middleware.ApiErrorPageMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -250,7 +251,10 @@ LOG_LEVEL = envstr("AUTOGLM_LOG_LEVEL", "INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"trace": {"()": "autoglm_site.tracing.TraceIdFilter"}},
+    "filters": {
+        "trace": {"()": "autoglm_site.tracing.TraceIdFilter"},
+        "probes": {"()": "autoglm_site.tracing.ProbeAccessFilter"},
+    },
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
@@ -265,5 +269,7 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "httpx": {"level": "WARNING"},
+        # Probes and scrapes come every few seconds: they stay out of the access log.
+        "uvicorn.access": {"filters": ["probes"]},
     },
 }

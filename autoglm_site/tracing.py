@@ -22,3 +22,16 @@ class TraceIdFilter(logging.Filter):
         if not getattr(record, "trace_id", None):
             record.trace_id = trace_id_var.get()
         return True
+
+
+class ProbeAccessFilter(logging.Filter):
+    """Drop uvicorn's access-log lines of /healthz, /readyz and /metrics (its record's args are
+    client, method, path, HTTP version, status)."""
+
+    PATHS = ("/healthz", "/readyz", "/metrics")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            return args[2].split("?", 1)[0] not in self.PATHS
+        return True

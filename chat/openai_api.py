@@ -21,6 +21,7 @@ from drf_spectacular.utils import (
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from autoglm_site.errors import error_body
 from autoglm_site.fields import StrictBooleanField, StrictCharField, StrictIntegerField
 from autoglm_site.schema import (
     COMPLETION_EVENT_REF,
@@ -193,7 +194,11 @@ SSE_COMPLETION = (
         (200, "text/event-stream"): OpenApiResponse(COMPLETION_EVENT_REF),
         429: OpenApiResponse(ERROR_REF, description=ERRORS["429"]),
         500: OpenApiResponse(ERROR_REF, description="The job failed on the worker."),
-        504: OpenApiResponse(ERROR_REF, description="The job ran out of time (`timeout`)."),
+        504: OpenApiResponse(
+            ERROR_REF,
+            description="The job ran out of time, or the request waited past "
+            "AUTOGLM_REQUEST_TIMEOUT (`timeout`).",
+        ),
     },
 )
 async def chat_completions(request, call: ApiCall) -> HttpResponse:
@@ -211,7 +216,11 @@ async def chat_completions(request, call: ApiCall) -> HttpResponse:
         response = sse(completion_chunks(job, include_usage=options.get("include_usage", False)))
     else:
         try:
-            job = await wait_for_end(job)
+            async with asyncio.timeout(settings.AUTOGLM_REQUEST_TIMEOUT):
+                job = await wait_for_end(job)
+        except TimeoutError:
+            await _cancel(job)  # no one will read its answer
+            return _timed_out(limits)
         except asyncio.CancelledError:
             await _cancel(job)  # the client went away
             raise
@@ -222,6 +231,17 @@ async def chat_completions(request, call: ApiCall) -> HttpResponse:
     for name, value in limits.values.items():
         response[name] = value
     return response
+
+
+def _timed_out(limits) -> JsonResponse:
+    seconds = settings.AUTOGLM_REQUEST_TIMEOUT
+    body = error_body(
+        f"The completion did not finish within {seconds}s (AUTOGLM_REQUEST_TIMEOUT); its job "
+        "was cancelled.",
+        type="server_error",
+        code="timeout",
+    )
+    return JsonResponse(body, status=504, headers=limits.values)
 
 
 async def _submit(**kwargs) -> tuple[ChatJob, object]:
