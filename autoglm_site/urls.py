@@ -10,6 +10,7 @@ def healthz(request):
 
 
 urlpatterns = [
+    path("admin/", include("chat.admin_urls")),  # the operator's Workers page
     path("admin/", admin.site.urls),
     path("api/v1/", include("chat.urls")),
     path("api/v1/", include("tenants.urls")),
