@@ -2,7 +2,10 @@
 web processes of one server add up; the workers' series come through Redis; it is not public.
 Real parts: the demo model's Celery worker process, Redis, uvicorn with two processes."""
 
+import json
+import re
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,6 +15,7 @@ from tenants.models import Tenant
 
 from .conftest import DEMO_MODEL
 
+DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "autoglm-dashboard.json"
 COMPLETION = {
     "model": DEMO_MODEL,
     "max_tokens": 4,
@@ -108,6 +112,13 @@ def test_a_few_chats_show_every_series(celery_worker, client_a, tenant_a):
     assert total(after, "autoglm_num_requests_waiting", **model) >= 0
     assert "autoglm_num_requests_waiting" in names(after)
     assert total(after, "autoglm_max_queue_depth", **model) >= 4
+
+    # The Grafana dashboard asks for nothing the scrape lacks.
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    asked = {name for expr in exprs for name in re.findall(r"autoglm_[a-z0-9_]+", expr)}
+    assert len(asked) >= 14
+    assert asked <= names(after), asked - names(after)
 
 
 @pytest.mark.django_db(transaction=True)
