@@ -114,3 +114,32 @@ def test_a_non_stream_completion_answers_504_after_the_request_timeout(
     assert response.json()["error"]["code"] == "timeout"
     job = ChatJob.objects.get(model=IDLE)
     assert job.status == ChatJob.Status.CANCELLED
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_time_queued_counts_toward_the_job_timeout(celery_worker, tenant_a, client_a, settings):
+    """A job that waited in its queue longer than AUTOGLM_JOB_TIMEOUT (600 s for the test
+    worker) times out when a worker claims it, instead of getting a fresh allowance."""
+    from datetime import timedelta
+
+    from django.db import transaction
+    from django.utils import timezone
+
+    from chat.services import completion_submit
+
+    from .conftest import wait_for_job
+
+    with transaction.atomic():  # the job's message goes out when this commits
+        job, _ = completion_submit(
+            tenant=tenant_a,
+            api_key=None,
+            model="autoglm-demo",
+            messages=[{"role": "user", "content": "hi"}],
+            params={"max_tokens": 4},
+        )
+        admitted = timezone.now() - timedelta(seconds=settings.AUTOGLM_JOB_TIMEOUT + 5)
+        ChatJob.objects.filter(pk=job.pk).update(created_at=admitted, queued_at=admitted)
+    done = wait_for_job(client_a, str(job.id), timeout=30)
+    assert done["status"] == "failed", done
+    assert done["error"]["code"] == "timeout", done
