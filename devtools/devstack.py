@@ -74,6 +74,8 @@ def main() -> int:
         f"    admin:       {base}/admin/  (same login)\n"
         f"    API key:     {demo['api_key']}\n"
         f"    API docs:    {base}/api/docs/\n"
+        f"    ready:       {base}/readyz  (200 once the worker has loaded its model)\n"
+        f"    metrics:     {base}/metrics\n"
         f"    try:         curl -s -X POST {base}/api/v1/sessions "
         f"-H 'Authorization: Bearer {demo['api_key']}'\n"
         "    Ctrl-C stops everything.\n",

@@ -64,10 +64,13 @@ def test_it_runs_the_stack_and_answers_in_english(tmp_path):
         ) as client:
             while time.monotonic() < deadline:
                 try:
-                    if client.get("/healthz").status_code == 200:
+                    # Ready once the worker has loaded the model: before, a chat is refused
+                    # 503 model_unavailable.
+                    if client.get("/readyz").status_code == 200:
                         break
                 except httpx.TransportError:
-                    time.sleep(0.2)
+                    pass
+                time.sleep(0.2)
             session = client.post("/api/v1/sessions", json={"title": "smoke"}).json()
             job = client.post(
                 f"/api/v1/sessions/{session['id']}/messages",
