@@ -107,12 +107,22 @@ class Stack:
             process = Process(command, env=self.env, cwd=self.root, log=log, stop_timeout=30)
             self.processes.append(process.start())
         self.processes[-1].wait_for_port(self.port, 60)
+        _wait_until_ready(f"http://127.0.0.1:{self.port}", timeout=300)
         return self
 
     def stop(self) -> None:
         stop_all(reversed(self.processes))
         self.redis.stop()
         self.postgres.stop()
+
+
+def _wait_until_ready(base: str, timeout: float) -> None:
+    """Until /readyz says the worker has loaded its model (before, chats are refused 503)."""
+    deadline = time.monotonic() + timeout
+    while httpx.get(f"{base}/readyz", timeout=10).status_code != 200:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the stack was not ready in {timeout}s")
+        time.sleep(0.5)
 
 
 class TransformersServe:
