@@ -47,10 +47,17 @@ def claimed_by_dead_worker(job_id: str, attempts: int) -> ChatJob:
 
 def sweep_past_the_ttl() -> recovery.SweepReport:
     """Two sweeps a worker TTL apart: the first sees the dead worker's key gone, the second
-    judges it dead."""
-    recovery.sweep()
-    time.sleep(1.1)
-    return recovery.sweep()
+    judges it dead. This test holds the sweeper's turn meanwhile, as a worker's sweep does: the
+    suite's worker, which cannot see this test's uncommitted jobs, would otherwise sweep in
+    between and forget the dead worker's missing-since mark."""
+    client = redis_client()
+    client.set(recovery.SWEEP_TURN_KEY, "test", ex=10)
+    try:
+        recovery.sweep()
+        time.sleep(1.1)
+        return recovery.sweep()
+    finally:
+        client.delete(recovery.SWEEP_TURN_KEY)
 
 
 def lease_key(tenant) -> str:
