@@ -30,6 +30,7 @@ from engine.request import Engine, EngineHandle, EngineRequest
 from engine.result import GenerationResult
 from tenants.quotas import QuotaExceededError
 
+from . import job_spans
 from .heartbeat import worker_id
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ def job_run(*, job_id: str) -> None:
         )
         return
     token = trace_id_var.set(job.trace_id)
+    job_spans.job_traced(job)
     try:
         _run(job)
     except OUTAGES as exc:
@@ -131,7 +133,10 @@ def _generate(job: ChatJob, stream: TokenPublisher) -> tuple[GenerationResult, i
         prompt_ids = _encode(loaded, messages)
         max_tokens = _budget(job, prompt_ids)
         handle = _submit(job, engine, prompt_ids, max_tokens, stream)
-        return _wait(handle), dropped
+        try:
+            return _wait(handle), dropped
+        finally:
+            job_spans.generation_traced(job, handle)
     finally:
         cancels().forget(job_id)
 
