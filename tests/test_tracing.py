@@ -1,11 +1,15 @@
 """Traces and log fields across real processes: a web (uvicorn) and a Celery worker export their
 spans over OTLP/HTTP to a receiver in this test, and one trace runs from the web's request
 through admission and the task's headers to the worker's queue wait, prefill and decode; every
-log line says its service and trace id, with tracing on or off."""
+log line says its service and trace id, with tracing on or off; and no line of theirs or of this
+process holds an API key or an Authorization value."""
 
+import base64
 import json
+import logging
 import os
 import sys
+import time
 import uuid
 
 import httpx
@@ -197,3 +201,48 @@ def test_it_logs_service_and_request_id_without_tracing(celery_worker, key_a, tm
     assert {(line["service"], line["trace_id"]) for line in worker_lines} == {
         ("worker", "req-untraced-1")
     }
+
+
+def test_it_keeps_keys_and_authorization_values_out_of_every_log(traced_stack, key_a, caplog):
+    caplog.set_level(logging.DEBUG)
+    for name in ("httpx", "httpcore"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    prefix, secret = key_a.split(".", 1)
+    wrong_secret = "Zz9" * 10 + "Zz"  # the right shape, for the right prefix
+    basic = base64.b64encode(f"alice:{secret}".encode()).decode()
+    url = traced_stack.url
+    complete(url, key_a)
+    body = {"model": DEMO_MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+    body["stream"] = True
+    headers = {"Authorization": f"Bearer {key_a}"}
+    with httpx.stream(
+        "POST", f"{url}/v1/chat/completions", json=body, headers=headers, timeout=60
+    ) as stream:
+        assert stream.status_code == 200
+        assert "data: [DONE]" in list(stream.iter_lines())
+    refused = [
+        f"Bearer {prefix}.{wrong_secret}",
+        f"Bearer {key_a} trailing",  # garbled
+        f"Basic {basic}",
+        key_a,  # no scheme
+        f"Bearer {key_a[:-5]}",  # cut short
+    ]
+    for authorization in refused:
+        response = httpx.get(f"{url}/v1/models", headers={"Authorization": authorization})
+        assert response.status_code == 401
+    # A client that puts its key in the URL: the access log prints the query string.
+    assert httpx.get(f"{url}/v1/models", params={"api_key": key_a}).status_code == 401
+    deadline = time.monotonic() + 5
+    while traced_stack.web.log_text().count("/v1/models") < len(refused) + 1:
+        assert time.monotonic() < deadline, "the web did not log the refused requests"
+        time.sleep(0.1)
+
+    logs = {
+        "web": traced_stack.web.log_text(),
+        "worker": traced_stack.worker.log_text(),
+        "test": caplog.text,
+    }
+    for where, text in logs.items():
+        for leaked in (secret, wrong_secret, basic, key_a[:-5]):
+            assert leaked not in text, f"{where} log holds a secret"
+    assert f"{prefix}.[redacted]" in logs["web"]  # the query string's key, redacted
