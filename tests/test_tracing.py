@@ -17,7 +17,7 @@ import pytest
 
 from devtools.processes import Process, free_port
 
-from .conftest import DEMO_MODEL, WorkerProcess, _test_database_url
+from .conftest import DEMO_MODEL, WorkerProcess, _test_database_url, wait_for_job
 from .otlp_receiver import OtlpReceiver
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
@@ -178,6 +178,35 @@ def test_it_logs_the_trace_id_on_both_sides_when_tracing(traced_stack, key_a):
     assert {line["service"] for line in worker} == {"worker"}
     # The request id the client sent still finds the web's lines.
     assert {line.get("request_id") for line in web} == {"req-traced-1"}
+
+
+def test_it_exports_a_workers_last_spans_when_it_stops(
+    demo_model_dir, client_a, settings, tmp_path
+):
+    # A batch that would wait ten minutes: only the worker's shutdown can send it.
+    settings.AUTOGLM_QUEUE_PREFIX = "traced-flush."
+    with OtlpReceiver() as receiver:
+        env = {
+            **untraced_environ(),
+            "DATABASE_URL": _test_database_url(),
+            "AUTOGLM_TORCH_THREADS": "1",
+            "AUTOGLM_QUEUE_PREFIX": settings.AUTOGLM_QUEUE_PREFIX,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "600000",
+        }
+        worker = WorkerProcess(tmp_path / "worker.log", env).start()
+        try:
+            session = client_a.post("/api/v1/sessions", {}, format="json").json()["id"]
+            url = f"/api/v1/sessions/{session}/messages"
+            job = client_a.post(url, {"content": "hi", "max_tokens": 2}, format="json").json()
+            assert wait_for_job(client_a, job["id"])["status"] == "succeeded"
+            assert receiver.spans == []
+        finally:
+            worker.stop()
+
+        spans = receiver.wait_until(lambda spans: bool(spans), timeout=5)
+    names = {s.name for s in spans if s.attributes.get("autoglm.job_id") == job["id"]}
+    assert {TASK_SPAN, *JOB_SPANS} <= names
 
 
 def test_it_logs_service_and_request_id_without_tracing(celery_worker, key_a, tmp_path):
