@@ -39,6 +39,10 @@ _share_metrics_between_web_processes()
 
 from django.core.asgi import get_asgi_application  # noqa: E402
 
+from autoglm_site.telemetry import configure_tracing  # noqa: E402
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "autoglm_site.settings")
 
+# Before the app loads its middleware: Django's instrumentation adds its own to the list.
+configure_tracing("web")
 application = get_asgi_application()

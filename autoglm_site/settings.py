@@ -254,6 +254,7 @@ LOGGING = {
     "filters": {
         "trace": {"()": "autoglm_site.tracing.TraceIdFilter"},
         "probes": {"()": "autoglm_site.tracing.ProbeAccessFilter"},
+        "redact": {"()": "autoglm_site.redaction.RedactSecretsFilter"},
     },
     "formatters": {
         "json": {
@@ -263,13 +264,20 @@ LOGGING = {
         },
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["trace"]},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["trace", "redact"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "httpx": {"level": "WARNING"},
+        # uvicorn brings handlers of its own: its lines go through ours instead (JSON, redacted).
+        "uvicorn": {"handlers": [], "propagate": True},
+        "uvicorn.error": {"handlers": [], "propagate": True},
         # Probes and scrapes come every few seconds: they stay out of the access log.
-        "uvicorn.access": {"filters": ["probes"]},
+        "uvicorn.access": {"handlers": [], "propagate": True, "filters": ["probes"]},
     },
 }

@@ -2,6 +2,10 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
+from autoglm_site.telemetry import configure_tracing
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "autoglm_site.settings")
 
+# Before the app loads its middleware: Django's instrumentation adds its own to the list.
+configure_tracing("web")
 application = get_wsgi_application()

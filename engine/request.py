@@ -73,8 +73,11 @@ class EngineHandle:
     def __init__(self, request: EngineRequest, prompt_tokens: int, wake: Callable[[], None]):
         self.request = request
         self.prompt_tokens = prompt_tokens
-        # time.monotonic() stamps, for latency metrics (TTFT = first_token_at - submitted_at).
+        # time.monotonic() stamps, for latency metrics (TTFT = first_token_at - submitted_at) and
+        # the worker's trace spans: the wait for a place in the batch ends at admitted_at, the
+        # prefill at first_token_at, the decode at finished_at.
         self.submitted_at = time.monotonic()
+        self.admitted_at: float | None = None
         self.first_token_at: float | None = None
         self.finished_at: float | None = None
         self._wake = wake

@@ -202,6 +202,7 @@ class Scheduler:
             if self.rows and needed > self.max_cache_bytes:
                 break  # wait for running sequences to leave; keeps FIFO order
             self.waiting.popleft()
+            seq.handle.admitted_at = time.monotonic()
             seq.row = len(self.rows)
             self.rows.append(seq)
 

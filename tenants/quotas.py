@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.utils import timezone
+from opentelemetry import trace
 
 from autoglm_site.errors import ApplicationError
 from autoglm_site.redisconn import redis_client
@@ -39,6 +40,7 @@ from .models import ApiKey, Limits, Tenant
 from .quota_scripts import ADMIT, EXTEND, PEEK, RENEW, SETTLE, ScopeKeys, Window
 
 logger = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)  # admission's span (a no-op unless tracing is on)
 
 UNLIMITED = -1
 
@@ -179,6 +181,20 @@ def _duration(ms: int) -> str:
     return f"{minutes}m{seconds}s" if minutes else f"{seconds}s"
 
 
+def _admission_traced(*, tenant: Tenant, job_id: str, reserve_tokens: int) -> None:
+    """Name the request on admission's span: the job it would be, and what it reserves."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attributes(
+            {
+                "autoglm.job_id": job_id,
+                "autoglm.tenant": tenant.slug,
+                "autoglm.reserve_tokens": reserve_tokens,
+            }
+        )
+
+
+@tracer.start_as_current_span("autoglm.admission")
 def admit(
     *,
     tenant: Tenant,
@@ -196,6 +212,7 @@ def admit(
     the ledger plus ``reserved_in_flight``: what the jobs admitted this month and not ended yet
     hold, which their settlement will take back off the counter.
     """
+    _admission_traced(tenant=tenant, job_id=job_id, reserve_tokens=reserve_tokens)
     client = redis_client()
     now = datetime.now(UTC)
     month = _month(now)

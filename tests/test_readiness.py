@@ -3,6 +3,7 @@ AUTOGLM_READY_MODELS answer; 503 naming the failing check when the worker is sto
 200 again when it is back. A real worker process on "autoglm-idle", which no other test serves;
 /healthz asks nothing and stays 200 throughout."""
 
+import logging
 import os
 import signal
 import time
@@ -61,3 +62,13 @@ def test_readyz_follows_the_model_s_worker(celery_worker, client, settings, tmp_
         worker.stop()
     # Stopped cleanly, it says so at once.
     assert ready(client)[0] == 503
+
+
+def test_probes_and_scrapes_stay_out_of_the_access_log(caplog):
+    access = logging.getLogger("uvicorn.access")
+    line = '%s - "%s %s HTTP/%s" %d'
+    with caplog.at_level(logging.INFO):
+        for path in ("/healthz", "/readyz", "/metrics", "/readyz?verbose=1", "/v1/models"):
+            access.info(line, "127.0.0.1:5000", "GET", path, "1.1", 200)
+    logged = [record.args[2] for record in caplog.records if record.name == "uvicorn.access"]
+    assert logged == ["/v1/models"]

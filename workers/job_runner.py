@@ -31,6 +31,7 @@ from engine.request import Engine, EngineHandle, EngineRequest
 from engine.result import GenerationResult
 from tenants.quotas import QuotaExceededError
 
+from . import job_spans
 from .heartbeat import worker_id
 from .job_metrics import job_running, observe_generation
 
@@ -61,6 +62,7 @@ def job_run(*, job_id: str) -> None:
         )
         return
     token = trace_id_var.set(job.trace_id)
+    job_spans.job_traced(job)
     try:
         with job_running(job.model):
             _run(job)
@@ -135,7 +137,10 @@ def _generate(job: ChatJob, stream: TokenPublisher) -> tuple[GenerationResult, i
         max_tokens = _budget(job, prompt_ids)
         submitted_wall = time.time()
         handle = _submit(job, engine, prompt_ids, max_tokens, stream)
-        result = _wait(handle)
+        try:
+            result = _wait(handle)
+        finally:
+            job_spans.generation_traced(job, handle)
         observe_generation(job, handle, submitted_wall)
         return result, dropped
     finally:

@@ -99,6 +99,20 @@ def test_it_admits_in_submission_order_up_to_max_batch_size() -> None:
     assert list(scheduler.waiting) == [c]
 
 
+def test_it_stamps_when_a_sequence_enters_the_batch() -> None:
+    scheduler = make_scheduler(max_batch_size=1)
+    first, second = make_seq(3, max_tokens=2), make_seq(3, max_tokens=2)
+    scheduler.add([first, second])
+
+    step(scheduler)
+    assert first.handle.admitted_at is not None and second.handle.admitted_at is None
+    assert first.handle.submitted_at <= first.handle.admitted_at <= first.handle.first_token_at
+
+    step(scheduler)  # the first one's last token: its row goes to the second
+    step(scheduler)
+    assert second.handle.admitted_at >= first.handle.finished_at
+
+
 def test_it_splits_a_long_prompt_into_chunks_within_the_budget() -> None:
     scheduler = make_scheduler(max_batch_tokens=6, max_prefill_tokens=8)
     short, long = make_seq(3, max_tokens=10), make_seq(12)

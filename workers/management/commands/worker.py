@@ -2,6 +2,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from autoglm_site.celery import app
+from autoglm_site.telemetry import configure_tracing
 from chat.jobs import model_queue
 from workers.signals import models_serve
 
@@ -36,6 +37,7 @@ class Command(BaseCommand):
         if concurrency < 1:
             raise CommandError("--concurrency must be at least 1")
         models_serve(names, concurrency)
+        configure_tracing("worker")  # before Celery starts: its instrumentation hooks its signals
         argv = [
             "worker",
             "--pool=threads",
