@@ -70,5 +70,5 @@ def test_probes_and_scrapes_stay_out_of_the_access_log(caplog):
     with caplog.at_level(logging.INFO):
         for path in ("/healthz", "/readyz", "/metrics", "/readyz?verbose=1", "/v1/models"):
             access.info(line, "127.0.0.1:5000", "GET", path, "1.1", 200)
-    logged = [record.args[2] for record in caplog.records if record.name == "uvicorn.access"]
-    assert logged == ["/v1/models"]
+    logged = [record.getMessage() for record in caplog.records if record.name == "uvicorn.access"]
+    assert len(logged) == 1 and "/v1/models" in logged[0]
