@@ -393,3 +393,19 @@ def test_a_settlement_deferred_past_a_reseed_does_not_take_the_reservation_off_t
     second_reserved = ChatJob.objects.get(pk=second["id"]).reserved_tokens
     ledger = selectors.usage_month(tenant=tenant_a)
     assert int(real.get(month_key)) == ledger + second_reserved
+
+
+def test_a_heartbeat_whose_load_cannot_be_read_still_beats():
+    """A failure to read the engines' load (or to publish the metrics) must not stop the beat:
+    the worker would be taken for dead and its jobs run a second time elsewhere."""
+    from workers.heartbeat import WorkerHeartbeat, worker_id
+
+    def unreadable() -> dict:
+        raise RuntimeError("the engine's stats are unreadable")
+
+    try:
+        WorkerHeartbeat(["autoglm-idle"], status=unreadable)._beat()
+        beating = {info.id: info for info in worker_registry.live_workers()}
+        assert beating[worker_id()].models == ["autoglm-idle"]
+    finally:
+        worker_registry.worker_gone(worker=worker_id())

@@ -67,12 +67,30 @@ class WorkerHeartbeat(threading.Thread):
     def _beat(self) -> None:
         try:
             worker_registry.worker_beat(
-                worker=worker_id(), models=self.models, status=self.status()
+                worker=worker_id(), models=self.models, status=self._status()
             )
-            worker_metrics.publish(worker=worker_id())
             self._failing.discard("beat")
         except RedisError as exc:
             self._failed("beat", exc)
+        self._publish_metrics()
+
+    def _status(self) -> dict:
+        """The load the beat carries; a failure to read it must not stop the beat (this worker
+        would be taken for dead and its jobs run again elsewhere)."""
+        try:
+            status = self.status()
+            self._failing.discard("status")
+            return status
+        except Exception as exc:
+            self._failed("status", exc)
+            return {}
+
+    def _publish_metrics(self) -> None:
+        try:
+            worker_metrics.publish(worker=worker_id())
+            self._failing.discard("metrics")
+        except Exception as exc:  # the beat goes on without its metrics
+            self._failed("metrics", exc)
 
     def _sweep(self) -> None:
         try:
