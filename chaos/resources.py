@@ -23,15 +23,17 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def fd_kinds(pid: int) -> Counter[str]:
-    """What a process's descriptors point at: files by path, TCP sockets by remote port (so
-    a leak names itself: a Redis connection, a database one, a log file)."""
+def fd_kinds(pid: int, services: dict[int, str]) -> Counter[str]:
+    """What a process's descriptors point at: files by path, TCP sockets by the service at
+    their remote port (``services``: port -> name), so a leak names itself: a Redis
+    connection, a database one, a log file."""
     remote = {}
     for table in ("tcp", "tcp6"):
         with open(f"/proc/{pid}/net/{table}") as lines:
             for line in list(lines)[1:]:
                 fields = line.split()
-                remote[fields[9]] = "tcp to port " + str(int(fields[2].rsplit(":", 1)[1], 16))
+                port = int(fields[2].rsplit(":", 1)[1], 16)
+                remote[fields[9]] = f"tcp to {services.get(port, f'port {port}')}"
     kinds: Counter[str] = Counter()
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
