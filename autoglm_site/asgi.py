@@ -1,3 +1,5 @@
+import asyncio
+import atexit
 import multiprocessing
 import os
 import shutil
@@ -39,10 +41,30 @@ _share_metrics_between_web_processes()
 
 from django.core.asgi import get_asgi_application  # noqa: E402
 
+from autoglm_site.plugins import start_plugins, stop_plugins  # noqa: E402
 from autoglm_site.telemetry import configure_tracing  # noqa: E402
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "autoglm_site.settings")
 
 # Before the app loads its middleware: Django's instrumentation adds its own to the list.
 configure_tracing("web")
-application = get_asgi_application()
+django_application = get_asgi_application()
+# Plugins start once the app is loaded. They stop at the ASGI lifespan's shutdown (uvicorn sends
+# it on SIGTERM and Ctrl-C, then exits by the signal, which skips atexit), or at a normal exit.
+start_plugins()
+atexit.register(stop_plugins)
+
+
+async def application(scope, receive, send):
+    """Django's ASGI app, with the lifespan protocol (which Django does not speak) answered
+    here: its shutdown stops the plugins."""
+    if scope["type"] != "lifespan":
+        return await django_application(scope, receive, send)
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await asyncio.to_thread(stop_plugins)
+            await send({"type": "lifespan.shutdown.complete"})
+            return

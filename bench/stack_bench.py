@@ -101,7 +101,7 @@ class Stack:
         worker = [sys.executable, "manage.py", "worker"]
         worker += ["--concurrency", self.env["AUTOGLM_MAX_BATCH_SIZE"], "--loglevel", "WARNING"]
         web = [sys.executable, "-m", "uvicorn", "autoglm_site.asgi:application"]
-        web += ["--host", "127.0.0.1", "--port", str(self.port), "--lifespan", "off"]
+        web += ["--host", "127.0.0.1", "--port", str(self.port), "--lifespan", "on"]
         web += ["--no-access-log", "--log-level", "warning"]
         for command in (worker, web):
             process = Process(command, env=self.env, cwd=self.root, log=log, stop_timeout=30)

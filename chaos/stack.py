@@ -62,7 +62,7 @@ class ChaosStack:
         )
         command = [python, "-m", "uvicorn", "autoglm_site.asgi:application", "--host"]
         command += ["127.0.0.1", "--port", str(self.port), "--workers", "2", "--no-access-log"]
-        command += ["--lifespan", "off"]
+        command += ["--lifespan", "on"]
         self.web = Process(command, env=self.env, log=self.dir / "web.log").start()
         self.web.wait_for_port(self.port, 60)
         for index in range(self.worker_count):

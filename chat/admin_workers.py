@@ -1,9 +1,12 @@
 """The admin's Workers page: the live workers (their models, jobs, batch occupancy, KV cache
-and last heartbeat) and each model's queue. Staff only; read from Redis at each view."""
+and last heartbeat), each model's queue, and this web process's plugins with their state.
+Staff only; read from Redis at each view."""
 
 from django.conf import settings
 from django.contrib import admin
 from django.template.response import TemplateResponse
+
+from autoglm_site import plugins
 
 from .capacity import max_queue_depth, queue_depth
 from .worker_registry import live_workers, workers_serving
@@ -35,4 +38,5 @@ def workers_view(request):
     ]
     context = {**admin.site.each_context(request), "title": "Workers", "models": models}
     context["workers"] = rows
+    context["plugins"] = plugins.host().plugins
     return TemplateResponse(request, "admin/chat/workers.html", context)

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from autoglm_site import plugins
 from autoglm_site.errors import OUTAGES, error_body
 from autoglm_site.redisconn import redis_client
 
@@ -22,8 +23,9 @@ from .worker_registry import live_workers, workers_serving
 
 
 def readyz(request) -> JsonResponse:
-    """200 when PostgreSQL and Redis answer and every model of AUTOGLM_READY_MODELS has a live
-    worker; else 503, naming the checks that fail. No model is called."""
+    """200 when PostgreSQL and Redis answer, every model of AUTOGLM_READY_MODELS has a live
+    worker and every required plugin runs; else 503, naming the checks that fail. No model is
+    called."""
     checks = {"database": _check(_database_ping), "redis": _check(_redis_ping)}
     workers = _live_workers_or_none()
     for model in settings.AUTOGLM_READY_MODELS:
@@ -32,6 +34,11 @@ def readyz(request) -> JsonResponse:
         else:
             count = len(workers_serving(model, workers))
             checks[f"model:{model}"] = f"ok: {count} live" if count else "down: no live worker"
+    for entry in plugins.host().plugins:
+        if entry.required:
+            checks[f"plugin:{entry.name}"] = (
+                "ok: running" if entry.state == plugins.State.RUNNING else f"down: {entry.state}"
+            )
     failing = [name for name, state in checks.items() if not state.startswith("ok")]
     body = {"status": "unavailable" if failing else "ok", "failing": failing, "checks": checks}
     return JsonResponse(body, status=503 if failing else 200)

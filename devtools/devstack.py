@@ -60,7 +60,7 @@ def main() -> int:
     manager.add_process(
         "web",
         f"'{python}' -m uvicorn autoglm_site.asgi:application --host {host} --port {port} "
-        "--no-access-log --lifespan off",
+        "--no-access-log --lifespan on",
         env=env,
         cwd=str(ROOT),
     )

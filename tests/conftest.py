@@ -174,7 +174,7 @@ def live_server_url(celery_worker, tmp_path_factory):
     replicas share the limits) on the test database, with the Celery worker."""
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "autoglm_site.asgi:application"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--lifespan", "off"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--lifespan", "on"]
     command += ["--workers", "2", "--no-access-log"]
     log_path = tmp_path_factory.mktemp("web") / "web.log"
     web = Process(command, env=celery_worker.env, log=log_path).start()

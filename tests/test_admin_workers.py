@@ -51,3 +51,24 @@ def test_it_is_for_staff_only(tenant_a):
     assert member.login(username="alice", password="alice-pw")
     response = member.get("/admin/workers/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_it_shows_the_plugins_and_their_state(operator, monkeypatch):
+    from autoglm_site import plugins
+
+    host = plugins.PluginHost()
+
+    class Guard:
+        name, required = "guard", True
+
+        def start(self):
+            raise RuntimeError("no patterns file")
+
+    host.register(Guard(), "tests:Guard")
+    host.initialize({})
+    host.start()
+    monkeypatch.setattr(plugins, "_host", host)
+    html = operator.get("/admin/workers/").content.decode()
+    row = re.search(r'<table id="plugins">.*?</table>', html, re.S).group(0)
+    cells = [re.sub(r"\s+", " ", c).strip() for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
+    assert cells == ["guard", "failed", "yes", "tests:Guard", "RuntimeError: no patterns file"]

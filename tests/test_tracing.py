@@ -35,7 +35,7 @@ def untraced_environ() -> dict[str, str]:
 def start_web(env: dict[str, str], log_path, *uvicorn_args: str) -> tuple[Process, str]:
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "autoglm_site.asgi:application"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--lifespan", "off", *uvicorn_args]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--lifespan", "on", *uvicorn_args]
     web = Process(command, env=env, log=log_path).start()
     return web, f"http://127.0.0.1:{port}"
 

@@ -9,6 +9,8 @@ import logging
 
 from celery.signals import worker_init, worker_shutdown
 
+from autoglm_site.plugins import stop_plugins
+
 from .heartbeat import WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
@@ -59,3 +61,4 @@ def stop_engines(**kwargs) -> None:
     shutdown()
     for heartbeat in _heartbeat:
         heartbeat.stop()
+    stop_plugins()

@@ -2,6 +2,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from autoglm_site.celery import app
+from autoglm_site.plugins import start_plugins
 from autoglm_site.telemetry import configure_tracing
 from chat.jobs import model_queue
 from workers.signals import models_serve
@@ -38,6 +39,7 @@ class Command(BaseCommand):
             raise CommandError("--concurrency must be at least 1")
         models_serve(names, concurrency)
         configure_tracing("worker")  # before Celery starts: its instrumentation hooks its signals
+        start_plugins()  # stopped at the worker's shutdown (workers/signals.py)
         argv = [
             "worker",
             "--pool=threads",

@@ -1,0 +1,186 @@
+"""The plugin host (issue 16, its first part): plugins found through the ``autoglm.plugins``
+entry points of an installed package and through AUTOGLM_PLUGINS, configured from their own
+setting, started, and stopped in reverse order; a bad configuration stops start-up naming the
+plugin; a plugin that fails to start is left ``failed``; a required one that is not running
+fails /readyz."""
+
+import json
+import sys
+import textwrap
+
+import httpx
+import pytest
+
+from autoglm_site.env import ConfigError
+from autoglm_site.plugins import PluginHost, State, config_variable, discover
+from devtools.processes import Process, free_port
+
+
+class Recording:
+    """A plugin that writes down what the host does to it."""
+
+    def __init__(self, name: str, log: list, fail_on: str = ""):
+        self.name, self.log, self.fail_on = name, log, fail_on
+
+    def configure(self, config: dict) -> None:
+        if "bad" in config:
+            raise ValueError("'bad' is not an option")
+        self.log.append((self.name, "configure", config))
+
+    def start(self) -> None:
+        if self.fail_on == "start":
+            raise RuntimeError("cannot reach its service")
+        self.log.append((self.name, "start"))
+
+    def stop(self) -> None:
+        self.log.append((self.name, "stop"))
+
+
+def test_it_takes_plugins_through_their_lifecycle_and_stops_them_in_reverse():
+    log: list = []
+    host = PluginHost()
+    for name in ("first", "broken", "last"):
+        host.register(Recording(name, log, fail_on="start" if name == "broken" else ""), "test")
+    assert [entry.state for entry in host.plugins] == [State.REGISTERED] * 3
+    host.initialize({config_variable("first"): '{"level": 2}'})
+    assert [entry.state for entry in host.plugins] == [State.INITIALIZED] * 3
+    host.start()
+    states = {entry.name: entry.state for entry in host.plugins}
+    assert states == {"first": State.RUNNING, "broken": State.FAILED, "last": State.RUNNING}
+    assert "cannot reach its service" in host.plugins[1].error
+    assert [plugin.name for plugin in host.running()] == ["first", "last"]
+    host.stop()
+    assert log == [
+        ("first", "configure", {"level": 2}),
+        ("broken", "configure", {}),
+        ("last", "configure", {}),
+        ("first", "start"),
+        ("last", "start"),
+        ("last", "stop"),  # reverse order, and never the plugin that did not start
+        ("first", "stop"),
+    ]
+    assert host.plugins[1].state == State.FAILED
+
+
+@pytest.mark.parametrize("raw", ['{"bad": 1}', "not json", "[1, 2]"])
+def test_a_bad_configuration_stops_start_up_naming_the_plugin(raw):
+    host = PluginHost()
+    host.register(Recording("guard-rail", []), "test")
+    with pytest.raises(ConfigError, match="guard-rail") as refused:
+        host.initialize({"AUTOGLM_PLUGIN_GUARD_RAIL": raw})
+    assert "AUTOGLM_PLUGIN_GUARD_RAIL" in str(refused.value)
+
+
+def test_names_must_be_plain_and_unique():
+    host = PluginHost()
+    host.register(Recording("one", []), "a")
+    with pytest.raises(ConfigError, match="two plugins"):
+        host.register(Recording("one", []), "b")
+    with pytest.raises(ConfigError, match="name"):
+        host.register(Recording("Has Spaces", []), "c")
+
+
+def test_autoglm_plugins_names_plugins_by_dotted_path():
+    found = discover({"AUTOGLM_PLUGINS": "tests.test_plugins:make_listed"})
+    assert [(plugin.name, source) for plugin, source in found if plugin.name == "listed"] == [
+        ("listed", "tests.test_plugins:make_listed")
+    ]
+    with pytest.raises(ConfigError, match="cannot be imported"):
+        discover({"AUTOGLM_PLUGINS": "tests.no_such_module:Plugin"})
+
+
+def make_listed():
+    return Recording("listed", [])
+
+
+# A real package on a path entry: its dist-info declares the entry point, as `pip install`
+# would write it.
+PACKAGE = """
+import json, pathlib
+
+class MarkerPlugin:
+    name = "marker"
+    required = True
+
+    def configure(self, config):
+        if "dir" not in config:
+            raise ValueError("needs 'dir'")
+        self.dir = pathlib.Path(config["dir"])
+        self.fail = config.get("fail", False)
+
+    def start(self):
+        if self.fail:
+            raise RuntimeError("refuses to start")
+        (self.dir / "started").write_text("yes")
+
+    def stop(self):
+        (self.dir / "stopped").write_text("yes")
+"""
+
+
+def installed_package(root) -> None:
+    (root / "autoglm_marker_plugin").mkdir()
+    (root / "autoglm_marker_plugin" / "__init__.py").write_text(textwrap.dedent(PACKAGE))
+    info = root / "autoglm_marker_plugin-1.0.dist-info"
+    info.mkdir()
+    info.joinpath("METADATA").write_text(
+        "Metadata-Version: 2.1\nName: autoglm-marker-plugin\nVersion: 1.0\n"
+    )
+    info.joinpath("entry_points.txt").write_text(
+        "[autoglm.plugins]\nmarker = autoglm_marker_plugin:MarkerPlugin\n"
+    )
+
+
+def web_with_plugin(celery_worker, tmp_path, config: dict) -> tuple[Process, str]:
+    installed_package(tmp_path)
+    env = {
+        **celery_worker.env,
+        "PYTHONPATH": f"{tmp_path}:{celery_worker.env.get('PYTHONPATH', '')}",
+        "AUTOGLM_PLUGIN_MARKER": json.dumps(config),
+        "AUTOGLM_READY_MODELS": "autoglm-demo",
+    }
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "autoglm_site.asgi:application"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--lifespan", "on"]
+    web = Process(command, env=env, log=tmp_path / "web.log").start()
+    return web, f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_installed_plugin_is_found_started_and_stopped_by_the_web(celery_worker, tmp_path):
+    web, base = web_with_plugin(celery_worker, tmp_path, {"dir": str(tmp_path)})
+    try:
+        web.wait_for_port(int(base.rsplit(":", 1)[1]), 30)
+        ready = httpx.get(f"{base}/readyz", timeout=10).json()
+        assert ready["checks"]["plugin:marker"] == "ok: running", ready
+        assert (tmp_path / "started").exists() and not (tmp_path / "stopped").exists()
+        # SIGTERM: uvicorn shuts down (the lifespan's shutdown stops the plugins), then exits
+        # by the signal.
+        web.proc.terminate()
+        web.proc.wait(20)
+    finally:
+        web.stop()
+    assert (tmp_path / "stopped").read_text() == "yes"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_required_plugin_that_fails_to_start_fails_readyz(celery_worker, tmp_path):
+    web, base = web_with_plugin(celery_worker, tmp_path, {"dir": str(tmp_path), "fail": True})
+    try:
+        web.wait_for_port(int(base.rsplit(":", 1)[1]), 30)
+        response = httpx.get(f"{base}/readyz", timeout=10)
+        assert response.status_code == 503
+        assert response.json()["checks"]["plugin:marker"] == "down: failed"
+        assert not (tmp_path / "started").exists()
+    finally:
+        web.stop()
+    assert not (tmp_path / "stopped").exists()  # a plugin that never ran is not stopped
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bad_plugin_configuration_stops_the_web_from_starting(celery_worker, tmp_path):
+    web, _ = web_with_plugin(celery_worker, tmp_path, {"no-dir": True})
+    web.proc.wait(30)
+    assert web.proc.returncode != 0
+    log = (tmp_path / "web.log").read_text()
+    assert "plugin 'marker'" in log and "AUTOGLM_PLUGIN_MARKER" in log
