@@ -15,6 +15,7 @@ from autoglm_site.fields import StrictCharField
 from autoglm_site.schema import ERROR_REF, ERRORS, JOB_EVENT_REF, list_of
 from tenants.apiviews import ApiCall, ApiView, async_api
 from tenants.auth import request_tenant
+from tenants.idempotency import caller_scope, idempotent
 
 from . import jobs, selectors, services
 from .models import ChatJob
@@ -93,10 +94,15 @@ class SessionListCreateApi(ApiView):
 
     @extend_schema(request=Input, responses={201: SessionOutput}, summary="Create a session")
     def post(self, request):
+        tenant = request_tenant(request)
+        scope = caller_scope(tenant, request.auth, request.user)
+        return idempotent(request, scope=scope, create=lambda: self._create(request, tenant))
+
+    def _create(self, request, tenant):
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
         session = services.session_create(
-            tenant=request_tenant(request), api_key=request.auth, **data.validated_data
+            tenant=tenant, api_key=request.auth, **data.validated_data
         )
         return Response(SessionOutput(session).data, status=status.HTTP_201_CREATED)
 
@@ -159,6 +165,11 @@ class SessionMessagesApi(ApiView):
     def post(self, request, session_id):
         tenant = request_tenant(request)
         session = selectors.session_get(tenant=tenant, session_id=session_id)
+        scope = caller_scope(tenant, request.auth, request.user)
+        create = lambda: self._submit(request, tenant, session)  # noqa: E731
+        return idempotent(request, scope=scope, create=create)
+
+    def _submit(self, request, tenant, session):
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
         params = dict(data.validated_data)

@@ -18,6 +18,7 @@ from autoglm_site.schema import list_of
 from . import selectors, services
 from .apiviews import ApiView
 from .auth import ApiKeyAuthentication
+from .idempotency import caller_scope, idempotent
 from .models import ApiKey
 from .roles import manager_tenant
 
@@ -95,6 +96,10 @@ class ApiKeyListCreateApi(ManagerView):
     )
     def post(self, request):
         tenant = manager_tenant(request)
+        scope = caller_scope(tenant, request.auth, request.user)
+        return idempotent(request, scope=scope, create=lambda: self._create(request, tenant))
+
+    def _create(self, request, tenant):
         data = ApiKeyCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
         api_key, secret = services.api_key_create(
