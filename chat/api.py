@@ -15,7 +15,7 @@ from autoglm_site.fields import StrictCharField
 from autoglm_site.schema import ERROR_REF, ERRORS, JOB_EVENT_REF, list_of
 from tenants.apiviews import ApiCall, ApiView, async_api
 from tenants.auth import request_tenant
-from tenants.idempotency import caller_scope, idempotent
+from tenants.idempotency import IN_FLIGHT, caller_scope, idempotency_schema, idempotent
 
 from . import jobs, selectors, services
 from .models import ChatJob
@@ -92,7 +92,9 @@ class SessionListCreateApi(ApiView):
         sessions = selectors.session_list(tenant=request_tenant(request))
         return paged(request, sessions, SessionOutput, newest_first=True)
 
-    @extend_schema(request=Input, responses={201: SessionOutput}, summary="Create a session")
+    @extend_schema(
+        request=Input, summary="Create a session", **idempotency_schema({201: SessionOutput})
+    )
     def post(self, request):
         tenant = request_tenant(request)
         scope = caller_scope(tenant, request.auth, request.user)
@@ -151,16 +153,19 @@ class SessionMessagesApi(ApiView):
 
     @extend_schema(
         request=Input,
-        responses={
-            202: JobOutput,
-            409: OpenApiResponse(
-                ERROR_REF,
-                description="The session's previous answer is still queued or generating "
-                "(`conflict`): wait for its job to end, or cancel it, then post.",
-            ),
-            429: OpenApiResponse(ERROR_REF, description=ERRORS["429"]),
-        },
         summary="Post a user message; answers 202 with the job that will reply",
+        **idempotency_schema(
+            {
+                202: JobOutput,
+                409: OpenApiResponse(
+                    ERROR_REF,
+                    description="The session's previous answer is still queued or generating "
+                    "(`conflict`): wait for its job to end, or cancel it, then post. Or: "
+                    + IN_FLIGHT,
+                ),
+                429: OpenApiResponse(ERROR_REF, description=ERRORS["429"]),
+            }
+        ),
     )
     def post(self, request, session_id):
         tenant = request_tenant(request)

@@ -39,6 +39,7 @@ from tenants.idempotency import (
     idempotency_begin,
     idempotency_finish,
     idempotency_release,
+    idempotency_schema,
 )
 
 from . import events, jobs, services
@@ -197,17 +198,19 @@ SSE_COMPLETION = (
     operation_id="chat_completions_create",
     tags=["openai"],
     summary="Create a chat completion (OpenAI-compatible)",
-    responses={
-        (200, "application/json"): OpenApiResponse(COMPLETION_REF, description=SSE_COMPLETION),
-        (200, "text/event-stream"): OpenApiResponse(COMPLETION_EVENT_REF),
-        429: OpenApiResponse(ERROR_REF, description=ERRORS["429"]),
-        500: OpenApiResponse(ERROR_REF, description="The job failed on the worker."),
-        504: OpenApiResponse(
-            ERROR_REF,
-            description="The job ran out of time, or the request waited past "
-            "AUTOGLM_REQUEST_TIMEOUT (`timeout`).",
-        ),
-    },
+    **idempotency_schema(
+        {
+            (200, "application/json"): OpenApiResponse(COMPLETION_REF, description=SSE_COMPLETION),
+            (200, "text/event-stream"): OpenApiResponse(COMPLETION_EVENT_REF),
+            429: OpenApiResponse(ERROR_REF, description=ERRORS["429"]),
+            500: OpenApiResponse(ERROR_REF, description="The job failed on the worker."),
+            504: OpenApiResponse(
+                ERROR_REF,
+                description="The job ran out of time, or the request waited past "
+                "AUTOGLM_REQUEST_TIMEOUT (`timeout`).",
+            ),
+        }
+    ),
 )
 async def chat_completions(request, call: ApiCall) -> HttpResponse:
     data = call.body

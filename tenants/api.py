@@ -18,7 +18,7 @@ from autoglm_site.schema import list_of
 from . import selectors, services
 from .apiviews import ApiView
 from .auth import ApiKeyAuthentication
-from .idempotency import caller_scope, idempotent
+from .idempotency import caller_scope, idempotency_schema, idempotent
 from .models import ApiKey
 from .roles import manager_tenant
 
@@ -91,8 +91,8 @@ class ApiKeyListCreateApi(ManagerView):
 
     @extend_schema(
         request=ApiKeyCreateInput,
-        responses={201: ApiKeyOutput},
         summary="Create a key; the answer holds the secret, shown this once",
+        **idempotency_schema({201: ApiKeyOutput}),
     )
     def post(self, request):
         tenant = manager_tenant(request)

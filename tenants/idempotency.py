@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework.response import Response
 
 from autoglm_site.errors import (
@@ -32,6 +33,7 @@ from autoglm_site.errors import (
     InvalidRequestError,
 )
 from autoglm_site.redisconn import redis_client
+from autoglm_site.schema import ERROR_REF
 
 from .models import ApiKey, Tenant
 
@@ -78,6 +80,34 @@ class Replay:
     body: Any
     headers: dict[str, str]
     job_id: str | None
+
+
+IN_FLIGHT = (
+    "The first request with this `Idempotency-Key` is still creating its object "
+    "(`idempotency_key_in_flight`): retry after `retry-after`."
+)
+
+
+def idempotency_schema(responses: dict) -> dict:
+    """``extend_schema`` arguments of a POST that takes an Idempotency-Key: the header, and its
+    409 and 422 beside ``responses`` (a 409 of the operation's own stays, and says both)."""
+    header = OpenApiParameter(
+        HEADER,
+        str,
+        OpenApiParameter.HEADER,
+        pattern=f"^[ -~]{{1,{MAX_KEY_LENGTH}}}$",
+        description="Send the same key to retry without creating twice: the first answer is "
+        "replayed (`Idempotent-Replayed: true`) for 24 hours.",
+    )
+    errors = {
+        409: OpenApiResponse(ERROR_REF, description=IN_FLIGHT),
+        422: OpenApiResponse(
+            ERROR_REF,
+            description="This `Idempotency-Key` came with another request "
+            "(`idempotency_key_reused`).",
+        ),
+    }
+    return {"parameters": [header], "responses": {**errors, **responses}}
 
 
 def idempotency_key(request) -> str | None:
