@@ -79,6 +79,23 @@ class ConflictError(ApplicationError):
     code = "conflict"
 
 
+class IdempotencyKeyReusedError(ApplicationError):
+    """The Idempotency-Key came with another request before (another body or endpoint)."""
+
+    status_code = 422
+    code = "idempotency_key_reused"
+
+
+class IdempotencyKeyInFlightError(ConflictError):
+    """The first request with this Idempotency-Key has not answered yet: retry shortly."""
+
+    code = "idempotency_key_in_flight"
+
+    def __init__(self, message: str, *, retry_after: int = 1):
+        super().__init__(message, param="Idempotency-Key")
+        self.headers = {"retry-after": str(retry_after)}
+
+
 def error_body(message: str, *, type: str, code: str | None, param: str | None = None) -> dict:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 

@@ -164,6 +164,8 @@ AUTOGLM_FINAL_WRITE_RETRY_S = envint("AUTOGLM_FINAL_WRITE_RETRY_S", 300, minimum
 AUTOGLM_MAX_QUEUE_DEPTH = envint("AUTOGLM_MAX_QUEUE_DEPTH", 0, minimum=0)
 # A non-stream completion waits this long for its job at most, then answers 504 and cancels it.
 AUTOGLM_REQUEST_TIMEOUT = envint("AUTOGLM_REQUEST_TIMEOUT", 600, minimum=1)
+# Idempotency-Key (tenants/idempotency.py): a key's first answer is replayed for this long.
+AUTOGLM_IDEMPOTENCY_TTL = envint("AUTOGLM_IDEMPOTENCY_TTL", 86400, minimum=1)
 # GET /metrics needs "Authorization: Bearer <this>"; unset, it answers loopback clients only.
 AUTOGLM_METRICS_TOKEN = envstr("AUTOGLM_METRICS_TOKEN") or None
 

@@ -15,6 +15,7 @@ from autoglm_site.fields import StrictCharField
 from autoglm_site.schema import ERROR_REF, ERRORS, JOB_EVENT_REF, list_of
 from tenants.apiviews import ApiCall, ApiView, async_api
 from tenants.auth import request_tenant
+from tenants.idempotency import IN_FLIGHT, caller_scope, idempotency_schema, idempotent
 
 from . import jobs, selectors, services
 from .models import ChatJob
@@ -91,12 +92,19 @@ class SessionListCreateApi(ApiView):
         sessions = selectors.session_list(tenant=request_tenant(request))
         return paged(request, sessions, SessionOutput, newest_first=True)
 
-    @extend_schema(request=Input, responses={201: SessionOutput}, summary="Create a session")
+    @extend_schema(
+        request=Input, summary="Create a session", **idempotency_schema({201: SessionOutput})
+    )
     def post(self, request):
+        tenant = request_tenant(request)
+        scope = caller_scope(tenant, request.auth, request.user)
+        return idempotent(request, scope=scope, create=lambda: self._create(request, tenant))
+
+    def _create(self, request, tenant):
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
         session = services.session_create(
-            tenant=request_tenant(request), api_key=request.auth, **data.validated_data
+            tenant=tenant, api_key=request.auth, **data.validated_data
         )
         return Response(SessionOutput(session).data, status=status.HTTP_201_CREATED)
 
@@ -145,20 +153,28 @@ class SessionMessagesApi(ApiView):
 
     @extend_schema(
         request=Input,
-        responses={
-            202: JobOutput,
-            409: OpenApiResponse(
-                ERROR_REF,
-                description="The session's previous answer is still queued or generating "
-                "(`conflict`): wait for its job to end, or cancel it, then post.",
-            ),
-            429: OpenApiResponse(ERROR_REF, description=ERRORS["429"]),
-        },
         summary="Post a user message; answers 202 with the job that will reply",
+        **idempotency_schema(
+            {
+                202: JobOutput,
+                409: OpenApiResponse(
+                    ERROR_REF,
+                    description="The session's previous answer is still queued or generating "
+                    "(`conflict`): wait for its job to end, or cancel it, then post. Or: "
+                    + IN_FLIGHT,
+                ),
+                429: OpenApiResponse(ERROR_REF, description=ERRORS["429"]),
+            }
+        ),
     )
     def post(self, request, session_id):
         tenant = request_tenant(request)
         session = selectors.session_get(tenant=tenant, session_id=session_id)
+        scope = caller_scope(tenant, request.auth, request.user)
+        create = lambda: self._submit(request, tenant, session)  # noqa: E731
+        return idempotent(request, scope=scope, create=create)
+
+    def _submit(self, request, tenant, session):
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
         params = dict(data.validated_data)

@@ -21,7 +21,7 @@ from drf_spectacular.utils import (
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from autoglm_site.errors import error_body
+from autoglm_site.errors import NotFoundError, error_body
 from autoglm_site.fields import StrictBooleanField, StrictCharField, StrictIntegerField
 from autoglm_site.schema import (
     COMPLETION_EVENT_REF,
@@ -32,6 +32,15 @@ from autoglm_site.schema import (
 )
 from tenants.apiviews import ApiCall, ApiView, async_api
 from tenants.auth import ApiKeyAuthentication
+from tenants.idempotency import (
+    REPLAYED_HEADER,
+    Replay,
+    caller_scope,
+    idempotency_begin,
+    idempotency_finish,
+    idempotency_release,
+    idempotency_schema,
+)
 
 from . import events, jobs, services
 from .models import ChatJob
@@ -189,51 +198,93 @@ SSE_COMPLETION = (
     operation_id="chat_completions_create",
     tags=["openai"],
     summary="Create a chat completion (OpenAI-compatible)",
-    responses={
-        (200, "application/json"): OpenApiResponse(COMPLETION_REF, description=SSE_COMPLETION),
-        (200, "text/event-stream"): OpenApiResponse(COMPLETION_EVENT_REF),
-        429: OpenApiResponse(ERROR_REF, description=ERRORS["429"]),
-        500: OpenApiResponse(ERROR_REF, description="The job failed on the worker."),
-        504: OpenApiResponse(
-            ERROR_REF,
-            description="The job ran out of time, or the request waited past "
-            "AUTOGLM_REQUEST_TIMEOUT (`timeout`).",
-        ),
-    },
+    **idempotency_schema(
+        {
+            (200, "application/json"): OpenApiResponse(COMPLETION_REF, description=SSE_COMPLETION),
+            (200, "text/event-stream"): OpenApiResponse(COMPLETION_EVENT_REF),
+            429: OpenApiResponse(ERROR_REF, description=ERRORS["429"]),
+            500: OpenApiResponse(ERROR_REF, description="The job failed on the worker."),
+            504: OpenApiResponse(
+                ERROR_REF,
+                description="The job ran out of time, or the request waited past "
+                "AUTOGLM_REQUEST_TIMEOUT (`timeout`).",
+            ),
+        }
+    ),
 )
 async def chat_completions(request, call: ApiCall) -> HttpResponse:
     data = call.body
-    job, limits = await _submit(
-        tenant=call.tenant,
-        api_key=call.api_key,
-        model=data.validated_data["model"],
-        messages=data.job_messages(),
-        params=data.job_params(),
-        trace_id=request.request_id,
-    )
+    scope = caller_scope(call.tenant, call.api_key, getattr(request, "user", None))
+    claim = await _in_thread(idempotency_begin)(request, scope=scope, data=data.initial_data)
+    if isinstance(claim, Replay):
+        return await _replay(claim, call)
+    try:
+        job, limits = await _submit(
+            tenant=call.tenant,
+            api_key=call.api_key,
+            model=data.validated_data["model"],
+            messages=data.job_messages(),
+            params=data.job_params(),
+            trace_id=request.request_id,
+        )
+    except BaseException:
+        if claim is not None:
+            await _in_thread(idempotency_release)(claim)  # nothing was created
+        raise
+    if claim is not None:
+        # Kept as soon as the job exists: a retry re-attaches to it (see _replay).
+        finish = _in_thread(idempotency_finish)
+        await finish(claim, status=200, headers=limits.values, job_id=str(job.id))
+    return await _answer(job, data, limits.values, keyed=claim is not None)
+
+
+async def _replay(replay: Replay, call: ApiCall) -> HttpResponse:
+    """The answer of the first request with this Idempotency-Key: its job's, again (a stream of
+    it from its start, or its completion once it ends)."""
+    job = await ChatJob.objects.filter(pk=replay.job_id, tenant=call.tenant).afirst()
+    if job is None:
+        raise NotFoundError("The completion of this Idempotency-Key no longer exists.")
+    response = await _answer(job, call.body, replay.headers, keyed=True)
+    response[REPLAYED_HEADER] = "true"
+    return response
+
+
+async def _answer(job: ChatJob, data, headers: dict[str, str], *, keyed: bool) -> HttpResponse:
+    """The job's answer: a stream, or its completion when it ends.
+
+    A client that hangs up cancels the job, unless it sent an Idempotency-Key: it means to try
+    again, and its retry re-attaches to the same job.
+    """
     if data.validated_data.get("stream"):
         options = data.validated_data.get("stream_options") or {}
-        response = sse(completion_chunks(job, include_usage=options.get("include_usage", False)))
+        include_usage = options.get("include_usage", False)
+        response = sse(completion_chunks(job, include_usage=include_usage, cancel=not keyed))
     else:
         try:
             async with asyncio.timeout(settings.AUTOGLM_REQUEST_TIMEOUT):
                 job = await wait_for_end(job)
         except TimeoutError:
             await _cancel(job)  # no one will read its answer
-            return _timed_out(limits)
+            return _timed_out(headers)
         except asyncio.CancelledError:
-            await _cancel(job)  # the client went away
+            if not keyed:
+                await _cancel(job)  # the client went away
             raise
         if job.status == ChatJob.Status.FAILED:
             response = JsonResponse(job_error(job), status=job_error_status(job))
         else:
             response = JsonResponse(completion_body(job))
-    for name, value in limits.values.items():
+    for name, value in headers.items():
         response[name] = value
     return response
 
 
-def _timed_out(limits) -> JsonResponse:
+def _in_thread(function):
+    # Not thread-sensitive: a release may run as the request is cancelled (see _cancel).
+    return sync_to_async(function, thread_sensitive=False)
+
+
+def _timed_out(headers: dict[str, str]) -> JsonResponse:
     seconds = settings.AUTOGLM_REQUEST_TIMEOUT
     body = error_body(
         f"The completion did not finish within {seconds}s (AUTOGLM_REQUEST_TIMEOUT); its job "
@@ -241,7 +292,7 @@ def _timed_out(limits) -> JsonResponse:
         type="server_error",
         code="timeout",
     )
-    return JsonResponse(body, status=504, headers=limits.values)
+    return JsonResponse(body, status=504, headers=headers)
 
 
 async def _submit(**kwargs) -> tuple[ChatJob, object]:
@@ -272,12 +323,14 @@ async def wait_for_end(job: ChatJob) -> ChatJob:
     return await ChatJob.objects.aget(pk=job.pk)
 
 
-async def completion_chunks(job: ChatJob, *, include_usage: bool) -> AsyncIterator[bytes]:
+async def completion_chunks(
+    job: ChatJob, *, include_usage: bool, cancel: bool = True
+) -> AsyncIterator[bytes]:
     """The job's events as OpenAI ``chat.completion.chunk`` SSE frames.
 
     One token is held back so that ``finish_reason`` rides on the last content chunk. A client
-    that disconnects before the end cancels the job, and so does a restart of the job after text
-    went out (the client is told to retry, see ``_restart``).
+    that disconnects before the end cancels the job (with ``cancel``), and so does a restart of
+    the job after text went out (the client is told to retry, see ``_restart``).
     """
     base = {
         "id": completion_id(job),
@@ -321,7 +374,7 @@ async def completion_chunks(job: ChatJob, *, include_usage: bool) -> AsyncIterat
                 yield frame({"error": event.data["error"]})
         yield b"data: [DONE]\n\n"
     finally:
-        if not ended:
+        if not ended and cancel:
             logger.info("stream closed early, cancelling", extra={"job_id": str(job.id)})
             await _cancel(job)
 

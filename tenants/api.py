@@ -18,6 +18,7 @@ from autoglm_site.schema import list_of
 from . import selectors, services
 from .apiviews import ApiView
 from .auth import ApiKeyAuthentication
+from .idempotency import caller_scope, idempotency_schema, idempotent
 from .models import ApiKey
 from .roles import manager_tenant
 
@@ -90,11 +91,15 @@ class ApiKeyListCreateApi(ManagerView):
 
     @extend_schema(
         request=ApiKeyCreateInput,
-        responses={201: ApiKeyOutput},
         summary="Create a key; the answer holds the secret, shown this once",
+        **idempotency_schema({201: ApiKeyOutput}),
     )
     def post(self, request):
         tenant = manager_tenant(request)
+        scope = caller_scope(tenant, request.auth, request.user)
+        return idempotent(request, scope=scope, create=lambda: self._create(request, tenant))
+
+    def _create(self, request, tenant):
         data = ApiKeyCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
         api_key, secret = services.api_key_create(

@@ -13,7 +13,8 @@ import pytest
 
 from chat import events as job_events
 from chat.jobs import job_fail
-from chat.models import ChatJob
+from chat.models import ChatJob, ChatSession, Message
+from tests.dropproxy import DroppingProxy
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
@@ -333,25 +334,60 @@ def test_it_raises_quota_exceeded_at_once(client, tenant_a):
     assert error.retry_after and error.retry_after > 0 and error.request_id
 
 
-def test_it_raises_timeout_error_when_the_answer_is_too_slow(live_server_url, key_a):
+def test_it_retries_a_slow_answer_under_its_key_and_makes_one_job(live_server_url, key_a):
     with autoglm.AutoGLMClient(
         api_key=key_a, base_url=live_server_url, read_timeout=0.3, backoff_base=0.01
     ) as client:
         with pytest.raises(autoglm.APITimeoutError) as caught:
             client.chat(messages=ESSAY, model=MODEL, max_tokens=LONG, temperature=0)
-    # The chat reached the server, so it was not sent again (a second job would answer and
-    # bill twice); its job was cancelled by the server when the client hung up.
-    assert caught.value.request_sent and not caught.value.retryable
-    # On a busy machine the server may still be creating the job when the client gives up
-    # (it cancels the job as soon as it exists): wait for it to exist, then to end.
+    # Each try carried the call's Idempotency-Key: the retries waited for the first try's job,
+    # and none made another. A keyed job outlives its client's hang-up (a retry may come back
+    # for it), so it runs to its end.
+    assert caught.value.request_sent and caught.value.retryable
     wait_until(
         lambda: (
             ChatJob.objects.exists()
             and not ChatJob.objects.exclude(status__in=ChatJob.FINISHED).exists()
-        )
+        ),
+        timeout=120,
     )
     jobs = list(ChatJob.objects.all())
-    assert len(jobs) == 1 and jobs[0].status == "cancelled"
+    assert len(jobs) == 1 and jobs[0].status == "succeeded"
+
+
+@pytest.fixture
+def lossy_client(live_server_url, key_a):
+    """A client behind a proxy that loses the first answer after the server acted on it."""
+    proxy = DroppingProxy(int(live_server_url.rsplit(":", 1)[1])).start()
+    with autoglm.AutoGLMClient(api_key=key_a, base_url=proxy.url, backoff_base=0.01) as client:
+        client.proxy = proxy
+        yield client
+    proxy.stop()
+
+
+def test_a_chat_whose_answer_was_lost_is_retried_into_its_one_job(lossy_client):
+    response = lossy_client.chat(messages=HELLO, model=MODEL, max_tokens=8, temperature=0)
+    assert lossy_client.proxy.dropped == 1 and lossy_client.proxy.connections == 2
+    job = ChatJob.objects.get()  # the retry created none
+    assert response["id"] == f"chatcmpl-{job.id.hex}" and response["content"] == job.output
+
+
+def test_a_message_whose_answer_was_lost_is_retried_into_its_one_job(lossy_client):
+    session = lossy_client.sessions.create(title="lossy")  # its answer is the one lost
+    job = lossy_client.sessions.send(session["id"], "Hello", max_tokens=8, wait=False)
+    assert lossy_client.proxy.dropped == 1
+    assert ChatSession.objects.count() == 1
+    assert [j.id for j in ChatJob.objects.all()] == [uuid.UUID(job["id"])]
+    assert Message.objects.filter(role="user").count() == 1
+    lossy_client.jobs.wait(job["id"], timeout=60)
+
+
+def test_a_stream_whose_answer_was_lost_reattaches_to_its_job(lossy_client):
+    stream = lossy_client.chat(messages=HELLO, model=MODEL, max_tokens=16, stream=True)
+    text = "".join(stream)
+    assert lossy_client.proxy.dropped == 1
+    job = ChatJob.objects.get()
+    assert job.status == "succeeded" and text == job.output  # from its start, each token once
 
 
 def test_it_raises_connection_error_when_nothing_listens():

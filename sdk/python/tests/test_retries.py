@@ -77,14 +77,60 @@ def test_it_raises_server_error_after_exactly_three_502s(server, client):
     assert caught.value.request_id == "req_test_3"
 
 
-# A POST that reached the server may have created a job: it is not sent again after a dropped
-# connection, a read timeout or a 502/504 (it would answer twice and bill twice). GETs are.
+# A POST that reached the server may have created a job: it is sent again after a dropped
+# connection, a read timeout or a 502/504 only because it carries an Idempotency-Key, the same
+# on each try, with which the server answers the retry with the first job. Without one it is not
+# (it would answer twice and bill twice).
 
 
-def test_it_does_not_resend_a_post_whose_connection_dropped(server, client):
+def test_it_resends_a_post_whose_connection_dropped_with_the_same_key(server, client):
+    server.then(drop(), respond(200, completion("the first job, replayed")))
+    assert chat(client)["content"] == "the first job, replayed"
+    first, second = server.attempts
+    assert first.headers["idempotency-key"] == second.headers["idempotency-key"]
+    assert first.headers["idempotency-key"].startswith("idem_")
+    assert first.body == second.body
+
+
+def test_it_gives_each_call_its_own_key(server, client):
+    server.then(respond(200, completion()), respond(200, completion()))
+    chat(client)
+    chat(client)
+    first, second = server.attempts
+    assert first.headers["idempotency-key"] != second.headers["idempotency-key"]
+
+
+def test_it_sends_the_callers_own_key(server, client):
+    server.then(drop(), respond(200, completion()), respond(201, {"id": "s-1"}))
+    client.chat(messages=HELLO, model="test-model", idempotency_key="order-42")
+    client.sessions.create(title="t", idempotency_key="session-7")
+    assert [a.headers["idempotency-key"] for a in server.attempts] == [
+        "order-42",
+        "order-42",
+        "session-7",
+    ]
+
+
+def test_it_retries_a_post_while_its_first_try_is_in_flight(server, client):
+    server.then(
+        fail(409, "idempotency_key_in_flight", "invalid_request_error", retry_after="0"),
+        respond(200, completion("answered")),
+    )
+    assert chat(client)["content"] == "answered"
+    assert len(server.attempts) == 2
+
+
+def test_it_does_not_retry_a_plain_conflict(server, client):
+    server.then(fail(409, "conflict", "invalid_request_error"), respond(202, {"id": "job-1"}))
+    with pytest.raises(autoglm.ConflictError):
+        client.sessions.send("s-1", "hi", wait=False)
+    assert len(server.attempts) == 1
+
+
+def test_it_does_not_resend_a_post_without_a_key_whose_connection_dropped(server, client):
     server.then(drop(), respond(200, completion("a second job")))
     with pytest.raises(autoglm.APIConnectionError, match="may have been processed") as caught:
-        chat(client)
+        client.request("PATCH", "/api/v1/sessions/s-1", json={"title": "x"})
     assert not caught.value.retryable
     assert len(server.attempts) == 1
 
@@ -103,12 +149,12 @@ def test_it_raises_a_connection_error_after_three_dropped_connections(server, cl
     assert len(server.attempts) == 3
 
 
-def test_it_does_not_resend_a_post_that_timed_out_waiting(server, make_client):
+def test_it_resends_a_post_that_timed_out_waiting_with_the_same_key(server, make_client):
     client = make_client(read_timeout=0.3)
     server.then(slow(1.0, respond(200, completion("too late"))), respond(200, completion("fast")))
-    with pytest.raises(autoglm.APITimeoutError, match="may have been processed"):
-        chat(client)
-    assert len(server.attempts) == 1
+    assert chat(client)["content"] == "fast"
+    first, second = server.attempts
+    assert first.headers["idempotency-key"] == second.headers["idempotency-key"]
 
 
 def test_it_raises_a_timeout_error_when_every_get_times_out(server, make_client):
@@ -128,7 +174,7 @@ def test_it_takes_a_per_call_timeout(server, make_client):
     assert time.monotonic() - started < 0.5
 
 
-def test_it_resends_a_post_the_server_refused_but_not_one_a_gateway_lost(server, client):
+def test_it_resends_a_post_the_server_refused_or_a_gateway_lost(server, client):
     server.then(
         fail(429, "rate_limit_exceeded", "tokens"),
         fail(503, "overloaded"),
@@ -138,9 +184,8 @@ def test_it_resends_a_post_the_server_refused_but_not_one_a_gateway_lost(server,
     assert len(server.attempts) == 3
     server.attempts.clear()
     server.then(fail(504, "gateway_timeout"), respond(200, completion()))
-    with pytest.raises(autoglm.ServerError):
-        chat(client)
-    assert len(server.attempts) == 1
+    assert chat(client)["content"] == "Hello there"
+    assert len(server.attempts) == 2
 
 
 def test_it_retries_504_for_a_get(server, client):
@@ -283,7 +328,8 @@ def test_it_retries_with_the_async_client(server):
         respond(200, completion("async answer")),
         fail(429, "rate_limit_exceeded", "requests"),
         chat_stream("as", "ync"),
-        fail(502, "bad_gateway"),  # a POST a gateway may have passed on: not resent
+        fail(502, "bad_gateway"),  # a POST a gateway may have passed on: resent, same key
+        respond(200, completion("after the gateway")),
     )
 
     async def run() -> tuple[str, list[str], autoglm.Usage | None]:
@@ -291,14 +337,18 @@ def test_it_retries_with_the_async_client(server):
             whole = await client.chat(messages=HELLO, model="test-model")
             stream = await client.chat(messages=HELLO, model="test-model", stream=True)
             pieces = [delta async for delta in stream]
-            with pytest.raises(autoglm.ServerError):
-                await client.chat(messages=HELLO, model="test-model")
+            after = await client.chat(messages=HELLO, model="test-model")
+            assert after["content"] == "after the gateway"
             return whole["content"], pieces, stream.usage
 
     content, pieces, usage = asyncio.run(run())
     assert content == "async answer"
     assert pieces == ["as", "ync"] and usage and usage["total_tokens"] == 5
-    assert len(server.attempts) == 5
+    assert len(server.attempts) == 6
+    assert (
+        server.attempts[4].headers["idempotency-key"]
+        == server.attempts[5].headers["idempotency-key"]
+    )
 
 
 def test_it_honours_retry_after_with_the_async_client(server):

@@ -46,10 +46,14 @@ class RetryPolicy:
 
     A request is tried at most ``max_retries + 1`` times (3 at most). It is tried again after a
     connection error, a timeout, ``429 rate_limit_exceeded`` (never ``insufficient_quota``),
-    502, 503 or 504; but a POST or PATCH (not idempotent: a chat creates a job) only when it
-    cannot have been processed: the connection was never made, or the server refused it (429,
-    503). After a dropped connection, a read timeout or a 502/504 it may have created a job,
-    and sending it again would answer and bill twice. The wait is the server's ``retry-after``
+    ``409 idempotency_key_in_flight``, 502, 503 or 504. A POST creates things (a chat creates a
+    job), so every POST carries an ``Idempotency-Key``, the same on each try of one call: the
+    server answers a retry with the first try's answer (the same job) and creates nothing
+    twice, so a POST is retried like a GET. A request without such a key that is not idempotent
+    (a PATCH, or a POST whose key the caller removed) is tried again only when it cannot have
+    been processed: the connection was never made, or the server refused it (429, 503); after
+    a dropped connection, a read timeout or a 502/504 it may have acted, and sending it again
+    would answer and bill twice. The wait is the server's ``retry-after``
     when it sent one (a request told to wait longer than ``max_retry_after`` seconds is not
     retried), else exponential backoff with jitter: ``backoff_base * 2**(retry-1)`` capped at
     ``backoff_max``, of which a random 0..50% is taken off.
@@ -89,6 +93,36 @@ class RetryPolicy:
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 REFUSED_STATUSES = frozenset({429, 503})  # the server refused the request: nothing was done
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+KEYED_METHODS = frozenset({"POST"})  # the methods that get an Idempotency-Key of their own
+
+
+def new_idempotency_key() -> str:
+    """An ``Idempotency-Key`` for one logical call, kept across its retries."""
+    return f"idem_{uuid.uuid4().hex}"
+
+
+def idempotency_headers(method: str, headers: Mapping[str, str]) -> dict[str, str]:
+    """The key to add to a call's headers: a new one for a POST that has none (a caller's own
+    key, in any letter case, wins), else nothing."""
+    if method not in KEYED_METHODS:
+        return {}
+    if any(name.lower() == IDEMPOTENCY_HEADER.lower() for name in headers):
+        return {}
+    return {IDEMPOTENCY_HEADER: new_idempotency_key()}
+
+
+def key_header(idempotency_key: str | None) -> dict[str, str]:
+    """A caller's own ``Idempotency-Key`` as a header (none: the client makes one)."""
+    return {} if idempotency_key is None else {IDEMPOTENCY_HEADER: idempotency_key}
+
+
+def is_safe_to_resend(method: str, headers: Mapping[str, str] | httpx.Headers) -> bool:
+    """Whether sending the request twice does what sending it once does: an idempotent method,
+    or a request with an Idempotency-Key (the server replays the first answer)."""
+    if method in IDEMPOTENT_METHODS:
+        return True
+    return any(name.lower() == IDEMPOTENCY_HEADER.lower() for name in headers)
 
 
 def was_refused_unprocessed(error: AutoGLMError) -> bool:
@@ -104,6 +138,9 @@ def is_retryable(error: AutoGLMError) -> bool:
         return error.retryable
     if isinstance(error, QuotaExceededError):
         return False
+    if error.status_code == 409:
+        # The first try with this Idempotency-Key is still at work; the next gets its answer.
+        return error.code == "idempotency_key_in_flight"
     return error.status_code in RETRYABLE_STATUSES
 
 
@@ -322,13 +359,13 @@ def connection_error(
 
     ``retryable`` is set for what another try may fix: timeouts, network errors and a server
     that dropped the connection; not for a malformed URL or an unsupported scheme, and not for
-    a POST or PATCH that may have been processed (see :class:`RetryPolicy`).
+    a request that may have been processed and is not safe to resend (see :class:`RetryPolicy`).
     """
     where = f"{request.method} {request.url}" if request is not None else "the request"
     # Before the connection was made, nothing was sent; after, the server may have acted on it.
     sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
     maybe = ""
-    if sent and request is not None and request.method not in IDEMPOTENT_METHODS:
+    if sent and request is not None and not is_safe_to_resend(request.method, request.headers):
         maybe = " The request may have been processed; it was not sent again."
     if isinstance(exc, httpx.TimeoutException):
         return APITimeoutError(

@@ -13,13 +13,15 @@ from typing import Any, Literal, overload
 import httpx
 
 from .._core import (
-    IDEMPOTENT_METHODS,
     ClientConfig,
     chat_response,
     connection_error,
     decode_json,
     error_from_response,
+    idempotency_headers,
+    is_safe_to_resend,
     json_object,
+    key_header,
     new_request_id,
     per_call_timeout,
 )
@@ -151,6 +153,9 @@ class AutoGLMClient:
             "x-request-id": request_id,
             **(headers or {}),
         }
+        # One key for the call, sent on each of its tries: a retry never creates twice.
+        request_headers.update(idempotency_headers(method, request_headers))
+        idempotent = is_safe_to_resend(method, request_headers)
         query = {k: v for k, v in (params or {}).items() if v is not None}
         attempt = 0
         while True:
@@ -179,7 +184,7 @@ class AutoGLMClient:
                 finally:
                     response.close()
                 error = error_from_response(response)
-            delay = policy.delay(attempt, error, idempotent=method in IDEMPOTENT_METHODS)
+            delay = policy.delay(attempt, error, idempotent=idempotent)
             if delay is None:
                 raise error
             time.sleep(delay)
@@ -211,9 +216,12 @@ class AutoGLMClient:
         *,
         json: Any = None,
         params: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """:meth:`request` for an endpoint that answers a JSON object."""
-        return json_object(self.request(method, path, json=json, params=params))
+        headers = key_header(idempotency_key)
+        answer = self.request(method, path, json=json, params=params, headers=headers)
+        return json_object(answer)
 
     # -- chat --------------------------------------------------------------------------------
 
@@ -232,6 +240,7 @@ class AutoGLMClient:
         stream: Literal[False] = ...,
         extra_body: Mapping[str, Any] | None = ...,
         timeout: float | httpx.Timeout | None = ...,
+        idempotency_key: str | None = ...,
     ) -> ChatResponse: ...
 
     @overload
@@ -249,6 +258,7 @@ class AutoGLMClient:
         stream: Literal[True],
         extra_body: Mapping[str, Any] | None = ...,
         timeout: float | httpx.Timeout | None = ...,
+        idempotency_key: str | None = ...,
     ) -> ChatStream: ...
 
     def chat(
@@ -265,6 +275,7 @@ class AutoGLMClient:
         stream: bool = False,
         extra_body: Mapping[str, Any] | None = None,
         timeout: float | httpx.Timeout | None = None,
+        idempotency_key: str | None = None,
     ) -> ChatResponse | ChatStream:
         """Run a chat completion (``POST /v1/chat/completions``).
 
@@ -278,6 +289,10 @@ class AutoGLMClient:
             stream: return a :class:`ChatStream` of text deltas instead of the whole answer.
             extra_body: fields merged into the JSON body as they are, unchecked.
             timeout: this call's timeout (a number for every phase, or an ``httpx.Timeout``).
+            idempotency_key: the call's ``Idempotency-Key`` (1 to 255 printable ASCII
+                characters); by default a new one per call. Each retry sends the same, so the
+                server answers it with the same job; pass your own to make a call again later
+                (within 24 hours) and get the first one's answer.
 
         Returns:
             ``{"content", "finish_reason", "usage", "id", "model", "raw"}``; or, with
@@ -299,15 +314,18 @@ class AutoGLMClient:
             stream=stream,
             extra_body=extra_body,
         )
+        key = key_header(idempotency_key)
         if not stream:
             return chat_response(  # type: ignore[return-value]
-                self.request("POST", "/v1/chat/completions", json=body, timeout=timeout)
+                self.request(
+                    "POST", "/v1/chat/completions", json=body, headers=key, timeout=timeout
+                )
             )
         response = self._send(
             "POST",
             "/v1/chat/completions",
             json=body,
-            headers={"Accept": "text/event-stream"},
+            headers={"Accept": "text/event-stream", **key},
             timeout=timeout,
             stream=True,
         )
