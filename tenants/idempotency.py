@@ -16,13 +16,16 @@ Only successes are kept: a request that failed (a 4xx or 5xx, or an exception) c
 so its lock is released and the same key may be sent again, as a fresh request.
 """
 
+import base64
 import hashlib
+import hmac
 import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.fernet import Fernet
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework.response import Response
@@ -70,6 +73,7 @@ class Claim:
     redis_key: str
     fingerprint: str
     token: str
+    seal: Fernet  # encrypts the kept answer (it may hold a new API key's secret)
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,7 @@ def idempotency_begin(request, *, scope: str, data: Any) -> Claim | Replay | Non
         redis_key=f"autoglm:idempotency:{digest}",
         fingerprint=fingerprint(request.method, request.path, data),
         token=secrets.token_hex(16),
+        seal=_seal(scope, key),
     )
     client = redis_client()
     lock = json.dumps({"token": claim.token, "fingerprint": claim.fingerprint})
@@ -170,11 +175,12 @@ def _found(record: dict, claim: Claim) -> Replay:
             "use a new key for a new request.",
             param=HEADER,
         )
-    if "status" not in record:
+    if "answer" not in record:
         raise IdempotencyKeyInFlightError(
             f"The first request with this {HEADER} has not answered yet; retry shortly."
         )
-    return Replay(record["status"], record["body"], record["headers"], record.get("job_id"))
+    answer = json.loads(claim.seal.decrypt(record["answer"].encode()))
+    return Replay(answer["status"], answer["body"], answer["headers"], answer.get("job_id"))
 
 
 def idempotency_finish(
@@ -187,17 +193,25 @@ def idempotency_finish(
 ) -> None:
     """Keep the answer of the claim's request for the key's lifetime."""
     kept = {k: v for k, v in (headers or {}).items() if k.lower().startswith(KEPT_HEADER_PREFIX)}
+    answer = json.dumps(
+        {"status": status, "body": body, "headers": kept, "job_id": job_id}, default=str
+    )
     record = {
         "token": claim.token,
         "fingerprint": claim.fingerprint,
-        "status": status,
-        "body": body,
-        "headers": kept,
-        "job_id": job_id,
+        "answer": claim.seal.encrypt(answer.encode()).decode(),
     }
     ttl = settings.AUTOGLM_IDEMPOTENCY_TTL
     stored = json.dumps(record, default=str)
     redis_client().eval(_FINISH, 1, claim.redis_key, claim.token, stored, ttl)
+
+
+def _seal(scope: str, key: str) -> Fernet:
+    """The kept answer is encrypted under a key made from SECRET_KEY and the Idempotency-Key
+    itself, which Redis never holds (its record is named by a hash): what Redis keeps (a new
+    API key's secret, a completion's text) reads only for the client that sent the key."""
+    material = hmac.new(settings.SECRET_KEY.encode(), f"{scope}\n{key}".encode(), "sha256")
+    return Fernet(base64.urlsafe_b64encode(material.digest()))
 
 
 def idempotency_release(claim: Claim) -> None:

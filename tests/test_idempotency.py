@@ -214,3 +214,28 @@ def test_a_retried_stream_reattaches_to_its_job_from_the_start(http):
     assert job.status == "succeeded"  # the hang-up of a keyed stream did not cancel it
     assert {c["id"] for c in chunks} == {completion_id(job)}
     assert text_of(chunks) == job.output  # the whole answer, from its start, once
+
+
+@pytest.mark.django_db
+def test_the_kept_answer_of_a_new_key_does_not_hold_its_secret_in_the_clear(client, tenant_a):
+    """Redis keeps the answer replayed for a key; the new API key's secret in it is sealed."""
+    from autoglm_site.redisconn import redis_client
+
+    client.login(username="alice", password="alice-pw")
+
+    def create():
+        return client.post(
+            "/api/v1/keys",
+            {"name": "sealed"},
+            content_type="application/json",
+            HTTP_IDEMPOTENCY_KEY="seal-1",
+        )
+
+    response = create()
+    assert response.status_code == 201, response.content
+    secret = response.json()["key"]
+    stored = [
+        redis_client().get(name) for name in redis_client().scan_iter("autoglm:idempotency:*")
+    ]
+    assert stored and all(secret not in value and "seal-1" not in value for value in stored)
+    assert create().json()["key"] == secret
