@@ -30,8 +30,10 @@ from ._sync.resources import Jobs, Models, Sessions
 from ._sync.stream import ChatStream
 from ._types import ChatMessage, ChatResponse, JobEvent, Usage
 from ._version import __version__
+from .webhooks import WebhookVerificationError, verify_webhook
 
 __all__ = [
+    "verify_webhook",
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
@@ -60,5 +62,6 @@ __all__ = [
     "Sessions",
     "Usage",
     "ValidationError",
+    "WebhookVerificationError",
     "__version__",
 ]
