@@ -200,3 +200,63 @@ def start_plugins(environ: dict[str, str] | None = None) -> PluginHost:
 
 def stop_plugins() -> None:
     _host.stop()
+
+
+# -- the hook points: a plugin defines the methods it needs --------------------------------------
+#
+#   before_admission(admission: Admission) -> Admission | None
+#       see and rewrite a request's messages and parameters before it is admitted (None: as it
+#       is), or raise PluginRefusal to refuse it (400 in the error shape, with the plugin's code);
+#   answer_stage(answer: AnswerContext) -> AnswerStage | None
+#       a stage the answer's text goes through, chunk by chunk, on the worker (the stream and the
+#       stored answer are what it gives out);
+#   job_ended(event: JobEnded) -> None
+#       told when a job ends (succeeded, failed, cancelled), with its usage.
+#
+# Stages run in the plugins' start order. A hook that raises anything else fails its request
+# with the code plugin_error and is logged with the plugin's name; the process carries on.
+
+
+class PluginRefusal(Exception):
+    """Raised by ``before_admission`` to refuse a request: 400 with ``code``."""
+
+    def __init__(self, message: str, *, code: str = "request_refused") -> None:
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+@dataclass
+class Admission:
+    tenant: str  # the tenant's slug
+    model: str
+    messages: list[dict[str, str]]  # {"role", "content"}, the prompt's messages
+    params: dict[str, Any]  # temperature, top_p, max_tokens, stop, seed
+
+
+@dataclass(frozen=True)
+class AnswerContext:
+    job_id: str
+    tenant: str
+    model: str
+
+
+class AnswerStage:
+    """What ``answer_stage`` returns: ``feed`` takes the next chunk of text and gives out what
+    may go on now (it may hold some back); ``finish`` gives out what it still holds."""
+
+    def feed(self, text: str) -> str:
+        return text
+
+    def finish(self) -> str:
+        return ""
+
+
+@dataclass(frozen=True)
+class JobEnded:
+    job_id: str
+    tenant: str
+    model: str
+    status: str  # succeeded, failed, cancelled
+    finish_reason: str  # stop, length, cancelled; or a failed job's error code
+    prompt_tokens: int
+    completion_tokens: int

@@ -23,7 +23,7 @@ from autoglm_site.retrying import retry_through_outage
 from tenants import quotas
 from tenants.models import ApiKey, Tenant, UsageRecord
 
-from . import events
+from . import events, pipeline
 from .models import ChatJob, ChatSession, Message
 
 logger = logging.getLogger(__name__)
@@ -403,6 +403,7 @@ def _job_ended(job: ChatJob) -> None:
     )
     if first_ending:
         transaction.on_commit(lambda: _count_ending(job))
+        transaction.on_commit(lambda: pipeline.job_ended(job))
 
 
 def _count_ending(job: ChatJob) -> None:

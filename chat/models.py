@@ -74,6 +74,7 @@ class ChatJob(models.Model):
         ENGINE_ERROR = "engine_error"
         MODEL_UNAVAILABLE = "model_unavailable"
         WORKER_CRASHED = "worker_crashed"
+        PLUGIN_ERROR = "plugin_error"
         INTERNAL_ERROR = "internal_error"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

@@ -22,6 +22,7 @@ JOB_ERRORS: dict[str, tuple[int, str]] = {
     Code.ENGINE_ERROR: (503, "server_error"),
     Code.MODEL_UNAVAILABLE: (503, "server_error"),
     Code.WORKER_CRASHED: (500, "server_error"),
+    Code.PLUGIN_ERROR: (500, "server_error"),
 }
 _UNKNOWN_ERROR = (500, "server_error")
 

@@ -22,7 +22,7 @@ from autoglm_site.errors import (
 from tenants import quotas
 from tenants.models import ApiKey, Tenant
 
-from . import jobs
+from . import jobs, pipeline
 from .capacity import admission_check
 from .models import ChatJob, ChatSession, Message
 from .tokens import estimate_prompt_tokens
@@ -113,6 +113,13 @@ def message_submit(
     """
     model_check(model=session.model, api_key=api_key)
     params = {**_default_params(), **session.params, **params}
+    messages, params = pipeline.before_admission(
+        tenant=tenant.slug,
+        model=session.model,
+        messages=[{"role": Message.Role.USER, "content": content}],
+        params=params,
+    )
+    content = messages[-1]["content"]  # what the plugins made of it (e.g. masked) is stored
     prompt = jobs.session_prompt(
         session=session,
         history=[*session.messages.all(), Message(role=Message.Role.USER, content=content)],
@@ -151,7 +158,10 @@ def completion_submit(
     Admitted against the quotas first, like ``message_submit``.
     """
     model_check(model=model, api_key=api_key)
-    params = {**_default_params(), **params, "messages": messages}
+    messages, params = pipeline.before_admission(
+        tenant=tenant.slug, model=model, messages=messages, params={**_default_params(), **params}
+    )
+    params = {**params, "messages": messages}
     return _admit_and_create(
         tenant=tenant,
         api_key=api_key,

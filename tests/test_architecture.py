@@ -23,6 +23,8 @@ ALLOWED = {
     "workers": {"autoglm_site", "tenants", "chat", "engine"},
     "engine": set(),
     "devtools": set(),
+    # the plugins that ship with autoglm: they see only the host's interfaces
+    "autoglm_plugins": {"autoglm_site"},
 }
 # Modules any package may import: torch-free leaves.
 SHARED_LEAVES = {"engine.model_files"}

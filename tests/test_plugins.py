@@ -184,3 +184,40 @@ def test_a_bad_plugin_configuration_stops_the_web_from_starting(celery_worker, t
     assert web.proc.returncode != 0
     log = (tmp_path / "web.log").read_text()
     assert "plugin 'marker'" in log and "AUTOGLM_PLUGIN_MARKER" in log
+
+
+@pytest.mark.django_db
+def test_plugins_are_told_when_a_job_ends_and_one_that_raises_harms_nothing(
+    client_a, monkeypatch, django_capture_on_commit_callbacks
+):
+    from autoglm_site import plugins
+    from chat.jobs import job_cancel
+    from chat.models import ChatJob
+
+    seen = []
+
+    class Listener:
+        name = "listener"
+
+        def job_ended(self, event):
+            seen.append(event)
+
+    class Broken:
+        name = "broken"
+
+        def job_ended(self, event):
+            raise RuntimeError("its webhook receiver is down")
+
+    host = PluginHost()
+    host.register(Broken(), "test")
+    host.register(Listener(), "test")
+    host.initialize({})
+    host.start()
+    monkeypatch.setattr(plugins, "_host", host)
+    session = client_a.post("/api/v1/sessions", {"model": "autoglm-idle"}, format="json").json()
+    client_a.post(f"/api/v1/sessions/{session['id']}/messages", {"content": "hi"}, format="json")
+    with django_capture_on_commit_callbacks(execute=True):
+        job_cancel(job=ChatJob.objects.get())
+    assert [(e.tenant, e.model, e.status, e.finish_reason) for e in seen] == [
+        ("tenant-a", "autoglm-idle", "cancelled", "cancelled")
+    ]

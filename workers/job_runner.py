@@ -9,6 +9,7 @@ the functions that use them: importing this module (and ``workers.tasks``) stays
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -32,6 +33,7 @@ from engine.result import GenerationResult
 from tenants.quotas import QuotaExceededError
 
 from . import job_spans
+from .answer_stages import AnswerPipeline, PluginStageError
 from .heartbeat import worker_id
 from .job_metrics import job_running, observe_generation
 
@@ -135,13 +137,17 @@ def _generate(job: ChatJob, stream: TokenPublisher) -> tuple[GenerationResult, i
         messages, dropped = _prompt(job, loaded)
         prompt_ids = _encode(loaded, messages)
         max_tokens = _budget(job, prompt_ids)
+        answer = AnswerPipeline(job)
         submitted_wall = time.time()
-        handle = _submit(job, engine, prompt_ids, max_tokens, stream)
+        handle = _submit(job, engine, prompt_ids, max_tokens, stream, answer)
         try:
             result = _wait(handle)
         finally:
             job_spans.generation_traced(job, handle)
         observe_generation(job, handle, submitted_wall)
+        if answer.active:  # the plugins' stages: their rest goes out, their text is kept
+            _publish_text(stream, job_id, answer.finish())
+            result = dataclasses.replace(result, text=answer.text)
         return result, dropped
     finally:
         cancels().forget(job_id)
@@ -191,7 +197,12 @@ def _budget(job: ChatJob, prompt_ids: list[int]) -> int:
 
 
 def _submit(
-    job: ChatJob, engine: Engine, prompt_ids: list[int], max_tokens: int, stream: TokenPublisher
+    job: ChatJob,
+    engine: Engine,
+    prompt_ids: list[int],
+    max_tokens: int,
+    stream: TokenPublisher,
+    answer: AnswerPipeline,
 ) -> EngineHandle:
     params, job_id = job.params, str(job.id)
     return engine.submit(
@@ -202,7 +213,7 @@ def _submit(
             top_p=params.get("top_p", 1.0),
             seed=params.get("seed"),
             stop=params.get("stop") or (),
-            on_text=lambda text: _publish_text(stream, job_id, text),
+            on_text=lambda text: _publish_text(stream, job_id, answer.feed(text)),
             should_stop=_Heartbeat(job),
             timeout=_time_left(job),
         )
@@ -273,6 +284,7 @@ FAILURES: list[tuple[type[Exception], Code, Callable[[Any], str], bool]] = [
     (JobTimeoutError, Code.TIMEOUT, str, True),
     (GenerationError, Code.INVALID_REQUEST, str, False),
     (EngineDeadError, Code.ENGINE_ERROR, lambda exc: _ENGINE_DEAD_REASON, True),
+    (PluginStageError, Code.PLUGIN_ERROR, str, True),
 ]
 
 

@@ -1,0 +1,2 @@
+"""Plugins that ship with autoglm, as examples and for use: enable one by naming it in
+AUTOGLM_PLUGINS (e.g. ``autoglm_plugins.guardrail:Guardrail``)."""
