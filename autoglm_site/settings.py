@@ -166,6 +166,9 @@ AUTOGLM_MAX_QUEUE_DEPTH = envint("AUTOGLM_MAX_QUEUE_DEPTH", 0, minimum=0)
 AUTOGLM_REQUEST_TIMEOUT = envint("AUTOGLM_REQUEST_TIMEOUT", 600, minimum=1)
 # Idempotency-Key (tenants/idempotency.py): a key's first answer is replayed for this long.
 AUTOGLM_IDEMPOTENCY_TTL = envint("AUTOGLM_IDEMPOTENCY_TTL", 86400, minimum=1)
+# Outbound calls (webhooks, callbacks) may go to private, loopback and link-local addresses
+# (autoglm_site/outbound.py): off, as a server-side request forgery guard; the tests turn it on.
+AUTOGLM_OUTBOUND_ALLOW_PRIVATE = envbool("AUTOGLM_OUTBOUND_ALLOW_PRIVATE", False)
 # GET /metrics needs "Authorization: Bearer <this>"; unset, it answers loopback clients only.
 AUTOGLM_METRICS_TOKEN = envstr("AUTOGLM_METRICS_TOKEN") or None
 
