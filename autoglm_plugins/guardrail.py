@@ -66,9 +66,7 @@ class Guardrail:
         return _MaskingStage(patterns, self.mask_with) if patterns else None
 
     def masked(self, text: str) -> str:
-        for pattern in self.mask:
-            text = pattern.sub(self.mask_with, text)
-        return text
+        return _masked(text, self.mask, self.mask_with)
 
 
 class _MaskingStage(AnswerStage):
@@ -85,16 +83,17 @@ class _MaskingStage(AnswerStage):
                 if match.start() < cut < match.end():
                     cut = match.start()
         out, self.held = self.held[:cut], self.held[cut:]
-        return self._masked(out)
+        return _masked(out, self.patterns, self.mask_with)
 
     def finish(self) -> str:
         out, self.held = self.held, ""
-        return self._masked(out)
+        return _masked(out, self.patterns, self.mask_with)
 
-    def _masked(self, text: str) -> str:
-        for pattern in self.patterns:
-            text = pattern.sub(self.mask_with, text)
-        return text
+
+def _masked(text: str, patterns: list[re.Pattern], mask_with: str) -> str:
+    for pattern in patterns:
+        text = pattern.sub(mask_with, text)
+    return text
 
 
 def _patterns(config: dict, key: str) -> list[str]:

@@ -7,8 +7,9 @@ from .errors import error_page_response, error_response
 from .tracing import new_trace_id, trace_id_var
 
 
-class RequestIdMiddleware:
-    """Give every request a trace id and echo it as ``x-request-id`` on every response."""
+class _Middleware:
+    """A middleware that serves sync and async requests alike (``__call__`` sends an async
+    request to ``__acall__``), so an async view never runs through a sync adapter."""
 
     sync_capable = True
     async_capable = True
@@ -18,6 +19,10 @@ class RequestIdMiddleware:
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
+
+
+class RequestIdMiddleware(_Middleware):
+    """Give every request a trace id and echo it as ``x-request-id`` on every response."""
 
     def _start(self, request) -> object:
         request.request_id = new_trace_id(request.headers.get("x-request-id"))
@@ -44,19 +49,11 @@ class RequestIdMiddleware:
         return response
 
 
-class ApiErrorPageMiddleware:
+class ApiErrorPageMiddleware(_Middleware):
     """No HTML error page on an API path, under any setting: Django's own pages (DEBUG's
     technical 404 and 500, the "Bad Request" page) become the one JSON error shape."""
 
-    sync_capable = True
-    async_capable = True
     API_PREFIXES = ("/api/", "/v1/")
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
 
     def __call__(self, request):
         if self.is_async:
@@ -83,19 +80,11 @@ class ApiErrorPageMiddleware:
         return error_page_response(response.status_code)
 
 
-class HttpMetricsMiddleware:
+class HttpMetricsMiddleware(_Middleware):
     """Count every response by route (the URL pattern, not the path: ids would make a series
     each), method and status, and time it to its headers."""
 
-    sync_capable = True
-    async_capable = True
     METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
 
     def __call__(self, request):
         if self.is_async:

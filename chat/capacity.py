@@ -34,8 +34,12 @@ def queue_depth(model: str) -> int:
 def max_queue_depth(model: str, workers: list[WorkerInfo]) -> int:
     if settings.AUTOGLM_MAX_QUEUE_DEPTH:
         return settings.AUTOGLM_MAX_QUEUE_DEPTH
-    capacity = sum(max(1, info.capacity) for info in workers_serving(model, workers))
-    return DEFAULT_QUEUE_BATCHES * capacity
+    return DEFAULT_QUEUE_BATCHES * _running_at_once(workers_serving(model, workers))
+
+
+def _running_at_once(serving: list[WorkerInfo]) -> int:
+    """The jobs these workers run at once (their job threads)."""
+    return sum(max(1, info.capacity) for info in serving)
 
 
 def admission_check(*, model: str) -> None:
@@ -49,8 +53,7 @@ def admission_check(*, model: str) -> None:
         )
     depth, bound = queue_depth(model), max_queue_depth(model, serving)
     if depth >= bound:
-        capacity = sum(max(1, info.capacity) for info in serving)
         raise ServerOverloadedError(
             f"The model '{model}' has {depth} requests waiting, its limit; retry shortly.",
-            retry_after=max(1, math.ceil(depth / capacity)),
+            retry_after=max(1, math.ceil(depth / _running_at_once(serving))),
         )

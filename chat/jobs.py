@@ -407,8 +407,7 @@ def _job_ended(job: ChatJob) -> None:
 
 
 def _count_ending(job: ChatJob) -> None:
-    reason = job.finish_reason if job.status != ChatJob.Status.FAILED else job.error_code
-    metrics.REQUESTS_FINISHED.labels(model=job.model, finish_reason=reason or job.status).inc()
+    metrics.REQUESTS_FINISHED.labels(model=job.model, finish_reason=job.ending_reason).inc()
     tenant = job.tenant.slug
     metrics.PROMPT_TOKENS.labels(model=job.model, tenant=tenant).inc(job.prompt_tokens or 0)
     metrics.GENERATION_TOKENS.labels(model=job.model, tenant=tenant).inc(job.completion_tokens or 0)

@@ -146,3 +146,10 @@ class ChatJob(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+    @property
+    def ending_reason(self) -> str:
+        """Why an ended job ended: its finish reason (stop, length, cancelled), or a failed
+        one's error code (metrics and plugins label endings with it)."""
+        reason = self.error_code if self.status == self.Status.FAILED else self.finish_reason
+        return reason or self.status

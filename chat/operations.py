@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import os
 
 from django.conf import settings
 from django.db import connection
@@ -119,9 +120,9 @@ def _web_families() -> list[Metric]:
 
 
 def _multiprocess() -> bool:
-    from prometheus_client import values
-
-    return getattr(values.ValueClass, "_multiprocess", False)
+    # prometheus_client chose its multiprocess values by this variable when first imported
+    # (autoglm_site/asgi.py sets it before).
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
 def _scrape_time_families() -> list[Metric]:

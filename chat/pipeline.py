@@ -51,8 +51,7 @@ def job_ended(job: ChatJob) -> None:
         tenant=job.tenant.slug,
         model=job.model,
         status=job.status,
-        finish_reason=(job.finish_reason if job.status != ChatJob.Status.FAILED else job.error_code)
-        or "",
+        finish_reason=job.ending_reason,
         prompt_tokens=job.prompt_tokens or 0,
         completion_tokens=job.completion_tokens or 0,
     )
