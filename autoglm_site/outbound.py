@@ -11,8 +11,10 @@ answer that changes between the check and the call (rebinding) cannot move it.
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import socket
+import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -64,3 +66,44 @@ def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if mapped is not None:
         address = mapped
     return address.is_global and not address.is_multicast
+
+
+def outbound_post(
+    checked: CheckedURL, body: bytes, *, headers: dict[str, str], timeout: float
+) -> int:
+    """POST ``body`` to a checked URL, connecting to the address it was checked at (TLS still
+    verifies the host's certificate); the response's status. A redirect is a status like any
+    other: it is not followed. Raises OSError when no answer comes within ``timeout``."""
+    parts = urlsplit(checked.url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    connection_class = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
+    connection = connection_class(checked, timeout)
+    try:
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read(4096)  # a little of the body only: a receiver's answer is not read
+        return response.status
+    except http.client.HTTPException as exc:  # a malformed answer
+        raise OSError(f"bad HTTP answer: {exc!r}") from exc
+    finally:
+        connection.close()
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """An HTTP connection to the checked address, with the URL's host in its Host header."""
+
+    def __init__(self, checked: CheckedURL, timeout: float) -> None:
+        super().__init__(checked.host, checked.port, timeout=timeout)
+        self.address = checked.address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class _PinnedHTTPS(_PinnedHTTP):
+    default_port = 443
+
+    def connect(self) -> None:
+        super().connect()
+        context = ssl.create_default_context()
+        self.sock = context.wrap_socket(self.sock, server_hostname=self.host)

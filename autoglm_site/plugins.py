@@ -122,8 +122,17 @@ class PluginHost:
                 entry.state = State.STOPPED
 
     def running(self) -> list[Any]:
-        """The running plugins' objects, in start order (the order their stages run in)."""
+        """The running plugins' objects, in start order."""
         return [entry.plugin for entry in self.plugins if entry.state == State.RUNNING]
+
+    def stages(self, order: list[str] | None = None) -> list[Any]:
+        """The plugins a request's stages go through: those named in ``order`` (a tenant's
+        ``plugin_stages``), in that order, the ones not running left out; with no order, every
+        running plugin in start order."""
+        running = {plugin.name: plugin for plugin in self.running()}
+        if not order:
+            return list(running.values())
+        return [running[name] for name in dict.fromkeys(order) if name in running]
 
 
 def config_variable(name: str) -> str:
@@ -213,7 +222,9 @@ def stop_plugins() -> None:
 #   job_ended(event: JobEnded) -> None
 #       told when a job ends (succeeded, failed, cancelled), with its usage.
 #
-# Stages run in the plugins' start order. A hook that raises anything else fails its request
+# Stages (before_admission, answer_stage) run in the plugins' start order, or in the order of
+# the tenant's plugin_stages setting, which may also leave plugins out; job_ended reaches every
+# running plugin. A hook that raises anything else fails its request
 # with the code plugin_error and is logged with the plugin's name; the process carries on.
 
 
@@ -260,3 +271,6 @@ class JobEnded:
     finish_reason: str  # stop, length, cancelled; or a failed job's error code
     prompt_tokens: int
     completion_tokens: int
+    session_id: str | None = None  # None for an OpenAI-style completion
+    callback_url: str = ""  # the native job's, if it asked for one
+    error: str = ""  # a failed job's message

@@ -169,6 +169,17 @@ AUTOGLM_IDEMPOTENCY_TTL = envint("AUTOGLM_IDEMPOTENCY_TTL", 86400, minimum=1)
 # Outbound calls (webhooks, callbacks) may go to private, loopback and link-local addresses
 # (autoglm_site/outbound.py): off, as a server-side request forgery guard; the tests turn it on.
 AUTOGLM_OUTBOUND_ALLOW_PRIVATE = envbool("AUTOGLM_OUTBOUND_ALLOW_PRIVATE", False)
+# Webhooks (tenants/webhooks.py): tried on the workers from this queue, each try with this
+# timeout; a failed one again after a backoff doubling from the base up to the max, this many
+# tries in all; a try not made this long after it was due is queued again; ended deliveries
+# are kept this many days (the admin shows them).
+AUTOGLM_WEBHOOK_QUEUE = envstr("AUTOGLM_WEBHOOK_QUEUE", "autoglm.webhooks")
+AUTOGLM_WEBHOOK_TIMEOUT = envint("AUTOGLM_WEBHOOK_TIMEOUT", 5, minimum=1)
+AUTOGLM_WEBHOOK_TRIES = envint("AUTOGLM_WEBHOOK_TRIES", 10, minimum=1)
+AUTOGLM_WEBHOOK_RETRY_BASE = envint("AUTOGLM_WEBHOOK_RETRY_BASE", 10, minimum=1)
+AUTOGLM_WEBHOOK_RETRY_MAX = envint("AUTOGLM_WEBHOOK_RETRY_MAX", 3600, minimum=1)
+AUTOGLM_WEBHOOK_RESEND_AFTER = envint("AUTOGLM_WEBHOOK_RESEND_AFTER", 60, minimum=1)
+AUTOGLM_WEBHOOK_KEEP_DAYS = envint("AUTOGLM_WEBHOOK_KEEP_DAYS", 30, minimum=1)
 # GET /metrics needs "Authorization: Bearer <this>"; unset, it answers loopback clients only.
 AUTOGLM_METRICS_TOKEN = envstr("AUTOGLM_METRICS_TOKEN") or None
 

@@ -77,6 +77,7 @@ class SessionUpdateInput(serializers.Serializer):
 
 class MessageInput(SamplingInput):
     content = StrictCharField(max_length=settings.AUTOGLM_MAX_CONTENT_CHARS)
+    callback_url = StrictCharField(required=False, max_length=2000, default="")
 
 
 class SessionListCreateApi(ApiView):
@@ -183,6 +184,7 @@ class SessionMessagesApi(ApiView):
             tenant=tenant,
             session=session,
             content=content,
+            callback_url=params.pop("callback_url"),
             params=params,
             api_key=request.auth,
             trace_id=request.request_id,

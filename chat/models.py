@@ -111,6 +111,9 @@ class ChatJob(models.Model):
     error = models.TextField(blank=True)
     error_code = models.CharField(max_length=64, blank=True, choices=ErrorCode.choices)
     trace_id = models.CharField(max_length=128, blank=True)
+    callback_url = models.URLField(
+        max_length=2000, blank=True, help_text="Told (a signed webhook) when the job ends."
+    )
     attempts = models.PositiveIntegerField(default=0)
     queue = models.CharField(
         max_length=200, blank=True, help_text="The broker queue its messages are sent to."

@@ -8,6 +8,7 @@ import logging
 
 from autoglm_site import plugins
 from autoglm_site.errors import ApplicationError
+from tenants.models import Tenant
 
 from .models import ChatJob
 
@@ -24,11 +25,11 @@ class PluginFailedError(ApplicationError):
     code = "plugin_error"
 
 
-def before_admission(*, tenant: str, model: str, messages: list[dict], params: dict):
-    """The request's messages and parameters after every running plugin's
-    ``before_admission``, in their start order."""
-    admission = plugins.Admission(tenant=tenant, model=model, messages=messages, params=params)
-    for plugin in plugins.host().running():
+def before_admission(*, tenant: Tenant, model: str, messages: list[dict], params: dict):
+    """The request's messages and parameters after the ``before_admission`` of each of the
+    tenant's stages (``PluginHost.stages``)."""
+    admission = plugins.Admission(tenant=tenant.slug, model=model, messages=messages, params=params)
+    for plugin in plugins.host().stages(tenant.plugin_stages):
         hook = getattr(plugin, "before_admission", None)
         if hook is None:
             continue
@@ -54,6 +55,9 @@ def job_ended(job: ChatJob) -> None:
         finish_reason=job.ending_reason,
         prompt_tokens=job.prompt_tokens or 0,
         completion_tokens=job.completion_tokens or 0,
+        session_id=str(job.session_id) if job.session_id else None,
+        callback_url=job.callback_url,
+        error=job.error if job.status == ChatJob.Status.FAILED else "",
     )
     for plugin in plugins.host().running():
         hook = getattr(plugin, "job_ended", None)

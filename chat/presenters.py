@@ -96,6 +96,7 @@ class JobOutput(serializers.Serializer):
     finished_at = serializers.DateTimeField(allow_null=True)
     finish_reason = serializers.SerializerMethodField()
     dropped_messages = serializers.IntegerField()
+    callback_url = serializers.CharField(allow_blank=True)
     error = serializers.SerializerMethodField()
     usage = serializers.SerializerMethodField()
     message = serializers.SerializerMethodField()

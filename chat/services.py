@@ -19,6 +19,7 @@ from autoglm_site.errors import (
     NotFoundError,
     RetryLaterError,
 )
+from autoglm_site.outbound import check_outbound_url
 from tenants import quotas
 from tenants.models import ApiKey, Tenant
 
@@ -101,9 +102,11 @@ def message_submit(
     params: dict[str, Any],
     api_key: ApiKey | None = None,
     trace_id: str = "",
+    callback_url: str = "",
 ) -> tuple[ChatJob, quotas.Headers]:
     """Store the user's message and queue a job to answer it; returns the job and the
-    rate-limit headers for the response.
+    rate-limit headers for the response. ``callback_url`` is told when the job ends (a
+    signed webhook, ``tenants.webhooks``); it must pass the outbound URL check.
 
     Parameters the request leaves out come from the session's defaults, then the server's.
     The request is admitted against the quotas first (nothing is stored if it is refused), then
@@ -112,9 +115,11 @@ def message_submit(
     that is not there yet.
     """
     model_check(model=session.model, api_key=api_key)
+    if callback_url:
+        callback_url = check_outbound_url(callback_url, param="callback_url").url
     params = {**_default_params(), **session.params, **params}
     messages, params = pipeline.before_admission(
-        tenant=tenant.slug,
+        tenant=tenant,
         model=session.model,
         messages=[{"role": Message.Role.USER, "content": content}],
         params=params,
@@ -131,7 +136,7 @@ def message_submit(
             tenant=tenant, session=session, role=Message.Role.USER, content=content
         )
         ChatSession.objects.filter(pk=session.pk).update(updated_at=timezone.now())
-        return ChatJob(session=session, user_message=message)
+        return ChatJob(session=session, user_message=message, callback_url=callback_url)
 
     return _admit_and_create(
         tenant=tenant,
@@ -159,7 +164,7 @@ def completion_submit(
     """
     model_check(model=model, api_key=api_key)
     messages, params = pipeline.before_admission(
-        tenant=tenant.slug, model=model, messages=messages, params={**_default_params(), **params}
+        tenant=tenant, model=model, messages=messages, params={**_default_params(), **params}
     )
     params = {**params, "messages": messages}
     return _admit_and_create(

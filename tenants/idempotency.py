@@ -16,9 +16,7 @@ Only successes are kept: a request that failed (a 4xx or 5xx, or an exception) c
 so its lock is released and the same key may be sent again, as a fresh request.
 """
 
-import base64
 import hashlib
-import hmac
 import json
 import secrets
 from collections.abc import Callable
@@ -37,6 +35,7 @@ from autoglm_site.errors import (
 )
 from autoglm_site.redisconn import redis_client
 from autoglm_site.schema import ERROR_REF
+from autoglm_site.sealing import sealer
 
 from .models import ApiKey, Tenant
 
@@ -210,8 +209,7 @@ def _seal(scope: str, key: str) -> Fernet:
     """The kept answer is encrypted under a key made from SECRET_KEY and the Idempotency-Key
     itself, which Redis never holds (its record is named by a hash): what Redis keeps (a new
     API key's secret, a completion's text) reads only for the client that sent the key."""
-    material = hmac.new(settings.SECRET_KEY.encode(), f"{scope}\n{key}".encode(), "sha256")
-    return Fernet(base64.urlsafe_b64encode(material.digest()))
+    return sealer(f"{scope}\n{key}")
 
 
 def idempotency_release(claim: Claim) -> None:

@@ -1,3 +1,5 @@
+import uuid
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -5,6 +7,16 @@ from django.utils import timezone
 from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
 
 KEY_PREFIX = "sk-"
+
+
+def validate_names(value, *, what: str, example: str) -> None:
+    """A list of names (a lone JSON string is a typo)."""
+    if not isinstance(value, list) or not all(isinstance(name, str) and name for name in value):
+        raise ValidationError(f"Enter a list of {what} names, e.g. {example}, or [] for all.")
+
+
+def validate_plugin_names(value) -> None:
+    validate_names(value, what="plugin", example='["guardrail"]')
 
 
 class Limits(models.Model):
@@ -28,6 +40,17 @@ class Tenant(Limits):
         default=True,
         help_text="A suspended tenant's keys and users are refused; nothing is deleted.",
     )
+    plugin_stages = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_plugin_names],
+        help_text=(
+            "The plugins whose stages this organisation's requests go through, in this order, "
+            'as a JSON list (["guardrail"]); empty: every running plugin, in start order.'
+        ),
+    )
+    # Signs the deliveries to its jobs' callback_url (autoglm_site.sealing); made when first used.
+    callback_secret_sealed = models.TextField(blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -65,9 +88,8 @@ class ApiKeyManager(BaseAPIKeyManager):
 
 
 def validate_model_names(value) -> None:
-    """An API key's allowed models are a list of names (a lone JSON string is a typo)."""
-    if not isinstance(value, list) or not all(isinstance(name, str) and name for name in value):
-        raise ValidationError('Enter a list of model names, e.g. ["autoglm-demo"], or [] for all.')
+    """An API key's allowed models are a list of names."""
+    validate_names(value, what="model", example='["autoglm-demo"]')
 
 
 class ApiKey(AbstractAPIKey, Limits):
@@ -149,3 +171,104 @@ class UsageRecord(models.Model):
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+def validate_webhook_events(value) -> None:
+    if not isinstance(value, list) or not value:
+        raise ValidationError("Enter a list of at least one event.")
+    unknown = [event for event in value if event not in WebhookEndpoint.Event.values]
+    if unknown:
+        raise ValidationError(
+            f"Unknown event(s) {unknown}; known: {', '.join(WebhookEndpoint.Event.values)}."
+        )
+
+
+class WebhookEndpoint(models.Model):
+    """Where a tenant wants its events sent, signed (Standard Webhooks) with its own secret.
+
+    The secret is shown once, when the endpoint is made; it is kept sealed (autoglm_site.sealing)
+    because every delivery is signed with it.
+    """
+
+    class Event(models.TextChoices):
+        JOB_SUCCEEDED = "job.succeeded"
+        JOB_FAILED = "job.failed"
+        JOB_CANCELLED = "job.cancelled"
+        QUOTA_THRESHOLD = "quota.threshold"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(max_length=2000)
+    events = models.JSONField(validators=[validate_webhook_events])
+    description = models.CharField(max_length=200, blank=True)
+    secret_sealed = models.TextField(editable=False)
+    is_active = models.BooleanField(default=True)
+    disabled_reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ("-created_at",)
+        verbose_name = "webhook endpoint"
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}: {self.url}"
+
+
+class WebhookDelivery(models.Model):
+    """One event on its way to one URL (an endpoint's, or a job's ``callback_url``): its body
+    is fixed when it is made, so every try sends the same bytes under the same webhook-id."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"  # out of tries, or the receiver answered 410 Gone
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    endpoint = models.ForeignKey(
+        WebhookEndpoint,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="deliveries",
+        help_text="Empty for a job's callback_url.",
+    )
+    url = models.URLField(max_length=2000)
+    event_type = models.CharField(max_length=40)
+    body = models.TextField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.webhook_id} {self.event_type} -> {self.url}"
+
+    @property
+    def webhook_id(self) -> str:
+        return f"msg_{self.id.hex}"
+
+
+class WebhookAttempt(models.Model):
+    """One try of a delivery: what the receiver answered (or why nothing came) and how fast."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="tries")
+    number = models.PositiveSmallIntegerField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    latency_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("number",)
+
+    def __str__(self) -> str:
+        return f"try {self.number}: {self.status_code or self.error}"

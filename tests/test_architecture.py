@@ -24,7 +24,7 @@ ALLOWED = {
     "engine": set(),
     "devtools": set(),
     # the plugins that ship with autoglm: they see only the host's interfaces
-    "autoglm_plugins": {"autoglm_site"},
+    "autoglm_plugins": {"autoglm_site", "tenants"},
 }
 # Modules any package may import: torch-free leaves.
 SHARED_LEAVES = {"engine.model_files"}

@@ -20,7 +20,7 @@ class AnswerPipeline:
     def __init__(self, job: ChatJob) -> None:
         context = plugins.AnswerContext(job_id=str(job.id), tenant=job.tenant.slug, model=job.model)
         self.stages = []
-        for plugin in plugins.host().running():
+        for plugin in plugins.host().stages(job.tenant.plugin_stages):
             make = getattr(plugin, "answer_stage", None)
             stage = self._call(plugin.name, make, context) if make else None
             if stage is not None:

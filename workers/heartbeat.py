@@ -19,6 +19,7 @@ from django.db import DatabaseError, connection
 from redis.exceptions import RedisError
 
 from chat import recovery, worker_metrics, worker_registry
+from tenants import webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ class WorkerHeartbeat(threading.Thread):
         try:
             if recovery.sweep_turn(worker=worker_id()):
                 recovery.sweep()
+                webhooks.deliveries_send_due()
+                webhooks.deliveries_prune()
             self._failing.discard("sweep")
         except (RedisError, DatabaseError) as exc:
             self._failed("sweep", exc)

@@ -7,6 +7,8 @@ in only inside the job runner's functions.
 
 from celery import shared_task
 
+from tenants.webhook_delivery import delivery_try
+
 from .job_runner import job_run
 
 
@@ -14,3 +16,10 @@ from .job_runner import job_run
 def chat_job_run(job_id: str) -> None:
     """Generate the answer of one chat job, streaming it as job events, and store it."""
     job_run(job_id=job_id)
+
+
+@shared_task(name="workers.deliver_webhook", ignore_result=True)
+def deliver_webhook(delivery_id: str, attempt: int) -> None:
+    """One try of a webhook delivery (tenants.webhook_delivery); a failed one is tried again
+    when the sweeper finds it due."""
+    delivery_try(delivery_id, attempt)

@@ -44,7 +44,8 @@ class Command(BaseCommand):
             "worker",
             "--pool=threads",
             f"--concurrency={concurrency}",
-            f"--queues={','.join(model_queue(m) for m in names)}",
+            # Its models' queues, and the webhooks' (their tries are short HTTP calls).
+            f"--queues={','.join([*map(model_queue, names), settings.AUTOGLM_WEBHOOK_QUEUE])}",
             f"--loglevel={loglevel}",
             "--without-gossip",
             "--without-mingle",
