@@ -111,6 +111,9 @@ def celery_worker(django_db_setup, django_db_blocker, demo_model_dir, tmp_path_f
         # Recovery in seconds, not the production defaults' tens of seconds.
         "AUTOGLM_WORKER_TTL": "3",
         "AUTOGLM_SWEEP_INTERVAL": "1",
+        # Webhooks to the tests' receivers on loopback, tried again within a second or two.
+        "AUTOGLM_OUTBOUND_ALLOW_PRIVATE": "1",
+        "AUTOGLM_WEBHOOK_RETRY_BASE": "1",
     }
     worker = WorkerProcess(tmp_path_factory.mktemp("worker") / "worker.log", env).start()
     yield worker

@@ -221,3 +221,67 @@ def test_plugins_are_told_when_a_job_ends_and_one_that_raises_harms_nothing(
     assert [(e.tenant, e.model, e.status, e.finish_reason) for e in seen] == [
         ("tenant-a", "autoglm-idle", "cancelled", "cancelled")
     ]
+
+
+class Suffix:
+    """A stage that appends its name to the request's message and to the answer."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def before_admission(self, admission):
+        admission.messages[-1]["content"] += f"+{self.name}"
+        return admission
+
+    def answer_stage(self, answer):
+        from autoglm_site.plugins import AnswerStage
+
+        name = self.name
+
+        class Stage(AnswerStage):
+            def finish(self) -> str:
+                return f"+{name}"
+
+        return Stage()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "order, suffix", [([], "+a+b"), (["b", "a"], "+b+a"), (["b"], "+b"), (["gone", "a"], "+a")]
+)
+def test_stages_run_in_the_tenant_s_order_where_its_settings_give_one(
+    client_a, tenant_a, monkeypatch, order, suffix
+):
+    from autoglm_site import plugins
+    from chat.models import ChatJob, Message
+    from workers.answer_stages import AnswerPipeline
+
+    host = PluginHost()
+    for name in ("a", "b"):
+        host.register(Suffix(name), "test")
+    host.initialize({})
+    host.start()
+    monkeypatch.setattr(plugins, "_host", host)
+    tenant_a.plugin_stages = order
+    tenant_a.save()
+    session = client_a.post("/api/v1/sessions", {"model": "autoglm-idle"}, format="json").json()
+    sent = client_a.post(
+        f"/api/v1/sessions/{session['id']}/messages", {"content": "hi"}, format="json"
+    )
+    assert sent.status_code == 202, sent.content
+    assert Message.objects.get(role="user").content == "hi" + suffix
+    answer = AnswerPipeline(ChatJob.objects.select_related("tenant").get())
+    answer.feed("ok")
+    answer.finish()
+    assert answer.text == "ok" + suffix
+
+
+def test_a_tenant_s_stage_order_is_a_list_of_names():
+    from django.core.exceptions import ValidationError
+
+    from tenants.models import validate_plugin_names
+
+    validate_plugin_names(["guardrail", "webhooks"])
+    for bad in ["guardrail", [""], [1], {"a": 1}]:
+        with pytest.raises(ValidationError):
+            validate_plugin_names(bad)
