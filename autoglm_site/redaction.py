@@ -20,6 +20,8 @@ _API_KEY = re.compile(r"\b(sk-)?([A-Za-z0-9]{8})\.[A-Za-z0-9]{32}\b")
 _AUTHORIZATION = re.compile(
     r"""(authorization(?:['"]?\s*[:=]|['"]\s*,)\s*b?['"]?)[^'"\r\n]+""", re.IGNORECASE
 )
+# A webhook signing secret (autoglm_site.webhook_signing: whsec_ and base64).
+_WEBHOOK_SECRET = re.compile(r"\bwhsec_[A-Za-z0-9+/=]+")
 # A bearer token anywhere else.
 _BEARER = re.compile(r"\b(bearer\s+)[^\s'\",;]+", re.IGNORECASE)
 # Fields (extra fields, keys of logged mappings) whose whole value is a secret.
@@ -32,9 +34,10 @@ _LOG_FIELDS = {"service", "trace_id", "request_id"}
 
 
 def redact(text: str) -> str:
-    """``text`` with API keys and Authorization values replaced by ``[redacted]``."""
+    """``text`` with API keys, webhook secrets and Authorization values replaced by ``[redacted]``."""
     text = _AUTHORIZATION.sub(rf"\1{REDACTED}", text)
     text = _BEARER.sub(rf"\1{REDACTED}", text)
+    text = _WEBHOOK_SECRET.sub(f"whsec_{REDACTED}", text)
     return _API_KEY.sub(rf"\1\2.{REDACTED}", text)
 
 

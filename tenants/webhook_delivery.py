@@ -95,13 +95,14 @@ def delivery_try(delivery_id: str, attempt: int) -> WebhookAttempt | None:
 def _post(delivery: WebhookDelivery) -> tuple[int | None, str, int]:
     """The receiver's status (None when none came), why none came, and the latency in ms."""
     body = delivery.body.encode()
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        **signed_headers(delivery_secret(delivery), delivery.webhook_id, int(time.time()), body),
-    }
     started = time.monotonic()
     try:
+        secret = delivery_secret(delivery)
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            **signed_headers(secret, delivery.webhook_id, int(time.time()), body),
+        }
         checked = check_outbound_url(delivery.url)
         status_code = outbound_post(
             checked, body, headers=headers, timeout=settings.AUTOGLM_WEBHOOK_TIMEOUT
@@ -110,6 +111,9 @@ def _post(delivery: WebhookDelivery) -> tuple[int | None, str, int]:
     except OutboundURLError as exc:
         status_code, error = None, f"refused: {exc.message}"
     except OSError as exc:  # refused, reset, timed out, TLS
+        status_code, error = None, f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # e.g. a secret sealed under another SECRET_KEY: a try, counted
+        logger.exception("webhook try broke", extra={"webhook_id": delivery.webhook_id})
         status_code, error = None, f"{type(exc).__name__}: {exc}"
     latency_ms = int((time.monotonic() - started) * 1000)
     return status_code, error[:300], latency_ms

@@ -33,6 +33,11 @@ def test_it_redacts_keys_and_authorization_values_however_written(text):
     assert REDACTED in redacted
 
 
+def test_it_redacts_webhook_secrets():
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw+/="
+    assert redact(f"endpoint made with {secret}.") == f"endpoint made with whsec_{REDACTED}."
+
+
 def test_it_keeps_what_holds_no_secret():
     for text in ["job queued", "GET /v1/models 200", "Authorization header missing", "v1.2.3"]:
         assert redact(text) == text
