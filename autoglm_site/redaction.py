@@ -34,7 +34,7 @@ _LOG_FIELDS = {"service", "trace_id", "request_id"}
 
 
 def redact(text: str) -> str:
-    """``text`` with API keys, webhook secrets and Authorization values replaced by ``[redacted]``."""
+    """``text`` with API keys, webhook secrets and Authorization values as ``[redacted]``."""
     text = _AUTHORIZATION.sub(rf"\1{REDACTED}", text)
     text = _BEARER.sub(rf"\1{REDACTED}", text)
     text = _WEBHOOK_SECRET.sub(f"whsec_{REDACTED}", text)

@@ -1,13 +1,16 @@
-"""Operators' admin: tenants with members and limits, keys (secret shown once), usage, jobs."""
+"""Operators' admin: tenants with members and limits, keys (secret shown once), usage, jobs;
+webhooks in admin_webhooks (imported here, so the admin finds them)."""
 
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Sum
 
-from . import selectors
+from . import admin_webhooks, selectors
 from .charts import usage_chart
 from .models import ApiKey, Membership, Tenant, UsageRecord
 from .services import api_key_create, api_key_revoke
+
+__all__ = ["admin_webhooks"]
 
 LIMIT_FIELDS = (
     "requests_per_minute",
@@ -40,6 +43,7 @@ class TenantAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("slug", "name", "is_active")}),
         ("Quotas and rate limits (empty = unlimited)", {"fields": LIMIT_FIELDS}),
+        ("Plugins", {"fields": ("plugin_stages",)}),
     )
     inlines = (MembershipInline,)
     change_form_template = "admin/tenants/tenant/change_form.html"

@@ -20,12 +20,14 @@ from datetime import timedelta
 from functools import partial
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
 from autoglm_site.celery import app
+from autoglm_site.errors import InvalidRequestError
 from autoglm_site.outbound import check_outbound_url
 from autoglm_site.sealing import seal, unseal
 from autoglm_site.webhook_signing import new_webhook_secret
@@ -58,7 +60,7 @@ def endpoint_create(
         secret_sealed=seal(_ENDPOINT_SECRET, secret),
         created_by=created_by,
     )
-    endpoint.full_clean()
+    _clean(endpoint)
     endpoint.save()
     return endpoint, secret
 
@@ -82,9 +84,23 @@ def endpoint_update(
         endpoint.is_active = is_active
         if is_active:
             endpoint.disabled_reason = ""
-    endpoint.full_clean()
+    _clean(endpoint)
     endpoint.save()
     return endpoint
+
+
+def _clean(endpoint: WebhookEndpoint) -> None:
+    """The model's own checks, as a 400 naming the field (the API validated most already)."""
+    try:
+        endpoint.full_clean(exclude=["tenant", "created_by"])
+    except ValidationError as exc:
+        field, messages = next(iter(exc.message_dict.items()))
+        raise InvalidRequestError(" ".join(messages), param=field) from exc
+
+
+def endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
+    """Delete the endpoint, its deliveries and their tries (pending ones are not sent)."""
+    endpoint.delete()
 
 
 def endpoint_secret(endpoint: WebhookEndpoint) -> str:

@@ -22,7 +22,7 @@ import pytest
 import schemathesis
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.test import Client
+from django.test import Client, override_settings
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.renderers import OpenApiJsonRenderer
 from hypothesis import HealthCheck, settings
@@ -38,6 +38,7 @@ from chat import jobs
 from chat.models import ChatJob, ChatSession
 from tenants.models import Membership
 from tenants.services import api_key_create, membership_ensure, tenant_create
+from tenants.webhooks import endpoint_create
 from tests.conftest import DEMO_MODEL, api_client, wait_for_job
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +52,11 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
 ]
-MANAGER_PATHS = ("/api/v1/keys", "/api/v1/usage")  # an owner's login, not an API key
+MANAGER_PATHS = (
+    "/api/v1/keys",
+    "/api/v1/usage",
+    "/api/v1/webhooks",
+)  # an owner's login, not an API key
 
 # The objects the valid cases name, per path parameter: for one method, ("DELETE",
 # "session_id"), or for any, ("*", "session_id"). The fixture makes them and maps each name to
@@ -69,6 +74,8 @@ TARGETS = {
     # Never the fuzzer's own key: revoking it would turn every later answer into a 401.
     ("*", "prefix"): ["spare-key", "outsider-key"],
     ("*", "model_id"): [DEMO_MODEL, IDLE_MODEL],
+    ("*", "endpoint_id"): ["webhook-endpoint", "outsider-endpoint"],
+    ("DELETE", "endpoint_id"): ["doomed-endpoint", "outsider-endpoint"],
 }
 
 
@@ -140,6 +147,14 @@ def signed_in(username: str) -> tuple[dict[str, str], dict[str, str]]:
     }
 
 
+def webhook_endpoint(tenant) -> str:
+    with override_settings(AUTOGLM_OUTBOUND_ALLOW_PRIVATE=True):
+        endpoint, _ = endpoint_create(
+            tenant=tenant, url="http://127.0.0.1:9/", events=["job.failed"]
+        )
+    return str(endpoint.id)
+
+
 def make_targets() -> dict:
     """The fuzzer's tenant (an owner, a key) and an outsider's, with the objects of ``TARGETS``."""
     tenant = tenant_create(slug="fuzz")
@@ -164,6 +179,9 @@ def make_targets() -> dict:
         **ended_jobs(client, tenant),
         "spare-key": api_key_create(tenant=tenant, name="spare")[0].prefix,
         "outsider-key": api_key_create(tenant=outsider, name="spare")[0].prefix,
+        "webhook-endpoint": webhook_endpoint(tenant),
+        "doomed-endpoint": webhook_endpoint(tenant),
+        "outsider-endpoint": webhook_endpoint(outsider),
     }
     jobs.job_cancel(job=ChatJob.objects.get(pk=ids["outsider-job"]))
     return {"ids": ids, "key": {"Authorization": f"Bearer {key}"}, "owner": signed_in("fuzz-owner")}
