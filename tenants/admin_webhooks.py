@@ -36,6 +36,10 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     search_fields = ("url", "tenant__slug", "description")
     readonly_fields = ("disabled_reason", "created_at")
 
+    def get_readonly_fields(self, request, obj=None):
+        # An endpoint stays with its tenant: moving it would hand its secret to another.
+        return self.readonly_fields if obj is None else ("tenant", *self.readonly_fields)
+
     def get_fields(self, request, obj=None):
         fields = ("tenant", "url", "events", "description")
         return fields if obj is None else (*fields, "is_active", "disabled_reason", "created_at")

@@ -3,6 +3,8 @@ once, at creation), each endpoint's recent deliveries with their tries, and the 
 signs deliveries to jobs' ``callback_url``. Signed-in managers only, as for keys (``api.py``);
 another organisation's endpoint is a 404."""
 
+from datetime import datetime
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -52,13 +54,20 @@ class WebhookDeliveryOutput(serializers.Serializer):
     event_type = serializers.CharField()
     status = serializers.CharField()
     attempts = serializers.IntegerField()
-    next_attempt_at = serializers.DateTimeField(allow_null=True)
+    next_attempt_at = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
     ended_at = serializers.DateTimeField(allow_null=True)
     tries = WebhookTryOutput(many=True)
 
     def get_object(self, obj) -> str:
         return "webhook_delivery"
+
+    def get_next_attempt_at(self, obj) -> datetime | None:
+        """When it is tried next; none once it has ended."""
+        pending = obj.status == WebhookDelivery.Status.PENDING
+        return (
+            serializers.DateTimeField().to_representation(obj.next_attempt_at) if pending else None
+        )
 
 
 class CallbackSecretOutput(serializers.Serializer):

@@ -72,6 +72,7 @@ def test_an_endpoint_s_deliveries_are_listed_with_their_tries(tenant_a, private_
     answer = signed_in("alice").get(f"/api/v1/webhooks/{endpoint.id}/deliveries").json()
     [listed] = answer["data"]
     assert listed["id"] == delivery.webhook_id and listed["attempts"] == 2
+    assert listed["next_attempt_at"] is not None  # pending: tried again then
     assert [(t["number"], t["status_code"], t["latency_ms"]) for t in listed["tries"]] == [
         (1, 500, 12),
         (2, None, 0),
@@ -165,6 +166,7 @@ def test_the_admin_shows_an_added_endpoint_s_secret_once(tenant_a, settings):
     assert endpoint_secret(endpoint) == secret
     assert endpoint.events == ["job.succeeded", "job.failed"]
     change = operator.get(f"/admin/tenants/webhookendpoint/{endpoint.pk}/change/")
+    assert 'name="tenant"' not in change.content.decode()  # it stays with its tenant
     listing = operator.get("/admin/tenants/webhookendpoint/")
     assert change.status_code == listing.status_code == 200
     assert secret not in change.content.decode() + listing.content.decode()
