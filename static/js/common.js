@@ -114,6 +114,31 @@ export async function copyWithFeedback(button, text) {
   return ok;
 }
 
+/**
+ * The box that shows a new secret once (#secret-value, #secret-copy, #secret-done): `show(secret)`
+ * puts it up; Done clears it from the page, for good, and calls `onDone`.
+ */
+export function oneTimeSecret(box, { onDone }) {
+  const value = document.getElementById("secret-value");
+  document.getElementById("secret-copy").addEventListener("click", (event) => {
+    value.select();
+    copyWithFeedback(event.currentTarget, value.value);
+  });
+  value.addEventListener("focus", () => value.select());
+  document.getElementById("secret-done").addEventListener("click", () => {
+    value.value = "";
+    box.hidden = true;
+    onDone();
+  });
+  return {
+    show(secret) {
+      value.value = secret;
+      box.hidden = false;
+      box.focus();
+    },
+  };
+}
+
 export function cloneTemplate(id) {
   return document.getElementById(id).content.firstElementChild.cloneNode(true);
 }

@@ -1,12 +1,13 @@
 // API keys page: create a key (its secret is shown once, with a copy button), revoke one after
 // confirmation. Both go through the self-service API (/api/v1/keys) with the session's CSRF token.
-import { api, cloneTemplate, confirmDialog, copyWithFeedback, toast } from "./common.js";
+import { api, cloneTemplate, confirmDialog, oneTimeSecret, toast } from "./common.js";
 
 const form = document.getElementById("key-form");
 const nameInput = document.getElementById("key-name");
 const errorBox = document.getElementById("key-error");
-const secretBox = document.getElementById("key-secret");
-const secretValue = document.getElementById("secret-value");
+const secret = oneTimeSecret(document.getElementById("key-secret"), {
+  onDone: () => nameInput.focus(),
+});
 const tbody = document.getElementById("keys-body");
 
 const dateText = (iso) =>
@@ -65,29 +66,13 @@ form.addEventListener("submit", async (event) => {
     const key = await api("POST", "/api/v1/keys", body);
     addRow(key);
     document.getElementById("secret-name").textContent = `“${key.name}”`;
-    secretValue.value = key.key;
-    secretBox.hidden = false;
-    secretBox.focus();
+    secret.show(key.key);
     form.reset();
   } catch (error) {
     showError(error.message);
   } finally {
     button.disabled = false;
   }
-});
-
-document.getElementById("secret-copy").addEventListener("click", (event) => {
-  secretValue.select();
-  copyWithFeedback(event.currentTarget, secretValue.value);
-});
-
-secretValue.addEventListener("focus", () => secretValue.select());
-
-document.getElementById("secret-done").addEventListener("click", () => {
-  // The secret leaves the page: it cannot be shown again.
-  secretValue.value = "";
-  secretBox.hidden = true;
-  nameInput.focus();
 });
 
 tbody.addEventListener("click", async (event) => {

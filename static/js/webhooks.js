@@ -1,13 +1,14 @@
 // Webhooks page: add an endpoint (its secret shown once, with a copy button), enable, disable or
 // delete one, and show or replace the job-callback secret. All through the webhooks API
 // (/api/v1/webhooks) with the session's CSRF token.
-import { api, cloneTemplate, confirmDialog, copyWithFeedback, toast } from "./common.js";
+import { api, cloneTemplate, confirmDialog, oneTimeSecret, toast } from "./common.js";
 
 const form = document.getElementById("webhook-form");
 const urlInput = document.getElementById("webhook-url");
 const errorBox = document.getElementById("webhook-error");
-const secretBox = document.getElementById("webhook-secret");
-const secretValue = document.getElementById("secret-value");
+const secret = oneTimeSecret(document.getElementById("webhook-secret"), {
+  onDone: () => urlInput.focus(),
+});
 const tbody = document.getElementById("webhooks-body");
 const callbackValue = document.getElementById("callback-value");
 
@@ -55,29 +56,13 @@ form.addEventListener("submit", async (event) => {
   try {
     const endpoint = await api("POST", "/api/v1/webhooks", body);
     addRow(endpoint);
-    secretValue.value = endpoint.secret;
-    secretBox.hidden = false;
-    secretBox.focus();
+    secret.show(endpoint.secret);
     form.reset();
   } catch (error) {
     showError(error.message);
   } finally {
     button.disabled = false;
   }
-});
-
-document.getElementById("secret-copy").addEventListener("click", (event) => {
-  secretValue.select();
-  copyWithFeedback(event.currentTarget, secretValue.value);
-});
-
-secretValue.addEventListener("focus", () => secretValue.select());
-
-document.getElementById("secret-done").addEventListener("click", () => {
-  // The secret leaves the page: it cannot be shown again.
-  secretValue.value = "";
-  secretBox.hidden = true;
-  urlInput.focus();
 });
 
 tbody.addEventListener("click", async (event) => {
