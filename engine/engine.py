@@ -51,6 +51,7 @@ import torch
 
 from engine.detokenizer import eos_token_ids, make_decoder, request_monitor
 from engine.errors import EngineDeadError, InvalidGenerationRequest
+from engine.logits import LogitsShaper
 from engine.model_runner import ModelRunner
 from engine.registry import LoadedModel, vocab_size
 from engine.request import EngineHandle, EngineRequest, EngineStats, validate_request
@@ -156,6 +157,29 @@ class BatchingEngine:
         Raises InvalidGenerationRequest / PromptTooLongError for a request the
         engine cannot serve, EngineDeadError if the engine is not running.
         """
+        return self.submit_choices([request])[0]
+
+    def submit_choices(self, requests: list[EngineRequest]) -> list[EngineHandle]:
+        """Queue several choices of one prompt (OpenAI's ``n``): the first one's prefill is
+        shared, its KV copied to the others, which then each decode on their own, with their
+        own parameters, callbacks and seed. All or none are queued."""
+        if not requests:
+            raise InvalidGenerationRequest("no request to submit")
+        if any(list(r.prompt_ids) != list(requests[0].prompt_ids) for r in requests[1:]):
+            raise InvalidGenerationRequest("the choices of one submission share one prompt")
+        seqs = [self._sequence(request) for request in requests]
+        first = seqs[0]
+        first.siblings = seqs[1:]
+        for sibling in first.siblings:
+            sibling.parent = first
+        with self._cond:
+            if self._state != "running":
+                raise EngineDeadError(self._not_running_reason())
+            self._incoming.extend(seqs)
+            self._cond.notify()
+        return [seq.handle for seq in seqs]
+
+    def _sequence(self, request: EngineRequest) -> Sequence:
         prompt_ids, stops = validate_request(request, self._vocab_size, self.loaded.context_window)
         reserve = len(prompt_ids) + request.max_tokens
         if self._cache.allocation_bytes(1, reserve) > self.max_cache_bytes:
@@ -175,17 +199,38 @@ class BatchingEngine:
             eos_ids=self._eos_ids,
         )
         processors = (
-            sampling_processors(request.temperature, request.top_p, generator)
+            sampling_processors(
+                request.temperature,
+                request.top_p,
+                generator,
+                top_k=request.top_k,
+                min_p=request.min_p,
+            )
             if generator is not None
             else []
         )
-        seq = Sequence(handle, prompt_ids, monitor, processors, request.timeout)
-        with self._cond:
-            if self._state != "running":
-                raise EngineDeadError(self._not_running_reason())
-            self._incoming.append(seq)
-            self._cond.notify()
-        return handle
+        shaper = self._shaper(request, prompt_ids)
+        return Sequence(handle, prompt_ids, monitor, processors, request.timeout, shaper)
+
+    def _shaper(self, request: EngineRequest, prompt_ids: list[int]) -> LogitsShaper:
+        grammar = None
+        if request.grammar is not None:
+            from engine.grammar import grammar_constraint  # llguidance, only when asked for
+
+            grammar = grammar_constraint(self.loaded, request.grammar)
+        repetition = request.repetition_penalty
+        if repetition is None:  # generate() applies the checkpoint's own
+            repetition = getattr(self.loaded.model.generation_config, "repetition_penalty", None)
+        return LogitsShaper(
+            vocab=self._vocab_size,
+            device=self.loaded.device,
+            prompt_ids=prompt_ids,
+            repetition_penalty=float(repetition) if repetition is not None else None,
+            frequency_penalty=request.frequency_penalty,
+            presence_penalty=request.presence_penalty,
+            logit_bias=dict(request.logit_bias) if request.logit_bias else None,
+            grammar=grammar,
+        )
 
     def stop(self, drain: bool = True, timeout: float | None = None) -> None:
         """Stop the engine and wait for its thread to exit. Idempotent.
@@ -314,7 +359,8 @@ class BatchingEngine:
         if plan is not None:
             with self.loaded.lock:
                 if plan.prefill:
-                    scheduler.postprocess_prefill(plan.prefill, self._runner.prefill(plan.prefill))
+                    tokens = self._runner.prefill(plan.prefill, plan.forks)
+                    scheduler.postprocess_prefill(plan.prefill, tokens, plan.forks)
                 if plan.decode:
                     scheduler.postprocess_decode(plan.decode, self._runner.decode(plan.decode))
             self._steps += 1

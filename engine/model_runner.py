@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from engine.attention import EngineAttention
+from engine.detokenizer import eos_token_ids
 from engine.kv_cache import ForwardPlan, SlotKVCache
 from engine.registry import text_config
 from engine.sampler import Sampler
+from engine.scheduler import completing_sequences
 
 if TYPE_CHECKING:
     from engine.registry import LoadedModel
@@ -54,7 +56,7 @@ class ModelRunner:
             max_rows=max_rows,
             max_length=loaded.context_window,
         )
-        self._sample = Sampler(model.generation_config)
+        self._sample = Sampler(model.generation_config, eos_token_ids(loaded))
         # Counters.
         self.prefill_forwards = 0
         self.decode_forwards = 0
@@ -66,22 +68,28 @@ class ModelRunner:
             output = self.loaded.model(cache=self.cache, use_cache=True, **kwargs)
         return output.logits
 
-    def prefill(self, chunks: list[tuple[Sequence, int, int]]) -> list[int]:
-        """Process prompt chunks; return the first token of each chunk that ends its prompt."""
+    def prefill(
+        self,
+        chunks: list[tuple[Sequence, int, int]],
+        forks: dict[Sequence, list[Sequence]] | None = None,
+    ) -> list[int]:
+        """Process prompt chunks; return the first token of each chunk that ends its prompt,
+        each followed by its forks' (sibling choices sampled from the same logits row)."""
+        forks = forks or {}
         device = self.loaded.device
         ids: list[int] = []
         positions: list[int] = []
         layout: list[tuple[int, int, int, int]] = []
         keep: list[int] = []
-        completing: list[Sequence] = []
+        rows: list[int] = []  # per sampled sequence, its row among the kept logits
         for seq, start, length in chunks:
             offset = len(ids)
             ids.extend(seq.prompt_ids[start : start + length])
             positions.extend(range(start, start + length))
             layout.append((seq.row, start, length, offset))
             if start + length == seq.prompt_len:
+                rows.extend([len(keep)] * (1 + len(forks.get(seq, ()))))
                 keep.append(offset + length - 1)
-                completing.append(seq)
         single = len(chunks) == 1
         plan = ForwardPlan(
             cache=self.cache,
@@ -101,9 +109,12 @@ class ModelRunner:
         )
         self.prefill_forwards += 1
         self.prompt_tokens += len(ids)
-        if not completing:
+        if not keep:
             return []
-        return self._sample(completing, logits[0].float())
+        kept = logits[0].float()
+        if len(rows) > len(keep):  # forks: each its own copy of the row, shaped its own way
+            kept = kept[torch.tensor(rows, device=device)]
+        return self._sample(completing_sequences(chunks, forks), kept)
 
     def decode(self, seqs: list[Sequence]) -> list[int]:
         """One token for each sequence, in KV rows 0..len(seqs)-1: return the next ones."""

@@ -11,16 +11,18 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from engine.errors import InvalidGenerationRequest, PromptTooLongError
-from engine.result import GenerationResult
+from engine.result import GenerationResult, TokenLogprob
 
-# As in the OpenAI API; the web refuses more at the door with the same number
-# (chat.sampling.MAX_STOP_SEQUENCES; tests/test_limits.py holds them equal).
+# As in the OpenAI API; the web refuses more at the door with the same numbers
+# (chat.sampling; tests/test_limits.py holds them equal).
 MAX_STOP_SEQUENCES = 4
+MAX_LOGIT_BIAS = 300
+MAX_TOP_LOGPROBS = 20
 
 
 @dataclass
@@ -35,6 +37,17 @@ class EngineRequest:
     callbacks run on the engine thread between forward passes, so they must
     be quick (every job in the batch waits for them). ``timeout`` (seconds,
     counted from submission) bounds the whole job, queueing included.
+
+    The rest are OpenAI's and vLLM's (engine/logits.py, engine/sampler.py):
+    ``top_k`` (0: off) and ``min_p`` filter what sampling draws from;
+    ``repetition_penalty`` (None: the checkpoint's own, as ``generate()``),
+    ``frequency_penalty``, ``presence_penalty`` and ``logit_bias`` (token id
+    -> -100..100) shape the logits of greedy and sampled picks alike;
+    ``logprobs`` (None: none; else how many top alternatives, 0..20) adds
+    each token's logprob to the result, and hands them to ``on_logprobs``
+    (engine thread, before the token's text goes to ``on_text``);
+    ``grammar`` (an llguidance grammar, see engine/grammar.py) constrains
+    the output to it.
     """
 
     prompt_ids: list[int]
@@ -46,6 +59,15 @@ class EngineRequest:
     on_text: Callable[[str], None] | None = None
     should_stop: Callable[[], bool] | None = None
     timeout: float | None = None
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float | None = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: Mapping[int, float] | None = None
+    logprobs: int | None = None
+    on_logprobs: Callable[[list[TokenLogprob]], None] | None = None
+    grammar: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +166,8 @@ class Engine(Protocol):
 
     def submit(self, request: EngineRequest) -> EngineHandle: ...
 
+    def submit_choices(self, requests: list[EngineRequest]) -> list[EngineHandle]: ...
+
 
 # -- validation --------------------------------------------------------------------------------
 
@@ -183,6 +207,53 @@ def validate_stop(stop: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(stops))
 
 
+def _is_number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
+def _is_int(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int)
+
+
+def validate_shaping(request: EngineRequest, vocab_size: int) -> None:
+    """Raise InvalidGenerationRequest unless the filters, penalties, bias and logprobs are
+    usable (the ranges are OpenAI's and vLLM's)."""
+    if not _is_int(request.top_k) or request.top_k < 0:
+        raise InvalidGenerationRequest(f"top_k must be an integer >= 0, got {request.top_k!r}")
+    if not _is_number(request.min_p) or not 0 <= request.min_p <= 1:
+        raise InvalidGenerationRequest(f"min_p must be in [0, 1], got {request.min_p!r}")
+    penalty = request.repetition_penalty
+    if penalty is not None and not (_is_number(penalty) and 0 < penalty <= 2):
+        raise InvalidGenerationRequest(f"repetition_penalty must be in (0, 2], got {penalty!r}")
+    for name in ("frequency_penalty", "presence_penalty"):
+        value = getattr(request, name)
+        if not _is_number(value) or not -2 <= value <= 2:
+            raise InvalidGenerationRequest(f"{name} must be in [-2, 2], got {value!r}")
+    bias = request.logit_bias
+    if bias is not None:
+        if not isinstance(bias, Mapping) or len(bias) > MAX_LOGIT_BIAS:
+            raise InvalidGenerationRequest(
+                f"logit_bias must map at most {MAX_LOGIT_BIAS} token ids to biases"
+            )
+        for token, value in bias.items():
+            if not _is_int(token) or not 0 <= token < vocab_size:
+                raise InvalidGenerationRequest(
+                    f"logit_bias token ids must be in [0, {vocab_size}), got {token!r}"
+                )
+            if not _is_number(value) or not -100 <= value <= 100:
+                raise InvalidGenerationRequest(
+                    f"logit_bias values must be in [-100, 100], got {value!r}"
+                )
+    top = request.logprobs
+    if top is not None and not (_is_int(top) and 0 <= top <= MAX_TOP_LOGPROBS):
+        raise InvalidGenerationRequest(
+            f"logprobs must be None or an integer in [0, {MAX_TOP_LOGPROBS}], got {top!r}"
+        )
+    grammar = request.grammar
+    if grammar is not None and (not isinstance(grammar, str) or not grammar):
+        raise InvalidGenerationRequest("grammar must be a non-empty string")
+
+
 def validate_prompt_fits(prompt_tokens: int, max_tokens: int, context_window: int) -> None:
     """Raise PromptTooLongError unless the prompt leaves room for ``max_tokens`` new tokens."""
     if prompt_tokens > context_window - max_tokens:
@@ -215,6 +286,7 @@ def validate_request(
     """
     prompt_ids = _validated_prompt(request.prompt_ids, vocab_size)
     validate_sampling(request.max_tokens, request.temperature, request.top_p)
+    validate_shaping(request, vocab_size)
     stops = validate_stop(request.stop)
     validate_prompt_fits(len(prompt_ids), request.max_tokens, context_window)
     if request.seed is not None and (

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from engine.result import TokenLogprob
+
 if TYPE_CHECKING:
     from engine.sequence import Sequence
 
@@ -61,23 +63,38 @@ def seeded_generator(device: torch.device, seed: int | None) -> torch.Generator:
 
 
 def sampling_processors(
-    temperature: float, top_p: float, generator: torch.Generator
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator,
+    *,
+    top_k: int = 0,
+    min_p: float = 0.0,
 ) -> list[Callable[[Any, torch.Tensor], torch.Tensor]]:
     """The logits processors that turn greedy decoding into seeded sampling.
 
     Applied in this order to a ``(1, vocab)`` float32 score row and followed by
     argmax, they give exactly the token ``generate()`` samples for the same
-    logits and generator state. Empty for greedy decoding (``temperature == 0``).
+    logits and generator state (temperature, then top-k, top-p and min-p, as
+    ``generate()`` orders them). Empty for greedy decoding (``temperature == 0``).
     """
     if temperature <= 0:
         return []
-    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+    from transformers import (
+        MinPLogitsWarper,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
 
     processors: list[Callable[[Any, torch.Tensor], torch.Tensor]] = [
         TemperatureLogitsWarper(float(temperature))
     ]
+    if top_k > 0:
+        processors.append(TopKLogitsWarper(int(top_k)))
     if top_p < 1:
         processors.append(TopPLogitsWarper(float(top_p)))
+    if min_p > 0:
+        processors.append(MinPLogitsWarper(float(min_p)))
     processors.append(GumbelMaxSampler(generator))
     return processors
 
@@ -85,14 +102,14 @@ def sampling_processors(
 class Sampler:
     """The next token of every sequence of a forward, from its row of float32 logits.
 
-    Applies what ``generate()`` applies with ``do_sample=False``: the checkpoint's repetition
-    penalty, then each sequence's own processors (empty: greedy), then argmax.
+    A sequence's own shaping first (penalties, logit_bias, a grammar's mask: engine/logits.py),
+    then its sampling processors (empty: greedy), then argmax, as ``generate()`` picks with
+    ``do_sample=False``. A sequence that asked for logprobs gets its pick's, and its top
+    alternatives', from the model's raw distribution (as vLLM reports them by default).
     """
 
-    def __init__(self, generation_config: Any) -> None:
-        # generate() applies the checkpoint's repetition penalty; so does the engine.
-        penalty = getattr(generation_config, "repetition_penalty", None)
-        self._repetition_penalty = float(penalty) if penalty not in (None, 1, 1.0) else None
+    def __init__(self, generation_config: Any, eos_ids: list[int]) -> None:
+        self._eos_ids = frozenset(eos_ids)
         self._warn_unsupported(generation_config)
 
     @staticmethod
@@ -119,18 +136,28 @@ class Sampler:
 
     def __call__(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int]:
         """Next token per sequence from its float32 logits row, as generate() would pick it."""
-        if self._repetition_penalty is not None:
-            from transformers import RepetitionPenaltyLogitsProcessor
-
-            penalty = RepetitionPenaltyLogitsProcessor(self._repetition_penalty)
-            for index, seq in enumerate(seqs):
-                history = torch.tensor([seq.prompt_ids + seq.monitor.ids], device=logits.device)
-                logits[index : index + 1] = penalty(history, logits[index : index + 1])
-        tokens = logits.argmax(dim=-1).tolist()
+        tokens = logits.argmax(dim=-1).tolist()  # right for every plain greedy sequence
         for index, seq in enumerate(seqs):
-            if seq.processors:
-                scores = logits[index : index + 1]
-                for processor in seq.processors:
-                    scores = processor(None, scores)
-                tokens[index] = int(scores.argmax(dim=-1))
+            shaper, wants_logprobs = seq.shaper, seq.logprobs is not None
+            if not (shaper or seq.processors or wants_logprobs):
+                continue
+            scores = logits[index : index + 1]
+            raw = scores[0].log_softmax(dim=-1) if wants_logprobs else None
+            if shaper is not None:
+                shaper(scores)
+            for processor in seq.processors:
+                scores = processor(None, scores)
+            token = tokens[index] = int(scores.argmax(dim=-1))
+            if shaper is not None:
+                shaper.accept(token)
+            if raw is not None and token not in self._eos_ids:
+                seq.logprobs.append(_token_logprob(raw, token, seq.top_logprobs))
         return tokens
+
+
+def _token_logprob(raw: torch.Tensor, token: int, top: int) -> TokenLogprob:
+    alternatives: tuple[tuple[int, float], ...] = ()
+    if top:
+        values, ids = raw.topk(top)
+        alternatives = tuple(zip(ids.tolist(), values.tolist(), strict=True))
+    return TokenLogprob(token=token, logprob=float(raw[token]), top=alternatives)

@@ -19,6 +19,7 @@ moving as few rows as it can when sequences leave.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -52,6 +53,8 @@ class StepPlan:
     prefill: list[tuple[Sequence, int, int]]
     # The sequences in rows 0..len-1, each computing its last generated token.
     decode: list[Sequence]
+    # Siblings that share the prefill of a sequence whose prompt this step completes (n > 1).
+    forks: dict[Sequence, list[Sequence]] = dataclasses.field(default_factory=dict)
 
 
 class Scheduler:
@@ -102,7 +105,7 @@ class Scheduler:
 
     def finish(self, seq: Sequence) -> None:
         seq.done = True
-        if seq.handle._resolve(result=seq.monitor.result()):
+        if seq.handle._resolve(result=_with_logprobs(seq.monitor.result(), seq)):
             self.finished += 1
 
     def fail(self, seq: Sequence, error: BaseException) -> None:
@@ -113,12 +116,13 @@ class Scheduler:
     def partial(self, seq: Sequence) -> GenerationResult:
         """What a job ended early produced: the text already streamed and the tokens to bill."""
         monitor = seq.monitor
-        return GenerationResult(
+        result = GenerationResult(
             text=monitor.emitted,
             prompt_tokens=seq.prompt_len,
             completion_tokens=len(monitor.ids),
             finish_reason="cancelled",
         )
+        return _with_logprobs(result, seq)
 
     def _timeout(self, seq: Sequence) -> None:
         assert seq.timeout is not None
@@ -135,6 +139,7 @@ class Scheduler:
     def _accept(self, seq: Sequence, token: int) -> None:
         self.generated_tokens += 1
         try:
+            seq.report_logprobs()  # before the token's text goes out
             seq.monitor.feed([token])
         except Exception as exc:  # a callback's error fails its sequence only
             self.fail(seq, exc)
@@ -152,10 +157,11 @@ class Scheduler:
         decoding = self.rows[: self.n_decoding]
         budget = min(self.max_batch_tokens - len(decoding), self.max_prefill_tokens)
         chunks: list[tuple[Sequence, int, int]] = []
+        forks: dict[Sequence, list[Sequence]] = {}
         for seq in self.rows[self.n_decoding :]:
             if budget <= 0:
                 break
-            if seq.done:
+            if seq.done or self._shares_prefill(seq):
                 continue
             if not seq.started:
                 seq.started = True
@@ -170,6 +176,10 @@ class Scheduler:
             length = min(seq.prompt_len - seq.prefilled, budget)
             chunks.append((seq, seq.prefilled, length))
             budget -= length
+            if seq.prefilled + length == seq.prompt_len and seq.siblings:
+                joining = [sib for sib in seq.siblings if sib.parent is seq and sib.row >= 0]
+                if joining:
+                    forks[seq] = [sib for sib in joining if not sib.done]
         if not chunks and not decoding:
             return None
 
@@ -180,7 +190,19 @@ class Scheduler:
             live_rows=len(self.rows),
             length_limit=max(seq.reserve for seq in self.rows),
         )
-        return StepPlan(chunks, decoding)
+        return StepPlan(chunks, decoding, forks)
+
+    @staticmethod
+    def _shares_prefill(seq: Sequence) -> bool:
+        """Whether a sibling choice waits for its first sibling's prefill, rather than run its
+        own: only while that one is in the batch and has not finished it."""
+        parent = seq.parent
+        if parent is None:
+            return False
+        if not parent.done and parent.row >= 0 and parent.prefilled < parent.prompt_len:
+            return True
+        seq.parent = None  # the first one is gone, or done with its prompt: prefill alone
+        return False
 
     def _reap(self, now: float) -> None:
         """End sequences that were cancelled or timed out (queued ones included)."""
@@ -209,15 +231,25 @@ class Scheduler:
     # After the forwards.
 
     def postprocess_prefill(
-        self, chunks: list[tuple[Sequence, int, int]], tokens: list[int]
+        self,
+        chunks: list[tuple[Sequence, int, int]],
+        tokens: list[int],
+        forks: dict[Sequence, list[Sequence]] | None = None,
     ) -> None:
-        """Take in a prefill forward: ``tokens`` are the first of the chunks that end a prompt."""
+        """Take in a prefill forward: ``tokens`` are the first of the chunks that end a prompt,
+        each followed by those of its ``forks`` (which now get a copy of its KV)."""
+        forks = forks or {}
         for seq, _, length in chunks:
             seq.prefilled += length
             seq.cached += length
+            for sib in forks.get(seq, ()):
+                self._kv.copy_row(seq.row, sib.row, seq.prompt_len)
+                sib.prefilled = sib.cached = seq.prompt_len
+                sib.started = True
+                sib.parent = None
         if tokens:
             now = time.monotonic()
-            completing = [seq for seq, _, _ in chunks if seq.prefilled == seq.prompt_len]
+            completing = completing_sequences(chunks, forks)
             for seq, token in zip(completing, tokens, strict=True):
                 seq.handle.first_token_at = now
                 self._accept(seq, token)
@@ -254,6 +286,25 @@ class Scheduler:
             occupant[target] = seq
         self.rows = order
         self.n_decoding = len(decoding)
+
+
+def completing_sequences(
+    chunks: list[tuple[Sequence, int, int]], forks: dict[Sequence, list[Sequence]]
+) -> list[Sequence]:
+    """The sequences a prefill samples a first token for, in the order of its tokens: each whose
+    prompt the chunk ends, then its forks."""
+    completing = []
+    for seq, start, length in chunks:
+        if start + length == seq.prompt_len:
+            completing.append(seq)
+            completing.extend(forks.get(seq, ()))
+    return completing
+
+
+def _with_logprobs(result: GenerationResult, seq: Sequence) -> GenerationResult:
+    if seq.logprobs is None:
+        return result
+    return dataclasses.replace(result, logprobs=tuple(seq.logprobs))
 
 
 def _fill_holes(decoding: list[Sequence], prefilling: list[Sequence]) -> list[Sequence]:

@@ -9,7 +9,9 @@ if TYPE_CHECKING:
     import torch
 
     from engine.detokenizer import CompletionMonitor
+    from engine.logits import LogitsShaper
     from engine.request import EngineHandle
+    from engine.result import TokenLogprob
 
 
 class Sequence:
@@ -28,6 +30,10 @@ class Sequence:
         "reserve",
         "monitor",
         "processors",
+        "shaper",
+        "logprobs",
+        "top_logprobs",
+        "logprobs_reported",
         "deadline",
         "timeout",
         "row",
@@ -35,6 +41,8 @@ class Sequence:
         "cached",
         "started",
         "done",
+        "parent",
+        "siblings",
     )
 
     def __init__(
@@ -44,6 +52,7 @@ class Sequence:
         monitor: CompletionMonitor,
         processors: list[Callable[[Any, torch.Tensor], torch.Tensor]],
         timeout: float | None,
+        shaper: LogitsShaper | None = None,
     ) -> None:
         self.handle = handle
         self.prompt_ids = prompt_ids
@@ -51,6 +60,12 @@ class Sequence:
         self.reserve = self.prompt_len + handle.request.max_tokens
         self.monitor = monitor
         self.processors = processors  # empty: greedy
+        self.shaper = shaper if shaper is not None and shaper.active else None
+        # The picked tokens' logprobs (end-of-turn left out), when the request asked for them.
+        top = handle.request.logprobs
+        self.logprobs: list[TokenLogprob] | None = None if top is None else []
+        self.top_logprobs = top or 0
+        self.logprobs_reported = 0  # how many went to the request's on_logprobs
         self.timeout = timeout
         self.deadline = None if timeout is None else handle.submitted_at + timeout
         self.row = -1
@@ -58,6 +73,20 @@ class Sequence:
         self.cached = 0  # tokens in this job's KV row
         self.started = False  # should_stop() asked before the first prefill chunk
         self.done = False
+        # Choices of one prompt (n > 1): the siblings wait for the first one's prefill, then
+        # copy its KV and sample their first tokens from its logits (engine/scheduler.py).
+        self.parent: Sequence | None = None
+        self.siblings: list[Sequence] = []
+
+    def report_logprobs(self) -> None:
+        """Hand the logprobs picked since the last call to the request's ``on_logprobs``."""
+        callback = self.handle.request.on_logprobs
+        if self.logprobs is None or callback is None:
+            return
+        new = self.logprobs[self.logprobs_reported :]
+        self.logprobs_reported = len(self.logprobs)
+        if new:
+            callback(new)
 
     @property
     def decoding(self) -> bool:
