@@ -103,7 +103,7 @@ class GrammarConstraint:
         tokenizer's vocabulary are always disallowed.
         """
         self._matcher.unsafe_compute_mask_ptr(self._bitmask.data_ptr(), self._bytes.nbytes)
-        row = scores.view(-1)
+        row = scores[0] if scores.dim() == 2 else scores  # a view, whatever its strides
         if row.shape[0] > self._n_vocab:
             row[self._n_vocab :] = float("-inf")
             row = row[: self._n_vocab]

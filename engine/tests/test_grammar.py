@@ -214,6 +214,17 @@ def test_the_torch_path_masks_what_the_numpy_path_masks(tiny_loaded):
         torch_side.accept(token)
 
 
+def test_it_masks_a_row_of_a_batch_in_place(tiny_loaded):
+    constraint = grammar_constraint(tiny_loaded, json_grammar({"type": "object"}))
+    batch = torch.zeros(3, vocab_size(tiny_loaded.model))
+    constraint.apply(batch[1:2])
+    constraint.apply(batch.t()[:, 2])  # a strided column, by the torch path
+    (brace,) = tiny_loaded.tokenizer.encode("{", add_special_tokens=False)
+    assert torch.isfinite(batch[0]).all()
+    assert batch[1, brace] == 0 and torch.isneginf(batch[1]).sum() > 1000
+    assert torch.equal(batch[1], batch[2])
+
+
 def test_ids_the_tokenizer_lacks_are_never_allowed(tiny_loaded):
     # Embeddings padded past the tokenizer, as many checkpoints have them.
     padded_config = tiny_loaded.model.config.__class__(**tiny_loaded.model.config.to_dict())
