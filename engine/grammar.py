@@ -109,7 +109,7 @@ class GrammarConstraint:
             row = row[: self._n_vocab]
         if row.device.type == "cpu" and row.dtype in _NUMPY_FLOATS and row.is_contiguous():
             # numpy's unpackbits and a masked copy beat every torch formulation without
-            # torch.compile, 2-4x (bench/grammar_libs.py --expand); inverting first makes the
+            # torch.compile, 3-8x (bench/grammar_libs.py); inverting first makes the
             # unpacked bits the disallowed ids.
             np.invert(self._bytes, out=self._inverted)
             disallowed = np.unpackbits(self._inverted, count=row.shape[0], bitorder="little")
