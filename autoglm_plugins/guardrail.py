@@ -49,14 +49,17 @@ class Guardrail:
     def before_admission(self, admission: Admission) -> Admission:
         for message in admission.messages:
             for name, pattern in self.refuse:
-                if pattern.search(message["content"]):
+                if pattern.search(message.get("content") or ""):
                     label = name if name in NAMED else "a refused pattern"
                     raise PluginRefusal(
                         f"The request contains content this service refuses ({label}).",
                         code="guardrail_refused",
                     )
+        # An assistant message that only calls tools has no content to mask.
         admission.messages = [
             {**message, "content": self.masked(message["content"])}
+            if message.get("content")
+            else message
             for message in admission.messages
         ]
         return admission

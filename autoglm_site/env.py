@@ -44,26 +44,33 @@ def envlist(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def parse_pairs(raw: str, setting: str) -> dict[str, str]:
+    """Parse ``name=value,name2=value2`` into an ordered mapping; ``setting`` names it in errors."""
+    pairs: dict[str, str] = {}
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise ConfigError(f"{setting} entries must look like name=value, got {item!r}")
+        if name in pairs:
+            raise ConfigError(f"{name!r} is listed twice in {setting}")
+        pairs[name] = value
+    return pairs
+
+
 def parse_models(raw: str) -> dict[str, str]:
     """Parse ``name=path,name2=path2`` into an ordered mapping of model name to location.
 
     The location is a local directory (or a hub id where a network exists); the name is what
     clients send as ``model`` and what names the model's Celery queue.
     """
-    models: dict[str, str] = {}
-    for item in raw.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        name, sep, location = item.partition("=")
-        name, location = name.strip(), location.strip()
-        if not sep or not name or not location:
-            raise ConfigError(f"AUTOGLM_MODELS entries must look like name=path, got {item!r}")
+    models = parse_pairs(raw, "AUTOGLM_MODELS")
+    for name in models:
         if not all(c.isalnum() or c in "-_." for c in name):
             raise ConfigError(f"model name {name!r} may hold only letters, digits, '-', '_', '.'")
-        if name in models:
-            raise ConfigError(f"model {name!r} is listed twice in AUTOGLM_MODELS")
-        models[name] = location
     if not models:
         raise ConfigError("AUTOGLM_MODELS names no model")
     return models

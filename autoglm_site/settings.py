@@ -6,7 +6,7 @@ import dj_database_url
 
 from engine.model_files import default_models
 
-from .env import ConfigError, envbool, envint, envlist, envstr, parse_models
+from .env import ConfigError, envbool, envint, envlist, envstr, parse_models, parse_pairs
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(envstr("AUTOGLM_DATA_DIR", str(BASE_DIR / ".data"))).resolve()
@@ -136,6 +136,12 @@ AUTOGLM_READY_MODELS = envlist("AUTOGLM_READY_MODELS", ",".join(AUTOGLM_MODELS))
 for _model in AUTOGLM_READY_MODELS:
     if _model not in AUTOGLM_MODELS:
         raise ConfigError(f"AUTOGLM_READY_MODELS names {_model!r}, which is not in AUTOGLM_MODELS")
+# How each model writes tool calls: model=parser pairs; a model not named uses "hermes" (the
+# <tool_call>{json}</tool_call> form of Hermes, Qwen and SmolLM-style models; chat/tool_calls.py).
+AUTOGLM_TOOL_PARSERS = parse_pairs(envstr("AUTOGLM_TOOL_PARSERS"), "AUTOGLM_TOOL_PARSERS")
+for _model in AUTOGLM_TOOL_PARSERS:
+    if _model not in AUTOGLM_MODELS:
+        raise ConfigError(f"AUTOGLM_TOOL_PARSERS names {_model!r}, which is not in AUTOGLM_MODELS")
 AUTOGLM_QUEUE_PREFIX = envstr("AUTOGLM_QUEUE_PREFIX", "autoglm.model.")
 # Upper bound on max_tokens accepted at the door; the worker also checks the model's window.
 AUTOGLM_MAX_TOKENS_LIMIT = envint("AUTOGLM_MAX_TOKENS_LIMIT", 4096, minimum=1)

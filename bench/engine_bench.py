@@ -9,6 +9,8 @@ tokens long (31..281 with SmolLM2's chat template), and runs it through
 - ``generate``: one request at a time (bench.baselines.generate; callers serialise
   on the model's lock, so its throughput does not depend on concurrency),
 - ``batching``: engine.engine.BatchingEngine (our continuous batching),
+- ``batching+grammar``: the same, with every 4th request held to a JSON object by
+  its grammar (structured outputs): what a constrained job costs its batch,
 - ``transformers``: bench.baselines.TransformersEngine (transformers' own
   continuous batching, ContinuousBatchingManager),
 
@@ -193,14 +195,33 @@ def bench_generate(loaded, chats, concurrency, max_tokens, temperature) -> tuple
     return run_closed_loop(chats, concurrency, one)
 
 
-def bench_engine(engine, loaded, chats, concurrency, max_tokens, temperature, seeded):
+# "batching+grammar": every GRAMMAR_EVERY-th request is held to a JSON object by its grammar
+# (structured outputs), the rest are free: the throughput beside plain "batching" is what a
+# constrained job costs the batch.
+GRAMMAR_EVERY = 4
+
+
+def json_object_grammar() -> str:
+    from chat.grammars import response_format_grammar
+
+    return response_format_grammar({"type": "json_object"})
+
+
+def bench_engine(
+    engine, loaded, chats, concurrency, max_tokens, temperature, seeded, grammar_every=0
+):
+    grammar = json_object_grammar() if grammar_every else None
+    index = {id(chat): i for i, chat in enumerate(chats)}
+
     def one(chat):
+        constrained = grammar_every and index[id(chat)] % grammar_every == 0
         handle = engine.submit(
             EngineRequest(
                 prompt_ids=encode_prompt(loaded, chat),
                 max_tokens=max_tokens,
                 temperature=temperature,
                 seed=0 if seeded and temperature > 0 else None,
+                grammar=grammar if constrained else None,
             )
         )
         result = handle.result()
@@ -232,7 +253,7 @@ def make_engine(name: str, loaded, args, max_batch: int, cache_tokens: int):
     """The engine a contender runs on (None for one-at-a-time ``generate``), started."""
     if name == "generate":
         return None
-    if name == "batching":
+    if name in ("batching", "batching+grammar"):
         engine = BatchingEngine(
             loaded,
             max_batch_size=max_batch,
@@ -256,8 +277,16 @@ def make_engine(name: str, loaded, args, max_batch: int, cache_tokens: int):
 def run_level(name, engine, loaded, chats, concurrency, max_tokens, temperature):
     if name == "generate":
         return bench_generate(loaded, chats, concurrency, max_tokens, temperature)
+    grammar_every = GRAMMAR_EVERY if name == "batching+grammar" else 0
     return bench_engine(
-        engine, loaded, chats, concurrency, max_tokens, temperature, seeded=name == "batching"
+        engine,
+        loaded,
+        chats,
+        concurrency,
+        max_tokens,
+        temperature,
+        seeded=name.startswith("batching"),
+        grammar_every=grammar_every,
     )
 
 
@@ -268,7 +297,7 @@ def parse_args(argv: list[str] | None):
     parser.add_argument(
         "--dtype", default="float32", help="float32, bfloat16, or both (comma-separated)"
     )
-    parser.add_argument("--engines", default="generate,batching,transformers")
+    parser.add_argument("--engines", default="generate,batching,batching+grammar,transformers")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--max-tokens", type=int, default=None, help="default 64 (quick: 32)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")

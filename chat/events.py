@@ -54,9 +54,22 @@ class Event:
 EventData = tuple[str, dict[str, Any]]  # an event's type and data, as published
 
 
-def token_event(text: str) -> EventData:
-    """A piece of the answer (several, merged, when the relay read them together)."""
-    return TOKEN, {"text": text}
+def token_event(text: str, index: int = 0, logprobs: list[dict] | None = None) -> EventData:
+    """A piece of the answer (several, merged, when the relay read them together): of choice
+    ``index`` when a job makes several (``n``), with its tokens' logprobs when it keeps them."""
+    data: dict[str, Any] = {"text": text}
+    if index:
+        data["index"] = index
+    if logprobs is not None:
+        data["logprobs"] = logprobs
+    return TOKEN, data
+
+
+def finish_reasons(done: dict[str, Any]) -> list[str | None]:
+    """Each choice's finish reason, from a done event's data."""
+    if "choices" in done:
+        return [choice["finish_reason"] for choice in done["choices"]]
+    return [done.get("finish_reason")]
 
 
 def reset_event(attempt: int) -> EventData:
@@ -75,6 +88,8 @@ def done_event(job: ChatJob, *, with_message: bool = True) -> EventData:
         "finish_reason": job.finish_reason or None,
         "usage": job_usage(job),
     }
+    if len(job.choices) > 1:
+        data["choices"] = [{"finish_reason": c.get("finish_reason")} for c in job.choices]
     if with_message:
         data["message_id"] = str(job.assistant_message_id) if job.assistant_message_id else None
     return DONE, data
@@ -212,11 +227,23 @@ def _merged(entries: list[tuple[str, dict[str, str]]]) -> list[Event]:
         for event_id, fields in entries
     ]
     result: list[Event] = []
-    for is_token, run in itertools.groupby(parsed, key=lambda event: event.type == TOKEN):
+    for (is_token, _), run in itertools.groupby(parsed, key=_token_choice):
         run = list(run)
         if is_token and len(run) > 1:
-            text = "".join(event.data.get("text", "") for event in run)
-            result.append(Event(run[-1].id, *token_event(text)))
+            result.append(Event(run[-1].id, *merged_tokens([event.data for event in run])))
         else:
             result.extend(run)
     return result
+
+
+def _token_choice(event: Event) -> tuple[bool, int]:
+    return event.type == TOKEN, event.data.get("index", 0) if event.type == TOKEN else 0
+
+
+def merged_tokens(pieces: list[dict[str, Any]]) -> EventData:
+    """One token event for consecutive pieces of one choice: their text and logprobs joined."""
+    text = "".join(piece.get("text", "") for piece in pieces)
+    logprobs = None
+    if any("logprobs" in piece for piece in pieces):
+        logprobs = [entry for piece in pieces for entry in piece.get("logprobs") or ()]
+    return token_event(text, pieces[0].get("index", 0), logprobs)

@@ -97,8 +97,9 @@ def tool_choice_grammar(
 
     The model then writes Hermes tool-call blocks, exactly
     ``<tool_call>\\n{"name": "X", "arguments": {...}}\\n</tool_call>``, the arguments following
-    X's ``parameters`` schema (closed when the function is ``strict``). "required": one block
-    of any tool, or with ``parallel_tool_calls`` one or more separated by newlines;
+    X's ``parameters`` schema (its objects closed unless they say otherwise: see _functions).
+    "required": one block of any tool, or with ``parallel_tool_calls`` one or more separated by
+    newlines;
     ``{"type": "function", "function": {"name": X}}``: exactly one block calling X.
     """
     if tool_choice in (None, "none", "auto"):
@@ -147,8 +148,9 @@ def _functions(tools: Any) -> list[dict[str, Any]]:
         parameters = function.get("parameters", _NO_PARAMETERS)
         if not isinstance(parameters, dict):
             raise GrammarError(f"{where}.function.parameters must be an object", "tools")
-        if function.get("strict") is True:
-            parameters = closed_schema(parameters)
+        # A forced call writes the declared arguments only, strict or not: left open, a small
+        # model invents keys until max_tokens cuts the call off, and a cut call is no call.
+        parameters = closed_schema(parameters)
         # Each schema on its own first, so that the error names the tool.
         schema_grammar = LLMatcher.grammar_from_json_schema(parameters, overrides=_JSON_LAYOUT)
         validate(schema_grammar, "tools", f"{where}.function.parameters")

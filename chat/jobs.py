@@ -231,8 +231,11 @@ def job_finish(
     completion_tokens: int,
     finish_reason: str,
     dropped_messages: int = 0,
+    choices: list[dict] | None = None,
 ) -> ChatJob | None:
     """Store the answer (partial when cancelled) and close the job, once even if it ran twice.
+    ``choices`` are all of its answers (``n`` > 1), or its one with logprobs; the first one is
+    the ``text`` the session keeps.
 
     A job whose session was deleted while it ran is closed and billed, its answer not kept.
     Returns None when the job is gone (its tenant was deleted).
@@ -251,6 +254,7 @@ def job_finish(
         )
     locked.status = ChatJob.Status.CANCELLED if cancelled else ChatJob.Status.SUCCEEDED
     locked.output = _kept_output(locked, text)
+    locked.choices = choices if choices and not locked.session_deleted_at else []
     locked.prompt_tokens = prompt_tokens
     locked.completion_tokens = completion_tokens
     locked.finish_reason = finish_reason

@@ -32,6 +32,7 @@ class Message(models.Model):
         SYSTEM = "system"
         USER = "user"
         ASSISTANT = "assistant"
+        TOOL = "tool"  # a tool's result, answering the assistant's call (the Responses API)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
@@ -104,6 +105,12 @@ class ChatJob(models.Model):
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     output = models.TextField(blank=True, help_text="The generated text, partial if cancelled.")
+    choices = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Every answer (n > 1) with its finish reason and logprobs, when it has several "
+        "or kept logprobs; the first is also the output.",
+    )
     finish_reason = models.CharField(max_length=16, blank=True)
     dropped_messages = models.PositiveIntegerField(
         default=0, help_text="Oldest session messages left out to fit the context window."

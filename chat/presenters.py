@@ -4,12 +4,14 @@ replay and the UI all present through here."""
 
 from typing import Any
 
+from django.conf import settings
 from django.urls import reverse
 from rest_framework import serializers
 
 from autoglm_site.errors import error_body
 
 from .models import ChatJob, ChatSession, Message
+from .tool_calls import DEFAULT_TOOL_PARSER, tool_parser
 
 Code = ChatJob.ErrorCode
 
@@ -100,6 +102,7 @@ class JobOutput(serializers.Serializer):
     error = serializers.SerializerMethodField()
     usage = serializers.SerializerMethodField()
     message = serializers.SerializerMethodField()
+    logprobs = serializers.SerializerMethodField()
     links = serializers.SerializerMethodField()
 
     def get_object(self, job) -> str:
@@ -113,6 +116,12 @@ class JobOutput(serializers.Serializer):
 
     def get_usage(self, job) -> dict | None:
         return job_usage(job)
+
+    def get_logprobs(self, job) -> list[dict] | None:
+        """The answer's tokens with their logprobs (OpenAI's entries), when they were asked for."""
+        if not job.params.get("logprobs"):
+            return None
+        return stored_choices(job)[0].get("logprobs") or []
 
     def get_message(self, job) -> dict | None:
         return MessageOutput(job.assistant_message).data if job.assistant_message else None
@@ -143,6 +152,49 @@ def openai_finish_reason(reason: str | None) -> str:
     return "length" if reason == "length" else "stop"
 
 
+def tool_parser_for(job: ChatJob):
+    """The parser of the job's model's tool calls (``AUTOGLM_TOOL_PARSERS``), when the job was
+    given tools; None when its answer is plain text."""
+    if not job.params.get("tools"):
+        return None
+    return tool_parser(settings.AUTOGLM_TOOL_PARSERS.get(job.model, DEFAULT_TOOL_PARSER))
+
+
+def tool_call_prefix(job: ChatJob, index: int) -> str:
+    # The same ids whether the calls are streamed or read back later.
+    return f"{job.id.hex[:20]}{index}"
+
+
+def stored_choices(job: ChatJob) -> list[dict]:
+    """The job's answers: ``job.choices`` when it has several or kept logprobs, else its output."""
+    if job.choices:
+        return job.choices
+    return [{"text": job.output, "finish_reason": job.finish_reason, "logprobs": None}]
+
+
+def completion_choice(job: ChatJob, index: int, stored: dict) -> dict:
+    """One choice of a finished job as OpenAI's ``chat.completion`` choice: its text, or the
+    tool calls the model's text makes."""
+    message = {"role": "assistant", "content": stored["text"], "refusal": None}
+    finish_reason = openai_finish_reason(stored["finish_reason"])
+    parser = tool_parser_for(job)
+    if parser is not None:
+        content, calls = parser.parse(stored["text"], call_id_prefix=tool_call_prefix(job, index))
+        if calls:
+            message = {**message, "content": content, "tool_calls": calls}
+            if finish_reason == "stop":
+                finish_reason = "tool_calls"
+    logprobs = None
+    if job.params.get("logprobs"):
+        logprobs = {"content": stored.get("logprobs") or [], "refusal": None}
+    return {
+        "index": index,
+        "message": message,
+        "logprobs": logprobs,
+        "finish_reason": finish_reason,
+    }
+
+
 def completion_body(job: ChatJob) -> dict:
     """A finished job as OpenAI's ``chat.completion`` object."""
     return {
@@ -152,12 +204,8 @@ def completion_body(job: ChatJob) -> dict:
         "model": job.model,
         "system_fingerprint": None,
         "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": job.output, "refusal": None},
-                "logprobs": None,
-                "finish_reason": openai_finish_reason(job.finish_reason),
-            }
+            completion_choice(job, index, stored)
+            for index, stored in enumerate(stored_choices(job))
         ],
         "usage": job_usage(job),
     }

@@ -114,29 +114,47 @@ def message_submit(
     the model's queue only after the transaction commits, so a worker never looks for a row
     that is not there yet.
     """
+    return turn_submit(
+        tenant=tenant,
+        session=session,
+        messages=[{"role": Message.Role.USER, "content": content}],
+        params=params,
+        api_key=api_key,
+        trace_id=trace_id,
+        callback_url=callback_url,
+    )
+
+
+def turn_submit(
+    *,
+    tenant: Tenant,
+    session: ChatSession,
+    messages: list[dict[str, str]],
+    params: dict[str, Any],
+    api_key: ApiKey | None = None,
+    trace_id: str = "",
+    callback_url: str = "",
+) -> tuple[ChatJob, quotas.Headers]:
+    """``message_submit`` for a turn of one or more messages (user text, tool results: the
+    Responses API's input items), stored in order; the job answers the last of them."""
     model_check(model=session.model, api_key=api_key)
     if callback_url:
         callback_url = check_outbound_url(callback_url, param="callback_url").url
     params = {**_default_params(), **session.params, **params}
     messages, params = pipeline.before_admission(
-        tenant=tenant,
-        model=session.model,
-        messages=[{"role": Message.Role.USER, "content": content}],
-        params=params,
+        tenant=tenant, model=session.model, messages=messages, params=params
     )
-    content = messages[-1]["content"]  # what the plugins made of it (e.g. masked) is stored
-    prompt = jobs.session_prompt(
-        session=session,
-        history=[*session.messages.all(), Message(role=Message.Role.USER, content=content)],
-    )
+    # What the plugins made of them (e.g. masked) is stored.
+    turn = [Message(role=m["role"], content=m["content"]) for m in messages]
+    prompt = jobs.session_prompt(session=session, history=[*session.messages.all(), *turn])
 
     def build() -> ChatJob:
         session_lock_idle(tenant=tenant, session=session)
-        message = Message.objects.create(
-            tenant=tenant, session=session, role=Message.Role.USER, content=content
-        )
+        for message in turn:
+            message.tenant, message.session = tenant, session
+            message.save()
         ChatSession.objects.filter(pk=session.pk).update(updated_at=timezone.now())
-        return ChatJob(session=session, user_message=message, callback_url=callback_url)
+        return ChatJob(session=session, user_message=turn[-1], callback_url=callback_url)
 
     return _admit_and_create(
         tenant=tenant,
@@ -197,7 +215,9 @@ def _admit_and_create(
     """
     started = time.perf_counter()
     job_id = uuid.uuid4()
-    reserve = params["max_tokens"] + estimate_prompt_tokens(model, prompt)
+    # Each of the n answers may take max_tokens; the prompt is computed once.
+    answers = params["max_tokens"] * (params.get("n") or 1)
+    reserve = answers + estimate_prompt_tokens(model, prompt, params.get("tools"))
     try:
         admission_check(model=model)
         headers = quotas.admit(

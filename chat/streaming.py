@@ -35,7 +35,11 @@ REPLAY_END = "0-2"  # the id of the last event of a replay from the database
 def final_events(job: ChatJob) -> list[events.Event]:
     """A finished job's events rebuilt from the database, for when its stream is gone."""
     result = []
-    if job.output:
+    if job.choices:  # several answers, or logprobs: each choice's text in one event (one id)
+        for index, choice in enumerate(job.choices):
+            data = events.token_event(choice["text"], index, choice.get("logprobs"))
+            result.append(events.Event("0-1", *data))
+    elif job.output:
         result.append(events.Event("0-1", *events.token_event(job.output)))
     if job.status == ChatJob.Status.FAILED:
         result.append(events.Event(REPLAY_END, *events.error_event(job)))

@@ -77,9 +77,20 @@ def context_window(model: str) -> int | None:
     return _windows[model]
 
 
-def estimate_prompt_tokens(model: str, messages: list[dict[str, str]]) -> int:
+def message_text(message: dict) -> str:
+    calls = message.get("tool_calls")
+    return (message.get("content") or "") + (json.dumps(calls) if calls else "")
+
+
+def estimate_prompt_tokens(
+    model: str, messages: list[dict], tools: list[dict] | None = None
+) -> int:
+    """About how many tokens the prompt takes: its messages' text, their tool calls, and the
+    tools' definitions (rendered into the prompt as JSON)."""
     tokenizer = _tokenizer(model)
-    texts = [m["content"] for m in messages]
+    texts = [message_text(m) for m in messages]
+    if tools:
+        texts.append(json.dumps(tools))
     if tokenizer is not None:
         counted = sum(len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False))
     else:

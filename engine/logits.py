@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 
 class LogitsShaper:
-    """One job's penalties, bias and grammar; ``None`` fields cost nothing."""
+    """One job's penalties, bias and grammar; ``None`` fields cost nothing. Called on the engine
+    thread: ``__call__`` before the pick (sampler), ``accept`` after it (scheduler)."""
 
     def __init__(
         self,

@@ -148,8 +148,6 @@ class Sampler:
             for processor in seq.processors:
                 scores = processor(None, scores)
             token = tokens[index] = int(scores.argmax(dim=-1))
-            if shaper is not None:
-                shaper.accept(token)
             if raw is not None and token not in self._eos_ids:
                 seq.logprobs.append(_token_logprob(raw, token, seq.top_logprobs))
         return tokens

@@ -139,9 +139,11 @@ class Scheduler:
     def _accept(self, seq: Sequence, token: int) -> None:
         self.generated_tokens += 1
         try:
+            if seq.shaper is not None:  # its counts and grammar move on (a grammar may refuse)
+                seq.shaper.accept(token)
             seq.report_logprobs()  # before the token's text goes out
             seq.monitor.feed([token])
-        except Exception as exc:  # a callback's error fails its sequence only
+        except Exception as exc:  # a callback's (or grammar's) error fails its sequence only
             self.fail(seq, exc)
             return
         if seq.monitor.finish_reason is not None:

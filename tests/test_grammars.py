@@ -169,15 +169,14 @@ def test_required_calls_any_tool_once_or_in_parallel():
     assert not accepts(parallel, call("now", {}) + call("now", {}))
 
 
-def test_a_strict_function_takes_only_its_parameters():
-    strict = {"type": "function", "function": {**WEATHER["function"], "strict": True}}
+def test_a_forced_call_takes_only_the_declared_parameters_unless_its_schema_opens_them():
     choice = {"type": "function", "function": {"name": "get_weather"}}
-    assert accepts(
-        tool_choice_grammar([WEATHER], choice), call("get_weather", {"city": "a", "x": 1})
-    )
-    assert not accepts(
-        tool_choice_grammar([strict], choice), call("get_weather", {"city": "a", "x": 1})
-    )
+    extra = call("get_weather", {"city": "a", "x": 1})
+    assert not accepts(tool_choice_grammar([WEATHER], choice), extra)
+    assert accepts(tool_choice_grammar([WEATHER], choice), call("get_weather", {"city": "a"}))
+    params = {**WEATHER["function"]["parameters"], "additionalProperties": True}
+    opened = {"type": "function", "function": {**WEATHER["function"], "parameters": params}}
+    assert accepts(tool_choice_grammar([opened], choice), extra)
 
 
 def test_names_and_schemas_cannot_break_out_of_the_grammar():

@@ -93,6 +93,16 @@ def test_it_hides_tenant_a_objects_from_tenant_b(client_a, client_b, session_a):
         ({"content": "hi", "top_p": 0}, "top_p"),
         ({"content": "hi", "top_p": 1.5}, "top_p"),
         ({"content": "hi", "seed": "x"}, "seed"),
+        ({"content": "hi", "frequency_penalty": 2.5}, "frequency_penalty"),
+        ({"content": "hi", "presence_penalty": -3}, "presence_penalty"),
+        ({"content": "hi", "repetition_penalty": 0}, "repetition_penalty"),
+        ({"content": "hi", "top_k": -2}, "top_k"),
+        ({"content": "hi", "min_p": 1.5}, "min_p"),
+        ({"content": "hi", "logit_bias": {"x": 1}}, "logit_bias"),
+        ({"content": "hi", "logit_bias": {"5": -101}}, "logit_bias"),
+        ({"content": "hi", "top_logprobs": 3}, "top_logprobs"),
+        ({"content": "hi", "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"content": "hi", "tools": []}, "tools"),
     ],
 )
 def test_it_rejects_bad_message_input_and_stores_nothing(client_a, session_a, payload, param):

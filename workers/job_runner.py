@@ -9,7 +9,6 @@ the functions that use them: importing this module (and ``workers.tasks``) stays
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -28,12 +27,13 @@ from chat import events, jobs
 from chat.model_status import model_refused
 from chat.models import ChatJob
 from engine.errors import EngineDeadError, GenerationError, JobTimeoutError, PromptTooLongError
-from engine.request import Engine, EngineHandle, EngineRequest
+from engine.request import Engine, EngineHandle
 from engine.result import GenerationResult
 from tenants.quotas import QuotaExceededError
 
 from . import job_spans
-from .answer_stages import AnswerPipeline, PluginStageError
+from .answer_stages import PluginStageError
+from .choices import ChoiceRun, combined, printable
 from .heartbeat import worker_id
 from .job_metrics import job_running, observe_generation
 
@@ -100,7 +100,7 @@ def _run(job: ChatJob) -> None:
     )
     stream = publisher()
     try:
-        result, dropped = _generate(job, stream)
+        result, dropped, choices = _generate(job, stream)
     except Exception as exc:
         failure = _failure(exc)
         if failure is None:
@@ -120,11 +120,12 @@ def _run(job: ChatJob) -> None:
         )
         return
     stream.flush()  # every token is in the stream before the final event
-    _persist(job, result, dropped)
+    _persist(job, result, dropped, choices)
 
 
-def _generate(job: ChatJob, stream: TokenPublisher) -> tuple[GenerationResult, int]:
-    """The job's answer and how many session messages were left out to fit the context."""
+def _generate(job: ChatJob, stream: TokenPublisher) -> tuple[GenerationResult, int, list[dict]]:
+    """The job's answer, how many session messages were left out to fit the context, and
+    every choice as stored (empty for one answer without logprobs)."""
     from .runtime import cancels
 
     loaded, engine = _load_engine(job)
@@ -135,20 +136,22 @@ def _generate(job: ChatJob, stream: TokenPublisher) -> tuple[GenerationResult, i
     cancels().watch(job_id)
     try:
         messages, dropped = _prompt(job, loaded)
-        prompt_ids = _encode(loaded, messages)
-        max_tokens = _budget(job, prompt_ids)
-        answer = AnswerPipeline(job)
+        prompt_ids = _encode(loaded, messages, job.params.get("tools"))
+        n = job.params.get("n") or 1
+        max_tokens = _budget(job, prompt_ids, n)
+        runs = [ChoiceRun(job, index, stream, loaded) for index in range(n)]
         submitted_wall = time.time()
-        handle = _submit(job, engine, prompt_ids, max_tokens, stream, answer)
+        handles = _submit(job, engine, prompt_ids, max_tokens, runs)
         try:
-            result = _wait(handle)
+            results = _wait(handles)
         finally:
-            job_spans.generation_traced(job, handle)
-        observe_generation(job, handle, submitted_wall)
-        if answer.active:  # the plugins' stages: their rest goes out, their text is kept
-            _publish_text(stream, job_id, answer.finish())
-            result = dataclasses.replace(result, text=answer.text)
-        return result, dropped
+            job_spans.generation_traced(job, handles[0])
+        observe_generation(job, handles[0], submitted_wall)
+        results = [run.finished(result) for run, result in zip(runs, results, strict=True)]
+        kept = []
+        if n > 1 or runs[0].keeps_logprobs:
+            kept = [run.stored(result) for run, result in zip(runs, results, strict=True)]
+        return combined(results), dropped, kept
     finally:
         cancels().forget(job_id)
 
@@ -181,19 +184,23 @@ def _prompt(job: ChatJob, loaded: LoadedModel) -> tuple[list[dict[str, str]], in
     messages = jobs.job_prompt_messages(job=job)
     if job.session_id is None:
         return messages, 0
-    return fit_messages(loaded, messages, max_tokens=job.params["max_tokens"])
+    return fit_messages(
+        loaded, messages, max_tokens=job.params["max_tokens"], tools=job.params.get("tools")
+    )
 
 
-def _encode(loaded: LoadedModel, messages: list[dict[str, str]]) -> list[int]:
+def _encode(loaded: LoadedModel, messages: list[dict], tools: list[dict] | None) -> list[int]:
     from .prompts import encode_prompt
 
-    return encode_prompt(loaded, messages)
+    return encode_prompt(loaded, messages, tools=tools)
 
 
-def _budget(job: ChatJob, prompt_ids: list[int]) -> int:
-    return jobs.job_budget(
-        job=job, prompt_tokens=len(prompt_ids), max_tokens=job.params["max_tokens"]
+def _budget(job: ChatJob, prompt_ids: list[int], n: int) -> int:
+    """Each choice's max_tokens: all n of them fit what the job holds against the quotas."""
+    allowed = jobs.job_budget(
+        job=job, prompt_tokens=len(prompt_ids), max_tokens=job.params["max_tokens"] * n
     )
+    return max(allowed // n, 1)
 
 
 def _submit(
@@ -201,23 +208,13 @@ def _submit(
     engine: Engine,
     prompt_ids: list[int],
     max_tokens: int,
-    stream: TokenPublisher,
-    answer: AnswerPipeline,
-) -> EngineHandle:
-    params, job_id = job.params, str(job.id)
-    return engine.submit(
-        EngineRequest(
-            prompt_ids=prompt_ids,
-            max_tokens=max_tokens,
-            temperature=params.get("temperature", 1.0),
-            top_p=params.get("top_p", 1.0),
-            seed=params.get("seed"),
-            stop=params.get("stop") or (),
-            on_text=lambda text: _publish_text(stream, job_id, answer.feed(text)),
-            should_stop=_Heartbeat(job),
-            timeout=_time_left(job),
-        )
-    )
+    runs: list[ChoiceRun],
+) -> list[EngineHandle]:
+    heartbeat, timeout = _Heartbeat(job), _time_left(job)
+    requests = [run.request(prompt_ids, max_tokens, heartbeat, timeout) for run in runs]
+    if len(requests) == 1:
+        return [engine.submit(requests[0])]
+    return engine.submit_choices(requests)
 
 
 def _time_left(job: ChatJob) -> float:
@@ -232,18 +229,24 @@ def _time_left(job: ChatJob) -> float:
     return left
 
 
-def _wait(handle: EngineHandle) -> GenerationResult:
+def _wait(handles: list[EngineHandle]) -> list[GenerationResult]:
     # A job generates for seconds or minutes: it must not hold one of the database's
     # connections meanwhile (a worker runs up to a batch of jobs at once).
     close_old_connections()
-    return handle.result()
+    try:
+        return [handle.result() for handle in handles]
+    except BaseException:
+        for handle in handles:  # one choice failed the job: the others stop too
+            handle.cancel()
+        raise
 
 
-def _persist(job: ChatJob, result: GenerationResult, dropped: int) -> None:
+def _persist(job: ChatJob, result: GenerationResult, dropped: int, choices: list[dict]) -> None:
     _stored(
         lambda: jobs.job_finish(
             job=job,
-            text=_printable(result.text),
+            text=printable(result.text),
+            choices=choices,
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
             finish_reason=result.finish_reason,
@@ -293,7 +296,7 @@ def _produced(exc: Exception) -> tuple[str, int, int] | None:
     partial = getattr(exc, "partial", None)
     if partial is None:
         return None
-    return _printable(partial.text), partial.prompt_tokens, partial.completion_tokens
+    return printable(partial.text), partial.prompt_tokens, partial.completion_tokens
 
 
 def _failure(exc: Exception) -> tuple[Code, str, bool] | None:
@@ -306,17 +309,6 @@ def _failure(exc: Exception) -> tuple[Code, str, bool] | None:
 
 
 # -- the engine's callbacks --------------------------------------------------------------------
-
-
-def _printable(text: str) -> str:
-    # A model can emit NUL, which PostgreSQL cannot store and JSON clients choke on.
-    return text.replace("\x00", "")
-
-
-def _publish_text(stream: TokenPublisher, job_id: str, text: str) -> None:
-    text = _printable(text)
-    if text:
-        stream.publish(job_id, text)
 
 
 class _Heartbeat:

@@ -26,8 +26,11 @@ class TokenPublisher:
         self._thread = threading.Thread(target=self._run, name="token-publisher", daemon=True)
         self._thread.start()
 
-    def publish(self, job_id: str, text: str) -> None:
-        self._queue.put((job_id, text))
+    def publish(
+        self, job_id: str, text: str, index: int = 0, logprobs: list[dict] | None = None
+    ) -> None:
+        """Queue a piece of choice ``index``'s text (with its tokens' logprobs, if kept)."""
+        self._queue.put((job_id, events.token_event(text, index, logprobs)[1]))
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything published so far is in Redis (before a job's final event)."""
@@ -49,14 +52,14 @@ class TokenPublisher:
             tokens = [item for item in items if not isinstance(item, threading.Event)]
             # When Redis or the web side falls behind, a job's pieces that waited together go
             # out as one event: fewer entries to write, relay and parse, same text in order.
-            merged: dict[str, list[str]] = {}
-            for job_id, text in tokens:
-                merged.setdefault(job_id, []).append(text)
+            merged: dict[tuple[str, int], list[dict]] = {}
+            for job_id, piece in tokens:
+                merged.setdefault((job_id, piece.get("index", 0)), []).append(piece)
             try:
                 if merged:
                     with client.pipeline(transaction=False) as pipe:
-                        for job_id, pieces in merged.items():
-                            events.append(pipe, job_id, *events.token_event("".join(pieces)))
+                        for (job_id, _), pieces in merged.items():
+                            events.append(pipe, job_id, *events.merged_tokens(pieces))
                         pipe.execute()
             except Exception:
                 logger.exception("publishing tokens failed", extra={"tokens": len(tokens)})

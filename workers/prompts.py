@@ -21,16 +21,35 @@ def _validate_messages(messages: Sequence[Mapping[str, Any]]) -> None:
     for index, message in enumerate(messages):
         if not isinstance(message, Mapping):
             raise InvalidGenerationRequest(f"messages[{index}] must be an object")
-        for key in ("role", "content"):
-            if not isinstance(message.get(key), str):
-                raise InvalidGenerationRequest(f"messages[{index}].{key} must be a string")
+        if not isinstance(message.get("role"), str):
+            raise InvalidGenerationRequest(f"messages[{index}].role must be a string")
+        calls = message.get("tool_calls")
+        if not isinstance(message.get("content"), str) and not (calls and "content" in message):
+            raise InvalidGenerationRequest(f"messages[{index}].content must be a string")
 
 
-def encode_prompt(loaded: LoadedModel, messages: Sequence[Mapping[str, Any]]) -> list[int]:
-    """Validate ``messages`` and render them with the chat template into prompt token ids."""
+def _uses_tools(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping] | None) -> bool:
+    return bool(tools) or any(m.get("tool_calls") or m["role"] == "tool" for m in messages)
+
+
+def encode_prompt(
+    loaded: LoadedModel,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+) -> list[int]:
+    """Validate ``messages`` and render them with the chat template into prompt token ids;
+    ``tools`` (OpenAI's function definitions) and the tool calls and results in the messages
+    are rendered as the model's template has them, or in the Hermes form
+    (workers/tool_prompts.py)."""
     _validate_messages(messages)
+    messages, template_tools = list(messages), None
+    if _uses_tools(messages, tools):
+        from .tool_prompts import prepare
+
+        messages, template_tools = prepare(loaded.tokenizer, messages, list(tools or []) or None)
     encoded = loaded.tokenizer.apply_chat_template(
-        list(messages), add_generation_prompt=True, tokenize=True
+        messages, tools=template_tools, add_generation_prompt=True, tokenize=True
     )
     # transformers 4 returned a list of ids here; transformers 5 returns a
     # BatchEncoding (a dict with input_ids and attention_mask).
@@ -48,6 +67,7 @@ def fit_messages(
     messages: Sequence[Mapping[str, Any]],
     *,
     max_tokens: int,
+    tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> tuple[list[dict], int]:
     """Drop the oldest turns of a conversation until it fits the context window.
 
@@ -72,7 +92,7 @@ def fit_messages(
         return [dict(m) for i, m in enumerate(messages) if i not in dropped]
 
     def fits(count: int) -> tuple[bool, int]:
-        tokens = len(encode_prompt(loaded, keep(count)))
+        tokens = len(encode_prompt(loaded, keep(count), tools=tools))
         return tokens <= budget, tokens
 
     if fits(0)[0]:

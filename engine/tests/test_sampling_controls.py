@@ -7,6 +7,7 @@ the control, so it fails if the engine ignores it.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 
@@ -163,3 +164,30 @@ def test_choices_must_share_their_prompt(engine, tiny_loaded):
 def test_it_refuses_controls_out_of_range(engine, tiny_loaded, controls):
     with pytest.raises(InvalidGenerationRequest):
         engine.submit(request(tiny_loaded, MESSAGES, max_tokens=4, **controls))
+
+
+def test_a_grammar_shapes_its_job_and_not_its_batch_mates(engine, tiny_loaded):
+    from llguidance import LLMatcher
+
+    schema = {
+        "type": "object",
+        "properties": {"color": {"enum": ["red", "green"]}, "ok": {"type": "boolean"}},
+        "required": ["color", "ok"],
+        "additionalProperties": False,
+    }
+    grammar = LLMatcher.grammar_from_json_schema(schema, overrides={"whitespace_flexible": False})
+    alone = engine.submit(request(tiny_loaded, MESSAGES, max_tokens=12)).result(60)
+
+    constrained = engine.submit(request(tiny_loaded, MESSAGES, max_tokens=40, grammar=grammar))
+    mate = engine.submit(request(tiny_loaded, MESSAGES, max_tokens=12))
+    result = constrained.result(60)
+
+    assert result.finish_reason == "stop"  # the grammar ended, then only end-of-turn was let out
+    data = json.loads(result.text)
+    assert set(data) == {"color", "ok"} and data["color"] in ("red", "green")
+    assert mate.result(60).text == alone.text
+
+
+def test_a_grammar_that_does_not_compile_is_refused_at_submission(engine, tiny_loaded):
+    with pytest.raises(InvalidGenerationRequest):
+        engine.submit(request(tiny_loaded, MESSAGES, max_tokens=4, grammar="start: (((("))
