@@ -5,7 +5,10 @@ async so that a stream is relayed from Redis as it is produced, holding no threa
 """
 
 import asyncio
+import functools
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -51,18 +54,13 @@ SSE_COMPLETION = (
 )
 
 
-@async_api(
-    method="POST",
-    not_allowed="Use POST for chat completions.",
-    authentication_classes=[ApiKeyAuthentication],  # the OpenAI surface takes keys only
-    body=ChatCompletionInput,
-    operation_id="chat_completions_create",
-    tags=["openai"],
-    summary="Create a chat completion (OpenAI-compatible)",
-    **idempotency_schema(
+def completion_responses(body, event, description: str) -> dict:
+    """The schema of a completion operation's answers: ``body`` as JSON, ``event`` (one SSE
+    event) with ``stream: true``, and its errors; with the Idempotency-Key header."""
+    return idempotency_schema(
         {
-            (200, "application/json"): OpenApiResponse(COMPLETION_REF, description=SSE_COMPLETION),
-            (200, "text/event-stream"): OpenApiResponse(COMPLETION_EVENT_REF),
+            (200, "application/json"): OpenApiResponse(body, description=description),
+            (200, "text/event-stream"): OpenApiResponse(event),
             429: OpenApiResponse(ERROR_REF, description=ERRORS["429"]),
             500: OpenApiResponse(ERROR_REF, description="The job failed on the worker."),
             504: OpenApiResponse(
@@ -71,23 +69,60 @@ SSE_COMPLETION = (
                 "AUTOGLM_REQUEST_TIMEOUT (`timeout`).",
             ),
         }
-    ),
+    )
+
+
+@async_api(
+    method="POST",
+    not_allowed="Use POST for chat completions.",
+    authentication_classes=[ApiKeyAuthentication],  # the OpenAI surface takes keys only
+    body=ChatCompletionInput,
+    operation_id="chat_completions_create",
+    tags=["openai"],
+    summary="Create a chat completion (OpenAI-compatible)",
+    **completion_responses(COMPLETION_REF, COMPLETION_EVENT_REF, SSE_COMPLETION),
 )
 async def chat_completions(request, call: ApiCall) -> HttpResponse:
     data = call.body
+    submit = functools.partial(
+        submit_in_thread,
+        services.completion_submit,
+        tenant=call.tenant,
+        api_key=call.api_key,
+        model=data.validated_data["model"],
+        messages=data.job_messages(),
+        params=data.job_params(),
+        trace_id=request.request_id,
+    )
+    return await keyed_completion(request, call, submit=submit, shape=CHAT)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How a completion endpoint presents a job: its body once it ends, its SSE frames."""
+
+    body: Callable[[ChatJob], dict]
+    chunks: Callable[..., AsyncIterator[bytes]]
+
+
+CHAT = Shape(body=completion_body, chunks=completion_chunks)
+
+
+async def keyed_completion(
+    request,
+    call: ApiCall,
+    *,
+    submit: Callable[[], Awaitable[tuple[ChatJob, object]]],
+    shape: Shape,
+) -> HttpResponse:
+    """Submit a completion (``submit``) and answer it in ``shape``, with Idempotency-Key
+    support: a retry with the same key and body gets the first request's job again."""
     scope = caller_scope(call.tenant, call.api_key, getattr(request, "user", None))
-    claim = await _in_thread(idempotency_begin)(request, scope=scope, data=data.initial_data)
+    claim = await _in_thread(idempotency_begin)(request, scope=scope, data=call.body.initial_data)
     if isinstance(claim, Replay):
-        return await _replay(claim, call)
+        return await _replay(claim, call, shape)
     try:
-        job, limits = await _submit(
-            tenant=call.tenant,
-            api_key=call.api_key,
-            model=data.validated_data["model"],
-            messages=data.job_messages(),
-            params=data.job_params(),
-            trace_id=request.request_id,
-        )
+        job, limits = await submit()
     except BaseException:
         if claim is not None:
             await _in_thread(idempotency_release)(claim)  # nothing was created
@@ -96,21 +131,23 @@ async def chat_completions(request, call: ApiCall) -> HttpResponse:
         # Kept as soon as the job exists: a retry re-attaches to it (see _replay).
         finish = _in_thread(idempotency_finish)
         await finish(claim, status=200, headers=limits.values, job_id=str(job.id))
-    return await _answer(job, data, limits.values, keyed=claim is not None)
+    return await _answer(job, call.body, limits.values, keyed=claim is not None, shape=shape)
 
 
-async def _replay(replay: Replay, call: ApiCall) -> HttpResponse:
+async def _replay(replay: Replay, call: ApiCall, shape: Shape) -> HttpResponse:
     """The answer of the first request with this Idempotency-Key: its job's, again (a stream of
     it from its start, or its completion once it ends)."""
     job = await ChatJob.objects.filter(pk=replay.job_id, tenant=call.tenant).afirst()
     if job is None:
         raise NotFoundError("The completion of this Idempotency-Key no longer exists.")
-    response = await _answer(job, call.body, replay.headers, keyed=True)
+    response = await _answer(job, call.body, replay.headers, keyed=True, shape=shape)
     response[REPLAYED_HEADER] = "true"
     return response
 
 
-async def _answer(job: ChatJob, data, headers: dict[str, str], *, keyed: bool) -> HttpResponse:
+async def _answer(
+    job: ChatJob, data, headers: dict[str, str], *, keyed: bool, shape: Shape
+) -> HttpResponse:
     """The job's answer: a stream, or its completion when it ends.
 
     A client that hangs up cancels the job, unless it sent an Idempotency-Key: it means to try
@@ -119,7 +156,7 @@ async def _answer(job: ChatJob, data, headers: dict[str, str], *, keyed: bool) -
     if data.validated_data.get("stream"):
         options = data.validated_data.get("stream_options") or {}
         include_usage = options.get("include_usage", False)
-        response = sse(completion_chunks(job, include_usage=include_usage, cancel=not keyed))
+        response = sse(shape.chunks(job, include_usage=include_usage, cancel=not keyed))
     else:
         try:
             async with asyncio.timeout(settings.AUTOGLM_REQUEST_TIMEOUT):
@@ -134,7 +171,7 @@ async def _answer(job: ChatJob, data, headers: dict[str, str], *, keyed: bool) -
         if job.status == ChatJob.Status.FAILED:
             response = JsonResponse(job_error(job), status=job_error_status(job))
         else:
-            response = JsonResponse(completion_body(job))
+            response = JsonResponse(shape.body(job))
     for name, value in headers.items():
         response[name] = value
     return response
@@ -156,10 +193,11 @@ def _timed_out(headers: dict[str, str]) -> JsonResponse:
     return JsonResponse(body, status=504, headers=headers)
 
 
-async def _submit(**kwargs) -> tuple[ChatJob, object]:
-    """``completion_submit`` in a thread; a client that hangs up meanwhile does not leave the
-    job it created running: the job is cancelled as soon as it exists."""
-    submission = asyncio.ensure_future(sync_to_async(services.completion_submit)(**kwargs))
+async def submit_in_thread(service: Callable, **kwargs) -> tuple[ChatJob, object]:
+    """A submitting service (``completion_submit``, ...) in a thread; a client that hangs up
+    meanwhile does not leave the job it created running: the job is cancelled as soon as it
+    exists."""
+    submission = asyncio.ensure_future(sync_to_async(service)(**kwargs))
     try:
         return await asyncio.shield(submission)
     except asyncio.CancelledError:
@@ -191,7 +229,7 @@ def document_input_limits(result, generator, request, public):
     ``exclusiveMinimum`` beside ``min_value``)."""
     schemas = result["components"]["schemas"]
     schemas["ChatCompletionRequest"]["properties"]["messages"]["minItems"] = 1
-    for name in ("ChatCompletionRequest", "SamplingInput", "MessageInput"):
+    for name in ("ChatCompletionRequest", "CompletionRequest", "SamplingInput", "MessageInput"):
         schemas[name]["properties"]["top_p"]["exclusiveMinimum"] = True
     return result
 

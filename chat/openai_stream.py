@@ -33,6 +33,10 @@ class ChoiceStream:
         self.logprobs: list[dict] = []
         self.called = False
 
+    def opening(self) -> list[dict]:
+        role = {"role": "assistant", "content": ""}
+        return [{"index": self.index, "delta": role, "logprobs": None, "finish_reason": None}]
+
     def feed(self, text: str, logprobs: list[dict] | None) -> list[dict]:
         self.logprobs.extend(logprobs or ())
         return self._take(self.tools.feed(text) if self.tools else [{"content": text}])
@@ -72,30 +76,43 @@ class ChoiceStream:
 async def completion_chunks(
     job: ChatJob, *, include_usage: bool, cancel: bool = True
 ) -> AsyncIterator[bytes]:
-    """The job's events as OpenAI ``chat.completion.chunk`` SSE frames.
+    """The job's events as OpenAI ``chat.completion.chunk`` SSE frames (see ``choice_chunks``)."""
+    choices = [ChoiceStream(job, index) for index in range(job.params.get("n") or 1)]
+    base = chunk_base(job, completion_id(job), "chat.completion.chunk")
+    async for out in choice_chunks(job, base, choices, include_usage=include_usage, cancel=cancel):
+        yield out
 
-    A client that disconnects before the end cancels the job (with ``cancel``), and so does a
-    restart of the job after text went out (the client is told to retry, see ``_restart``).
-    """
-    base = {
-        "id": completion_id(job),
-        "object": "chat.completion.chunk",
+
+def chunk_base(job: ChatJob, id_: str, object_: str) -> dict:
+    """What every chunk of a job's stream repeats."""
+    return {
+        "id": id_,
+        "object": object_,
         "created": int(job.created_at.timestamp()),
         "model": job.model,
         "system_fingerprint": None,
     }
 
+
+async def choice_chunks(
+    job: ChatJob, base: dict, choices: list, *, include_usage: bool, cancel: bool = True
+) -> AsyncIterator[bytes]:
+    """The job's events as SSE chunks of ``base``: each of ``choices`` (a ``ChoiceStream`` or
+    another with its ``opening``, ``feed``, ``finish`` and ``reset``) turns its events into
+    chunk choices; the usage chunk when asked, then ``[DONE]``.
+
+    A client that disconnects before the end cancels the job (with ``cancel``), and so does a
+    restart of the job after text went out (the client is told to retry, see ``_restart``).
+    """
+
     def chunk(choice: dict) -> bytes:
         return frame({**base, "choices": [choice]})
 
-    choices = [ChoiceStream(job, index) for index in range(job.params.get("n") or 1)]
     ended = False
     try:
         for choice in choices:
-            role = {"role": "assistant", "content": ""}
-            yield chunk(
-                {"index": choice.index, "delta": role, "logprobs": None, "finish_reason": None}
-            )
+            for out in choice.opening():
+                yield chunk(out)
         sent_text = False
         async for event in job_events(job, keepalive=True):
             if event is None:
