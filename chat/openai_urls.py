@@ -1,9 +1,10 @@
 from django.urls import path
 
-from . import openai_api
+from . import completions_api, openai_api
 
 urlpatterns = [
     path("chat/completions", openai_api.chat_completions, name="openai-chat-completions"),
+    path("completions", completions_api.completions, name="openai-completions"),
     path("models", openai_api.ModelListApi.as_view(), name="openai-models"),
     path("models/<str:model_id>", openai_api.ModelDetailApi.as_view(), name="openai-model"),
 ]

@@ -39,8 +39,14 @@ def job_error(job: ChatJob) -> dict[str, Any]:
         job.error or "The job failed.",
         type=JOB_ERRORS.get(job.error_code, _UNKNOWN_ERROR)[1],
         code=job.error_code or Code.INTERNAL_ERROR,
-        param="messages" if job.error_code == Code.CONTEXT_LENGTH_EXCEEDED else None,
+        param=prompt_param(job) if job.error_code == Code.CONTEXT_LENGTH_EXCEEDED else None,
     )
+
+
+def prompt_param(job: ChatJob) -> str:
+    """The request field that holds a job's prompt: a legacy completion's ``prompt``, else
+    the ``messages``."""
+    return "prompt" if {"prompt", "prompt_ids"} & set(job.params) else "messages"
 
 
 def job_usage(job: ChatJob) -> dict[str, int] | None:

@@ -26,7 +26,7 @@ from tenants.models import ApiKey, Tenant
 from . import jobs, pipeline
 from .capacity import admission_check
 from .models import ChatJob, ChatSession, Message
-from .tokens import estimate_prompt_tokens
+from .tokens import decode_tokens, estimate_prompt_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +196,46 @@ def completion_submit(
     )
 
 
+def prompt_submit(
+    *,
+    tenant: Tenant,
+    api_key: ApiKey | None,
+    model: str,
+    prompt: str | list[int],
+    params: dict[str, Any],
+    trace_id: str = "",
+) -> tuple[ChatJob, quotas.Headers]:
+    """Queue a job for a legacy completion: ``prompt`` (text, or token ids) continued as it is,
+    without the chat template (``params["prompt"]`` or ``params["prompt_ids"]``).
+
+    The plugins' ``before_admission`` see the prompt as one user message; token ids as their
+    text, where this process has the model's tokenizer. What they make of the text (masked,
+    say) is what is stored and generated from. Admitted against the quotas first, like
+    ``message_submit``.
+    """
+    model_check(model=model, api_key=api_key)
+    text = prompt if isinstance(prompt, str) else decode_tokens(model, prompt)
+    messages = [{"role": Message.Role.USER, "content": text or ""}]
+    messages, params = pipeline.before_admission(
+        tenant=tenant, model=model, messages=messages, params={**_default_params(), **params}
+    )
+    seen = messages[-1]["content"] if messages else text
+    if isinstance(prompt, str) or (text is not None and seen != text):
+        params, estimate = {**params, "prompt": seen}, None
+    else:
+        params, estimate = {**params, "prompt_ids": prompt}, len(prompt)
+    return _admit_and_create(
+        tenant=tenant,
+        api_key=api_key,
+        model=model,
+        params=params,
+        prompt=[{"role": Message.Role.USER, "content": seen or ""}],
+        prompt_tokens=estimate,
+        trace_id=trace_id,
+        build=ChatJob,
+    )
+
+
 def _admit_and_create(
     *,
     tenant: Tenant,
@@ -205,19 +245,23 @@ def _admit_and_create(
     prompt: list[dict[str, str]],
     trace_id: str,
     build: Callable[[], ChatJob],
+    prompt_tokens: int | None = None,
 ) -> tuple[ChatJob, quotas.Headers]:
     """Admit against the quotas, then store the job (made by ``build``) and enqueue it. A model
     that cannot take a job now (no live worker, a full queue: ``chat.capacity``) is refused
     here, before anything is stored or reserved.
 
     If storing fails after admission, the reservation is given back, so a failed request
-    costs nothing.
+    costs nothing. ``prompt_tokens`` is the prompt's size when it is known exactly (token
+    ids); else it is estimated from ``prompt``.
     """
     started = time.perf_counter()
     job_id = uuid.uuid4()
     # Each of the n answers may take max_tokens; the prompt is computed once.
     answers = params["max_tokens"] * (params.get("n") or 1)
-    reserve = answers + estimate_prompt_tokens(model, prompt, params.get("tools"))
+    if prompt_tokens is None:
+        prompt_tokens = estimate_prompt_tokens(model, prompt, params.get("tools"))
+    reserve = answers + prompt_tokens
     try:
         admission_check(model=model)
         headers = quotas.admit(

@@ -77,6 +77,14 @@ def context_window(model: str) -> int | None:
     return _windows[model]
 
 
+def decode_tokens(model: str, ids: list[int]) -> str | None:
+    """The text of a prompt given as token ids, or None without the model's tokenizer here."""
+    tokenizer = _tokenizer(model)
+    if tokenizer is None:
+        return None
+    return tokenizer.decode(ids, skip_special_tokens=False)
+
+
 def message_text(message: dict) -> str:
     calls = message.get("tool_calls")
     return (message.get("content") or "") + (json.dumps(calls) if calls else "")

@@ -136,7 +136,7 @@ def _generate(job: ChatJob, stream: TokenPublisher) -> tuple[GenerationResult, i
     cancels().watch(job_id)
     try:
         messages, dropped = _prompt(job, loaded)
-        prompt_ids = _encode(loaded, messages, job.params.get("tools"))
+        prompt_ids = _encode(loaded, job, messages)
         n = job.params.get("n") or 1
         max_tokens = _budget(job, prompt_ids, n)
         runs = [ChoiceRun(job, index, stream, loaded) for index in range(n)]
@@ -189,10 +189,16 @@ def _prompt(job: ChatJob, loaded: LoadedModel) -> tuple[list[dict[str, str]], in
     )
 
 
-def _encode(loaded: LoadedModel, messages: list[dict], tools: list[dict] | None) -> list[int]:
-    from .prompts import encode_prompt
+def _encode(loaded: LoadedModel, job: ChatJob, messages: list[dict]) -> list[int]:
+    """The prompt's token ids: the messages in the chat template, or a legacy completion's own
+    prompt as it is (its ids as given: the engine checks them against the vocabulary)."""
+    from .prompts import encode_prompt, encode_text
 
-    return encode_prompt(loaded, messages, tools=tools)
+    if "prompt_ids" in job.params:
+        return list(job.params["prompt_ids"])
+    if "prompt" in job.params:
+        return encode_text(loaded, job.params["prompt"])
+    return encode_prompt(loaded, messages, tools=job.params.get("tools"))
 
 
 def _budget(job: ChatJob, prompt_ids: list[int], n: int) -> int:

@@ -108,3 +108,9 @@ def fit_messages(
         else:
             too_few = middle
     return keep(enough), enough
+
+
+def encode_text(loaded: LoadedModel, text: str) -> list[int]:
+    """A legacy completion's prompt as token ids: the text as it is, without the chat template,
+    with the special tokens the tokenizer itself adds (a BOS, for some), as vLLM encodes it."""
+    return [int(token) for token in loaded.tokenizer.encode(text)]
