@@ -97,8 +97,8 @@ def aimed(raw: dict) -> dict:
                 targets = TARGETS.get((method.upper(), name)) or TARGETS.get(("*", name))
                 if parameter["in"] == "path" and targets:
                     parameter["schema"] = {"type": "string", "enum": targets}
-    model = raw["components"]["schemas"]["ChatCompletionRequest"]["properties"]["model"]
-    model["enum"] = [DEMO_MODEL]
+    for request in ("ChatCompletionRequest", "CompletionRequest"):
+        raw["components"]["schemas"][request]["properties"]["model"]["enum"] = [DEMO_MODEL]
     return raw
 
 
@@ -202,7 +202,7 @@ def ask_for_few_tokens(case) -> None:
     """A completion asks for at most a few tokens, so the fuzzer never queues long generations
     (values that are wrong for other reasons stay wrong)."""
     body = case.body
-    if case.path != "/v1/chat/completions" or not isinstance(body, dict):
+    if case.path not in ("/v1/chat/completions", "/v1/completions") or not isinstance(body, dict):
         return
     limits = ("max_tokens", "max_completion_tokens")
     for name in limits:
