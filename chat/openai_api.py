@@ -163,7 +163,7 @@ async def _answer(
                 job = await wait_for_end(job)
         except TimeoutError:
             await cancel_job(job)  # no one will read its answer
-            return _timed_out(headers)
+            return timed_out(headers)
         except asyncio.CancelledError:
             if not keyed:
                 await cancel_job(job)  # the client went away
@@ -182,7 +182,7 @@ def _in_thread(function):
     return sync_to_async(function, thread_sensitive=False)
 
 
-def _timed_out(headers: dict[str, str]) -> JsonResponse:
+def timed_out(headers: dict[str, str]) -> JsonResponse:
     seconds = settings.AUTOGLM_REQUEST_TIMEOUT
     body = error_body(
         f"The completion did not finish within {seconds}s (AUTOGLM_REQUEST_TIMEOUT); its job "

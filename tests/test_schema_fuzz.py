@@ -97,7 +97,7 @@ def aimed(raw: dict) -> dict:
                 targets = TARGETS.get((method.upper(), name)) or TARGETS.get(("*", name))
                 if parameter["in"] == "path" and targets:
                     parameter["schema"] = {"type": "string", "enum": targets}
-    for request in ("ChatCompletionRequest", "CompletionRequest"):
+    for request in ("ChatCompletionRequest", "CompletionRequest", "ResponseCreateRequest"):
         raw["components"]["schemas"][request]["properties"]["model"]["enum"] = [DEMO_MODEL]
     return raw
 
@@ -202,15 +202,16 @@ def ask_for_few_tokens(case) -> None:
     """A completion asks for at most a few tokens, so the fuzzer never queues long generations
     (values that are wrong for other reasons stay wrong)."""
     body = case.body
-    if case.path not in ("/v1/chat/completions", "/v1/completions") or not isinstance(body, dict):
+    completions = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
+    if case.path not in completions or not isinstance(body, dict):
         return
-    limits = ("max_tokens", "max_completion_tokens")
+    limits = ("max_tokens", "max_completion_tokens", "max_output_tokens")
     for name in limits:
         value = body.get(name)
         if type(value) is int and value > FEW_TOKENS:
             body[name] = FEW_TOKENS
-    if all(body.get(name) is None for name in limits):
-        body["max_tokens"] = FEW_TOKENS  # not the server's default of 256
+    if all(body.get(name) is None for name in limits):  # not the server's default of 256
+        body["max_output_tokens" if case.path == "/v1/responses" else "max_tokens"] = FEW_TOKENS
 
 
 @schema.parametrize()

@@ -247,7 +247,9 @@ def _wait(handles: list[EngineHandle]) -> list[GenerationResult]:
         raise
 
 
-def _persist(job: ChatJob, result: GenerationResult, dropped: int, choices: list[dict]) -> None:
+def _persist(
+    job: ChatJob, result: GenerationResult, dropped: int, choices: list[dict] | None = None
+) -> None:
     _stored(
         lambda: jobs.job_finish(
             job=job,
