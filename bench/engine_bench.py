@@ -270,6 +270,10 @@ def make_engine(name: str, loaded, args, max_batch: int, cache_tokens: int):
         )
     else:
         raise ValueError(f"unknown engine {name!r}")
+    if name == "batching+grammar":
+        from engine.grammar import grammar_tokenizer
+
+        grammar_tokenizer(loaded)  # built once per model (~0.5 s), as by a worker's first one
     engine.start()
     return engine
 

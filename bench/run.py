@@ -7,8 +7,10 @@ into the checkout's model cache): a real vocabulary (49k) and depth (30 layers).
 
 Contenders, all on the same model in the same dtype (the one a worker picks on this machine):
 
-- one-at-a-time `generate`, our BatchingEngine in-process (the raw engine), and transformers'
-  own continuous batching in-process: each a resident bench/engine_bench.py --serve process;
+- one-at-a-time `generate`, our BatchingEngine in-process (the raw engine), the same with every
+  4th request held to a JSON object by its grammar (structured outputs: its "vs engine" ratio is
+  what constrained jobs cost the batch), and transformers' own continuous batching in-process:
+  each a resident bench/engine_bench.py --serve process;
 - the full stack over HTTP (web, Redis, PostgreSQL, Celery, worker; bench/stack_bench.py),
   configured with the model's location (for SmolLM2 the GGUF file, read from the cache);
 - `transformers serve --continuous-batching` on the model's transformers directory (for SmolLM2
@@ -72,6 +74,7 @@ MAX_PREFILL_TOKENS = 1024
 LABELS = {
     "generate": "one-at-a-time generate",
     "batching": "raw engine (in-process)",
+    "batching+grammar": "raw engine, 1 in 4 JSON-bound",
     "transformers": "transformers CB (in-process)",
     "stack": "full stack over HTTP",
     "serve": "transformers serve --cb",
@@ -197,7 +200,8 @@ def collect(
         return HttpContender("serve", server, str(directory), workload)
 
     # (the contender's name, how to start it), in the order they take their turns
-    starts = [(name, partial(engine, name)) for name in ("generate", "batching", "transformers")]
+    in_process = ("generate", "batching", "batching+grammar", "transformers")
+    starts = [(name, partial(engine, name)) for name in in_process]
     starts.append(("stack", stack))
     if baseline is not None:
         starts.append(("batching" + BASELINE, partial(engine, "batching", baseline, BASELINE)))
