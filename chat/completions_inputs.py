@@ -17,7 +17,12 @@ DEFAULT_MAX_TOKENS = 16
 MAX_LEGACY_LOGPROBS = 5
 ONE_PROMPT = "Only one prompt per request is supported."
 
-TOKEN_IDS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}
+MAX_TOKEN_ID = 2**31  # beyond any vocabulary (and what a tokenizer's ids hold)
+TOKEN_IDS = {
+    "type": "array",
+    "minItems": 1,
+    "items": {"type": "integer", "minimum": 0, "maximum": MAX_TOKEN_ID - 1},
+}
 
 
 @extend_schema_field(
@@ -46,8 +51,10 @@ class PromptField(serializers.Field):
                 raise serializers.ValidationError("The prompt is too long.")
             return no_nul(data)
         if isinstance(data, list) and data:
-            if not all(type(token) is int and token >= 0 for token in data):
-                raise serializers.ValidationError("Token ids must be whole numbers of 0 or more.")
+            if not all(type(token) is int and 0 <= token < MAX_TOKEN_ID for token in data):
+                raise serializers.ValidationError(
+                    "Token ids must be whole numbers from 0 to 2**31 - 1."
+                )
             if len(data) > settings.AUTOGLM_MAX_CONTENT_CHARS:
                 raise serializers.ValidationError("The prompt is too long.")
             return data

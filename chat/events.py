@@ -65,11 +65,12 @@ def token_event(text: str, index: int = 0, logprobs: list[dict] | None = None) -
     return TOKEN, data
 
 
-def finish_reasons(done: dict[str, Any]) -> list[str | None]:
-    """Each choice's finish reason, from a done event's data."""
-    if "choices" in done:
+def finish_reasons(done: dict[str, Any], n: int) -> list[str | None]:
+    """Each of ``n`` choices' finish reason, from a done event's data. A job that ended with no
+    choices stored (cancelled while queued, say) ended all of them one way."""
+    if "choices" in done and len(done["choices"]) == n:
         return [choice["finish_reason"] for choice in done["choices"]]
-    return [done.get("finish_reason")]
+    return [done.get("finish_reason")] * n
 
 
 def reset_event(attempt: int) -> EventData:

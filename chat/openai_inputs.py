@@ -246,6 +246,11 @@ class ToolsInput(SamplingInput):
             return grammars.response_format_grammar(response_format)
         except grammars.GrammarError as exc:
             raise serializers.ValidationError({exc.param or "response_format": [str(exc)]}) from exc
+        except RecursionError:  # a schema nested hundreds deep
+            param = "tools" if forced else "response_format"
+            raise serializers.ValidationError(
+                {param: ["The schema is nested too deeply."]}
+            ) from None
 
     def tool_params(self) -> dict:
         """The tool fields a job needs: its worker renders the tools into the prompt and hands

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 class ChoiceStream:
     """One choice's deltas. The last one is held back so that ``finish_reason`` rides on it;
-    logprobs ride on the next delta that goes out after their tokens."""
+    the logprobs of the tokens that made a delta ride on it."""
 
     def __init__(self, job: ChatJob, index: int) -> None:
         self.job, self.index = job, index
@@ -30,7 +30,8 @@ class ChoiceStream:
         prefix = tool_call_prefix(self.job, self.index)
         self.tools = parser.stream(prefix) if parser is not None else None
         self.held: dict | None = None
-        self.logprobs: list[dict] = []
+        self.held_logprobs: list[dict] = []
+        self.logprobs: list[dict] = []  # of tokens whose text is in no delta yet
         self.called = False
 
     def opening(self) -> list[dict]:
@@ -46,6 +47,8 @@ class ChoiceStream:
         finish_reason = openai_finish_reason(reason)
         if self.called and finish_reason == "stop":
             finish_reason = "tool_calls"
+        self.held_logprobs += self.logprobs
+        self.logprobs = []
         out.append(self._choice(self.held or {}, finish_reason))
         self.held = None
         return out
@@ -58,13 +61,14 @@ class ChoiceStream:
             self.called = self.called or "tool_calls" in delta
             if self.held is not None:
                 out.append(self._choice(self.held))
-            self.held = delta
+            self.held, self.held_logprobs, self.logprobs = delta, self.logprobs, []
         return out
 
     def _choice(self, delta: dict, finish_reason: str | None = None) -> dict:
         logprobs = None
         if self.want_logprobs:
-            logprobs, self.logprobs = {"content": self.logprobs, "refusal": None}, []
+            logprobs = {"content": self.held_logprobs, "refusal": None}
+            self.held_logprobs = []
         return {
             "index": self.index,
             "delta": delta,
@@ -130,7 +134,7 @@ async def choice_chunks(
                 for choice in choices:
                     choice.reset()
             elif event.type == events.DONE:
-                reasons = events.finish_reasons(event.data)
+                reasons = events.finish_reasons(event.data, len(choices))
                 for choice in choices:
                     for out in choice.finish(reasons[choice.index]):
                         yield chunk(out)

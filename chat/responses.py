@@ -71,8 +71,10 @@ def _session_for(
     """The session the new turn goes into: the previous response's, or a branch of it."""
     if previous is None:
         return services.session_create(tenant=tenant, model=model, api_key=api_key)
+    # Locked, so that two turns chained from its latest response at once cannot both add to
+    # it: the second waits, then finds the first's turn after its response, and branches.
+    session = ChatSession.objects.select_for_update().get(pk=previous.session_id)
     history = history_until(previous)
-    session = previous.session
     if (
         session.model == model
         and not session.messages.filter(created_at__gt=history[-1].created_at).exists()

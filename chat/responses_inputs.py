@@ -9,7 +9,7 @@ from rest_framework import serializers
 
 from autoglm_site.fields import StrictBooleanField, StrictCharField
 
-from .openai_inputs import ChatMessageInput, JsonObjectField, ToolsInput
+from .openai_inputs import ChatMessageInput, JsonObjectField, ToolsInput, job_params
 from .sampling import max_tokens_field, no_nul
 from .tool_calls import tool_call_text
 
@@ -143,6 +143,10 @@ class ResponseCreateInput(ToolsInput):
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
+            if data.get("response_format") is not None:  # Chat's field; here it is text.format
+                raise serializers.ValidationError(
+                    {"response_format": ["Unrecognized request argument supplied: response_format"]}
+                )
             data = dict(data)
             if "tools" in data:
                 data["tools"] = _chat_tools(data["tools"])
@@ -156,7 +160,10 @@ class ResponseCreateInput(ToolsInput):
         fields = super().get_fields()
         for name in ("temperature", "top_p", "seed"):
             fields[name].allow_null = True
-        fields.pop("max_tokens")  # the Responses API's is max_output_tokens
+        # The Responses API's is max_output_tokens; logprobs are not in its output here, so
+        # they are refused rather than dropped.
+        for name in ("max_tokens", "logprobs", "top_logprobs"):
+            fields.pop(name)
         return fields
 
     def validate_metadata(self, value):
@@ -165,14 +172,9 @@ class ResponseCreateInput(ToolsInput):
         return value
 
     def job_params(self) -> dict:
-        data = self.validated_data
-        params = {
-            key: data[key]
-            for key in ("temperature", "top_p", "seed", "frequency_penalty", "presence_penalty")
-            if data.get(key) is not None
-        }
-        if data.get("max_output_tokens") is not None:
-            params["max_tokens"] = data["max_output_tokens"]
+        params = job_params({**self.validated_data, "max_tokens": None})
+        if self.validated_data.get("max_output_tokens") is not None:
+            params["max_tokens"] = self.validated_data["max_output_tokens"]
         return params | self.tool_params()
 
 

@@ -88,7 +88,9 @@ class LogitBiasField(serializers.Field):
             )
         bias = {}
         for token, value in data.items():
-            if not (isinstance(token, str) and token.isascii() and token.isdigit()):
+            # Ten digits cover any vocabulary (and int() of thousands would be refused).
+            digits = isinstance(token, str) and token.isascii() and token.isdigit()
+            if not digits or len(token) > 10:
                 raise serializers.ValidationError(f"{token!r} is not a token id.")
             number = isinstance(value, int | float) and not isinstance(value, bool)
             if not number or not -LOGIT_BIAS_MAX <= value <= LOGIT_BIAS_MAX:

@@ -67,13 +67,12 @@ def session_update(
     params: dict[str, Any] | None = None,
 ) -> ChatSession:
     """Rename a session or change its system prompt or default parameters."""
-    if title is not None:
-        session.title = title
-    if system_prompt is not None:
-        session.system_prompt = system_prompt
-    if params is not None:
-        session.params = params
-    session.save()
+    changed = {"title": title, "system_prompt": system_prompt, "params": params}
+    changed = {name: value for name, value in changed.items() if value is not None}
+    for name, value in changed.items():
+        setattr(session, name, value)
+    # Only what changed: a concurrent change of another field is not written over.
+    session.save(update_fields=[*changed, "updated_at"])
     return session
 
 

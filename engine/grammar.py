@@ -138,7 +138,3 @@ class GrammarConstraint:
             raise InvalidGenerationRequest(
                 f"the output left its grammar: {self._matcher.get_error()}"
             )
-
-    def fork(self) -> GrammarConstraint:
-        """An independent copy in the same state, for another choice of the same prompt."""
-        return GrammarConstraint(self._matcher.deep_copy(), self._n_vocab)

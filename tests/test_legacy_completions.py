@@ -135,6 +135,7 @@ def test_max_tokens_defaults_to_16(client):
         ({"prompt": ["one", "two"]}, "prompt"),
         ({"prompt": [[1, 2], [3]]}, "prompt"),
         ({"prompt": ""}, "prompt"),
+        ({"prompt": [2**40]}, "prompt"),  # beyond what a tokenizer decodes: was a 500
         ({"best_of": 3}, "best_of"),
         ({"logprobs": 6}, "logprobs"),
         ({"extra_body": {"top_logprobs": 2}}, "top_logprobs"),

@@ -249,6 +249,16 @@ def test_n_choices_of_one_prompt(client):
     assert texts == {0: answer.choices[0].message.content, 1: answer.choices[1].message.content}
 
 
+def _nested(depth: int) -> dict:
+    schema: dict = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
+DEEP = {"name": "deep", "schema": _nested(300), "strict": True}  # was a RecursionError, a 500
+
+
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
@@ -271,6 +281,7 @@ def test_n_choices_of_one_prompt(client):
             "response_format",
         ),
         ({"n": 17}, "n"),
+        ({"response_format": {"type": "json_schema", "json_schema": DEEP}}, "response_format"),
         ({"frequency_penalty": 3}, "frequency_penalty"),
     ],
 )

@@ -7,7 +7,7 @@ import json
 import openai
 import pytest
 
-from chat.models import ChatSession
+from chat.models import ChatJob, ChatSession
 
 from .conftest import REAL_MODEL
 
@@ -95,6 +95,12 @@ def test_a_tool_call_and_its_result_through_the_chain(client):
     assert "21" in final.output_text
 
 
+def test_the_sampling_extras_reach_the_job(client):
+    answer = respond(client, "Hi", max_output_tokens=4, extra_body={"top_k": 1, "min_p": 0.1})
+    job = ChatJob.objects.get(pk=answer.id.removeprefix("resp_"))
+    assert job.params["top_k"] == 1 and job.params["min_p"] == 0.1
+
+
 def test_a_deleted_response_is_gone(client):
     answer = respond(client, "Hi", max_output_tokens=4)
     client.responses.delete(answer.id)
@@ -142,6 +148,8 @@ def test_another_tenants_response_is_a_404(client, live_server_url, key_b):
     [
         ({"reasoning": {"effort": "high"}}, "reasoning"),
         ({"max_tokens": 5}, "max_tokens"),
+        ({"logprobs": True}, "logprobs"),  # not in its output: refused, not dropped
+        ({"response_format": {"type": "json_object"}}, "response_format"),  # text.format here
         ({"input": [{"type": "image", "url": "x"}]}, "input"),
         ({"previous_response_id": "resp_nope"}, "previous_response_id"),
     ],

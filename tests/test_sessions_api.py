@@ -100,6 +100,7 @@ def test_it_hides_tenant_a_objects_from_tenant_b(client_a, client_b, session_a):
         ({"content": "hi", "min_p": 1.5}, "min_p"),
         ({"content": "hi", "logit_bias": {"x": 1}}, "logit_bias"),
         ({"content": "hi", "logit_bias": {"5": -101}}, "logit_bias"),
+        ({"content": "hi", "logit_bias": {"1" * 5000: 1}}, "logit_bias"),  # int() refuses it
         ({"content": "hi", "top_logprobs": 3}, "top_logprobs"),
         ({"content": "hi", "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
         ({"content": "hi", "tools": []}, "tools"),

@@ -186,23 +186,11 @@ def test_a_token_the_grammar_forbids_is_refused(tiny_loaded):
         constraint.accept(letter)
 
 
-def test_a_fork_goes_its_own_way(tiny_loaded):
-    grammar = json_grammar({"enum": ["alpha", "beta"]})
-    first = grammar_constraint(tiny_loaded, grammar)
-    (quote,) = tiny_loaded.tokenizer.encode('"', add_special_tokens=False)
-    first.accept(quote)
-    second = first.fork()
-    for text, constraint in (('alpha"', first), ('beta"', second)):
-        for token in tiny_loaded.tokenizer.encode(text, add_special_tokens=False):
-            constraint.accept(token)
-        assert constraint.finished
-
-
 def test_the_torch_path_masks_what_the_numpy_path_masks(tiny_loaded):
     # bfloat16 rows (and rows on an accelerator) take the torch path.
     grammar = json_grammar(SCHEMAS["enums"])
     numpy_side = grammar_constraint(tiny_loaded, grammar)
-    torch_side = numpy_side.fork()
+    torch_side = grammar_constraint(tiny_loaded, grammar)
     for token in tiny_loaded.tokenizer.encode('{"color": "', add_special_tokens=False):
         fp32 = torch.zeros(1, vocab_size(tiny_loaded.model))
         bf16 = fp32.to(torch.bfloat16)
