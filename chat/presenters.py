@@ -11,7 +11,7 @@ from rest_framework import serializers
 from autoglm_site.errors import error_body
 
 from .models import ChatJob, ChatSession, Message
-from .tool_calls import DEFAULT_TOOL_PARSER, tool_parser
+from .tool_calls import DEFAULT_TOOL_PARSER, FirstCallOnly, tool_parser
 
 Code = ChatJob.ErrorCode
 
@@ -163,7 +163,8 @@ def tool_parser_for(job: ChatJob):
     given tools; None when its answer is plain text."""
     if not job.params.get("tools"):
         return None
-    return tool_parser(settings.AUTOGLM_TOOL_PARSERS.get(job.model, DEFAULT_TOOL_PARSER))
+    parser = tool_parser(settings.AUTOGLM_TOOL_PARSERS.get(job.model, DEFAULT_TOOL_PARSER))
+    return parser if job.params.get("parallel_tool_calls", True) else FirstCallOnly(parser)
 
 
 def tool_call_prefix(job: ChatJob, index: int) -> str:

@@ -196,6 +196,36 @@ def tool_parser(name: str) -> HermesToolParser:
         raise ValueError(f"unknown tool-call parser {name!r} (known: {known})") from None
 
 
+class FirstCallOnly:
+    """A parser whose calls are cut to the first (``parallel_tool_calls: false``): OpenAI then
+    gives one call, so later ones the model wrote are dropped, whole or streamed."""
+
+    def __init__(self, parser: HermesToolParser) -> None:
+        self._parser = parser
+
+    def parse(self, text: str, *, call_id_prefix: str) -> tuple[str | None, list[dict[str, Any]]]:
+        content, calls = self._parser.parse(text, call_id_prefix=call_id_prefix)
+        return content, calls[:1]
+
+    def stream(self, call_id_prefix: str) -> _FirstCallStream:
+        return _FirstCallStream(self._parser.stream(call_id_prefix))
+
+
+class _FirstCallStream:
+    def __init__(self, stream: HermesToolStream) -> None:
+        self._stream = stream
+
+    def feed(self, text: str) -> list[dict[str, Any]]:
+        return self._first(self._stream.feed(text))
+
+    def finish(self) -> list[dict[str, Any]]:
+        return self._first(self._stream.finish())
+
+    @staticmethod
+    def _first(deltas: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [d for d in deltas if all(c["index"] == 0 for c in d.get("tool_calls", ()))]
+
+
 def tool_call_text(calls: list[dict[str, Any]]) -> str:
     """OpenAI ``tool_calls`` of an assistant message written back as the Hermes blocks a model
     would have written for them (one per line; the form chat/grammars.py makes a model write).

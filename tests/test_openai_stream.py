@@ -6,6 +6,7 @@ import uuid
 from chat import events
 from chat.models import ChatJob
 from chat.openai_stream import ChoiceStream
+from chat.presenters import completion_choice
 
 
 def entry(token: str) -> dict:
@@ -33,3 +34,27 @@ def test_choices_that_ended_before_storing_any_all_end_the_same_way():
         "choices": [{"finish_reason": "stop"}, {"finish_reason": "length"}],
     }
     assert events.finish_reasons(done, 2) == ["stop", "length"]
+
+
+TWO_CALLS = (
+    '<tool_call>\n{"name": "a", "arguments": {}}\n</tool_call>\n'
+    '<tool_call>\n{"name": "b", "arguments": {}}\n</tool_call>'
+)
+
+
+def test_without_parallel_tool_calls_only_the_first_call_is_given():
+    tools = [{"type": "function", "function": {"name": n}} for n in ("a", "b")]
+    for parallel, names in ((True, ["a", "b"]), (False, ["a"])):
+        params = {"tools": tools, "tool_choice": "auto", "parallel_tool_calls": parallel}
+        job = ChatJob(id=uuid.uuid4(), model="m", params=params, output=TWO_CALLS)
+        body = completion_body_of(job)
+        assert [c["function"]["name"] for c in body["message"]["tool_calls"]] == names
+        stream = ChoiceStream(job, 0)
+        out = stream.feed(TWO_CALLS, None) + stream.finish("stop")
+        streamed = [c["function"]["name"] for o in out for c in o["delta"].get("tool_calls", ())]
+        assert streamed == names and out[-1]["finish_reason"] == "tool_calls"
+
+
+def completion_body_of(job: ChatJob) -> dict:
+    stored = {"text": job.output, "finish_reason": "stop", "logprobs": None}
+    return completion_choice(job, 0, stored)
