@@ -52,7 +52,7 @@ class ContentField(serializers.Field):
         if isinstance(data, list) and data:
             texts = []
             for part in data:
-                if not isinstance(part, dict) or part.get("type") not in ("text", "input_text"):
+                if not isinstance(part, dict) or part.get("type") != "text":
                     raise serializers.ValidationError("Only text content parts are supported.")
                 if not isinstance(part.get("text"), str):
                     raise serializers.ValidationError("A text part needs a string 'text'.")
