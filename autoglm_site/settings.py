@@ -210,6 +210,9 @@ AUTOGLM_MAX_BATCH_SIZE = envint("AUTOGLM_MAX_BATCH_SIZE", 32, minimum=1)
 AUTOGLM_MAX_BATCH_TOKENS = envint("AUTOGLM_MAX_BATCH_TOKENS", 8192, minimum=2)
 AUTOGLM_MAX_PREFILL_TOKENS = envint("AUTOGLM_MAX_PREFILL_TOKENS", 1024, minimum=1)
 AUTOGLM_KV_CACHE_MB = envint("AUTOGLM_KV_CACHE_MB", 4096, minimum=16)
+# Automatic prefix caching (engine/prefix_cache.py): KV of earlier jobs' token blocks that later
+# jobs of the same tenant with the same leading tokens reuse (a chat's history). 0: off.
+AUTOGLM_PREFIX_CACHE_MB = envint("AUTOGLM_PREFIX_CACHE_MB", 1024, minimum=0)
 # A job's time limit, counted from its admission (time queued is spent too).
 AUTOGLM_JOB_TIMEOUT = envint("AUTOGLM_JOB_TIMEOUT", 600, minimum=1)
 # Celery threads (jobs in flight) per worker process; unset or 0: the engine's max batch size.

@@ -232,10 +232,12 @@ def job_finish(
     finish_reason: str,
     dropped_messages: int = 0,
     choices: list[dict] | None = None,
+    cached_tokens: int = 0,
 ) -> ChatJob | None:
     """Store the answer (partial when cancelled) and close the job, once even if it ran twice.
     ``choices`` are all of its answers (``n`` > 1), or its one with logprobs; the first one is
-    the ``text`` the session keeps.
+    the ``text`` the session keeps. ``cached_tokens`` are the prompt tokens the prefix cache
+    held (reported as OpenAI's ``prompt_tokens_details.cached_tokens``; billed like the rest).
 
     A job whose session was deleted while it ran is closed and billed, its answer not kept.
     Returns None when the job is gone (its tenant was deleted).
@@ -257,6 +259,7 @@ def job_finish(
     locked.choices = choices if choices and not locked.session_deleted_at else []
     locked.prompt_tokens = prompt_tokens
     locked.completion_tokens = completion_tokens
+    locked.cached_tokens = cached_tokens
     locked.finish_reason = finish_reason
     locked.dropped_messages = dropped_messages
     locked.finished_at = timezone.now()

@@ -104,6 +104,9 @@ class ChatJob(models.Model):
     )
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cached_tokens = models.PositiveIntegerField(
+        default=0, help_text="Prompt tokens whose KV the worker's prefix cache already held."
+    )
     output = models.TextField(blank=True, help_text="The generated text, partial if cancelled.")
     choices = models.JSONField(
         default=list,

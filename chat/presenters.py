@@ -49,7 +49,7 @@ def prompt_param(job: ChatJob) -> str:
     return "prompt" if {"prompt", "prompt_ids"} & set(job.params) else "messages"
 
 
-def job_usage(job: ChatJob) -> dict[str, int] | None:
+def job_usage(job: ChatJob) -> dict | None:
     if job.prompt_tokens is None:
         return None
     completion = job.completion_tokens or 0
@@ -57,6 +57,7 @@ def job_usage(job: ChatJob) -> dict[str, int] | None:
         "prompt_tokens": job.prompt_tokens,
         "completion_tokens": completion,
         "total_tokens": job.prompt_tokens + completion,
+        "prompt_tokens_details": {"cached_tokens": job.cached_tokens},
     }
 
 

@@ -53,6 +53,7 @@ from engine.detokenizer import eos_token_ids, make_decoder, request_monitor
 from engine.errors import EngineDeadError, InvalidGenerationRequest
 from engine.logits import LogitsShaper
 from engine.model_runner import ModelRunner
+from engine.prefix_cache import PrefixCache
 from engine.registry import LoadedModel, vocab_size
 from engine.request import EngineHandle, EngineRequest, EngineStats, validate_request
 from engine.sampler import sampling_processors, seeded_generator
@@ -73,8 +74,12 @@ class BatchingEngine:
     whole forward before their next token. ``max_cache_bytes`` bounds the KV
     cache: a job is admitted only if the cache could grow to hold every
     admitted job's prompt + max_tokens; it is released after
-    ``idle_release_s`` seconds without work. ``on_dead(exc)`` is called (on
-    the engine thread) if the engine crashes.
+    ``idle_release_s`` seconds without work. ``prefix_cache_bytes`` bounds the
+    prefix cache (engine/prefix_cache.py; 0 turns it off): the KV of finished
+    and running jobs' token blocks, which a later job with the same
+    ``cache_salt`` and the same leading tokens reuses instead of prefilling
+    them; it is kept while idle. ``on_dead(exc)`` is called (on the engine
+    thread) if the engine crashes.
 
     Callbacks run on the engine thread, so a slow ``should_stop`` (e.g. a
     network round trip per call) slows every job in the batch: keep them
@@ -90,6 +95,7 @@ class BatchingEngine:
         max_prefill_tokens: int = 512,
         max_cache_bytes: int = 4 << 30,
         idle_release_s: float = 10.0,
+        prefix_cache_bytes: int = 1 << 30,
         on_dead: Callable[[BaseException], None] | None = None,
         name: str | None = None,
     ) -> None:
@@ -105,17 +111,20 @@ class BatchingEngine:
         self.max_batch_tokens = max_batch_tokens
         self.max_prefill_tokens = max_prefill_tokens
         self.max_cache_bytes = max_cache_bytes
+        self.prefix_cache_bytes = prefix_cache_bytes
         self.idle_release_s = idle_release_s
         self._on_dead = on_dead
 
         self._runner = ModelRunner(loaded, max_rows=max_batch_size)
         self._cache = self._runner.cache
+        self._prefix = PrefixCache(self._cache, max_bytes=prefix_cache_bytes)
         self._scheduler = Scheduler(
             self._cache,
             max_batch_size=max_batch_size,
             max_batch_tokens=max_batch_tokens,
             max_prefill_tokens=max_prefill_tokens,
             max_cache_bytes=max_cache_bytes,
+            prefix=self._prefix if self._prefix.enabled else None,
         )
         self._vocab_size = vocab_size(loaded.model)
         self._eos_ids = eos_token_ids(loaded)
@@ -285,6 +294,10 @@ class BatchingEngine:
             jobs_finished=scheduler.finished,
             jobs_failed=scheduler.failed,
             kv_cache_bytes=self._cache.nbytes,
+            prefix_cache_queries=self._prefix.query_tokens,
+            prefix_cache_hits=self._prefix.hit_tokens,
+            prefix_cache_evictions=self._prefix.evictions,
+            prefix_cache_bytes=self._prefix.nbytes,
         )
 
     def __enter__(self) -> BatchingEngine:
@@ -321,6 +334,7 @@ class BatchingEngine:
             logger.info("engine stopped", extra={"model": self.name})
         finally:
             self._cache.release()
+            self._prefix.clear()
 
     def _iterate(self) -> bool:
         """One engine step; returns False when the engine should exit."""

@@ -47,7 +47,8 @@ class EngineRequest:
     each token's logprob to the result, and hands them to ``on_logprobs``
     (engine thread, before the token's text goes to ``on_text``);
     ``grammar`` (an llguidance grammar, see engine/grammar.py) constrains
-    the output to it.
+    the output to it. ``cache_salt`` scopes prefix caching (engine/prefix_cache.py): a job
+    reuses only KV that jobs with the same salt computed (the worker gives each tenant its own).
     """
 
     prompt_ids: list[int]
@@ -68,6 +69,7 @@ class EngineRequest:
     logprobs: int | None = None
     on_logprobs: Callable[[list[TokenLogprob]], None] | None = None
     grammar: str | None = None
+    cache_salt: str = ""
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,11 @@ class EngineStats:
     jobs_finished: int  # with a result (stop, length, cancelled)
     jobs_failed: int  # with an error (callback error, timeout, engine death)
     kv_cache_bytes: int  # currently allocated
+    # Prefix caching: prompt tokens looked up and found, blocks evicted, bytes held.
+    prefix_cache_queries: int = 0
+    prefix_cache_hits: int = 0
+    prefix_cache_evictions: int = 0
+    prefix_cache_bytes: int = 0
 
 
 class EngineHandle:
@@ -301,4 +308,6 @@ def validate_request(
         or timeout <= 0
     ):
         raise InvalidGenerationRequest(f"timeout must be a positive number, got {timeout!r}")
+    if not isinstance(request.cache_salt, str):
+        raise InvalidGenerationRequest(f"cache_salt must be a string, got {request.cache_salt!r}")
     return prompt_ids, stops

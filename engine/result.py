@@ -29,3 +29,5 @@ class GenerationResult:
     finish_reason: FinishReason
     # Per generated token (end-of-turn left out) when the request asked for logprobs.
     logprobs: tuple[TokenLogprob, ...] | None = None
+    # Prompt tokens whose KV came from the prefix cache (OpenAI's cached_tokens).
+    cached_tokens: int = 0

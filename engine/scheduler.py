@@ -14,7 +14,10 @@ CompletionMonitor decides), and finished sequences leave the batch at once.
 
 The KV cache is a collaborator (:class:`KVRows`): the scheduler reserves room
 in it for each step and keeps decoding sequences in its rows ``0..n-1``,
-moving as few rows as it can when sequences leave.
+moving as few rows as it can when sequences leave. So is the prefix cache
+(:class:`PrefixRows`): an admitted sequence starts from its longest cached
+prefix, and a sequence's blocks are kept when its prompt is processed and
+when it ends.
 """
 
 from __future__ import annotations
@@ -45,6 +48,18 @@ class KVRows(Protocol):
     def swap_rows(self, a: int, a_len: int, b: int, b_len: int) -> None: ...
 
 
+class PrefixRows(Protocol):
+    """What the scheduler needs of the prefix cache (engine/prefix_cache.py)."""
+
+    block_tokens: int
+
+    def lookup(self, tokens: list[int], salt: str, limit: int) -> list[int]: ...
+
+    def load(self, row: int, slots: list[int]) -> None: ...
+
+    def store(self, row: int, tokens: list[int], salt: str) -> None: ...
+
+
 @dataclass(slots=True)
 class StepPlan:
     """The tokens of one step: prompt chunks, and one token for each decoding sequence."""
@@ -72,8 +87,10 @@ class Scheduler:
         max_batch_tokens: int,
         max_prefill_tokens: int,
         max_cache_bytes: int,
+        prefix: PrefixRows | None = None,
     ) -> None:
         self._kv = kv
+        self._prefix = prefix
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_prefill_tokens = max_prefill_tokens
@@ -105,7 +122,8 @@ class Scheduler:
 
     def finish(self, seq: Sequence) -> None:
         seq.done = True
-        if seq.handle._resolve(result=_with_logprobs(seq.monitor.result(), seq)):
+        self._keep_prefix(seq)
+        if seq.handle._resolve(result=_with_usage(seq.monitor.result(), seq)):
             self.finished += 1
 
     def fail(self, seq: Sequence, error: BaseException) -> None:
@@ -122,7 +140,7 @@ class Scheduler:
             completion_tokens=len(monitor.ids),
             finish_reason="cancelled",
         )
-        return _with_logprobs(result, seq)
+        return _with_usage(result, seq)
 
     def _timeout(self, seq: Sequence) -> None:
         assert seq.timeout is not None
@@ -155,7 +173,9 @@ class Scheduler:
         """Reap, admit, and plan this step (reserving its KV room); None: nothing to compute."""
         self._reap(now)
         self.compact()
-        self._admit()
+        admitted = self._admit()
+        if self._prefix is not None and admitted:
+            self._reuse_prefixes(admitted)
         decoding = self.rows[: self.n_decoding]
         budget = min(self.max_batch_tokens - len(decoding), self.max_prefill_tokens)
         chunks: list[tuple[Sequence, int, int]] = []
@@ -218,7 +238,8 @@ class Scheduler:
         if any(seq.done for seq in self.waiting):
             self.waiting = deque(seq for seq in self.waiting if not seq.done)
 
-    def _admit(self) -> None:
+    def _admit(self) -> list[Sequence]:
+        admitted = []
         while self.waiting and len(self.rows) < self.max_batch_size:
             seq = self.waiting[0]
             longest = max([seq.reserve, *(other.reserve for other in self.rows)])
@@ -229,6 +250,38 @@ class Scheduler:
             seq.handle.admitted_at = time.monotonic()
             seq.row = len(self.rows)
             self.rows.append(seq)
+            admitted.append(seq)
+        return admitted
+
+    def _reuse_prefixes(self, admitted: list[Sequence]) -> None:
+        """Start each admitted sequence from its longest cached prefix, leaving at least its
+        prompt's last token to compute (its logits give the first new token). A sibling choice
+        shares its first one's prefill instead."""
+        prefix = self._prefix
+        assert prefix is not None
+        found = []
+        for seq in admitted:
+            if seq.parent is None and not seq.done:
+                slots = prefix.lookup(seq.prompt_ids, seq.salt, seq.prompt_len - 1)
+                if slots:
+                    found.append((seq, slots))
+        if not found:
+            return
+        longest = max(len(slots) for _, slots in found) * prefix.block_tokens
+        self._kv.ensure(
+            len(self.rows),
+            longest,
+            live_rows=len(self.rows),
+            length_limit=max(seq.reserve for seq in self.rows),
+        )
+        for seq, slots in found:
+            prefix.load(seq.row, slots)
+            seq.prefilled = seq.cached = seq.reused = len(slots) * prefix.block_tokens
+
+    def _keep_prefix(self, seq: Sequence) -> None:
+        """Keep the blocks a sequence in the batch computed, before its row is reused."""
+        if self._prefix is not None and seq.row >= 0 and seq.cached:
+            self._prefix.store(seq.row, seq.computed_tokens(), seq.salt)
 
     # After the forwards.
 
@@ -244,6 +297,8 @@ class Scheduler:
         for seq, _, length in chunks:
             seq.prefilled += length
             seq.cached += length
+            if seq.prefilled == seq.prompt_len:  # later prompts may share it while this one runs
+                self._keep_prefix(seq)
             for sib in forks.get(seq, ()):
                 self._kv.copy_row(seq.row, sib.row, seq.prompt_len)
                 sib.prefilled = sib.cached = seq.prompt_len
@@ -303,10 +358,12 @@ def completing_sequences(
     return completing
 
 
-def _with_logprobs(result: GenerationResult, seq: Sequence) -> GenerationResult:
-    if seq.logprobs is None:
+def _with_usage(result: GenerationResult, seq: Sequence) -> GenerationResult:
+    """The monitor's result with what the sequence knows: its logprobs and cached tokens."""
+    logprobs = None if seq.logprobs is None else tuple(seq.logprobs)
+    if logprobs is None and not seq.reused:
         return result
-    return dataclasses.replace(result, logprobs=tuple(seq.logprobs))
+    return dataclasses.replace(result, logprobs=logprobs, cached_tokens=seq.reused)
 
 
 def _fill_holes(decoding: list[Sequence], prefilling: list[Sequence]) -> list[Sequence]:

@@ -43,6 +43,8 @@ class Sequence:
         "done",
         "parent",
         "siblings",
+        "salt",
+        "reused",
     )
 
     def __init__(
@@ -77,6 +79,17 @@ class Sequence:
         # copy its KV and sample their first tokens from its logits (engine/scheduler.py).
         self.parent: Sequence | None = None
         self.siblings: list[Sequence] = []
+        # Prefix caching (engine/prefix_cache.py): whose blocks this job may reuse, and how many
+        # of its prompt tokens it did.
+        self.salt = handle.request.cache_salt
+        self.reused = 0
+
+    def computed_tokens(self) -> list[int]:
+        """The tokens whose KV is in this job's row: the prompt's, then the generated ones fed
+        back (the last one sampled has none yet)."""
+        if self.cached <= self.prompt_len:
+            return self.prompt_ids[: self.cached]
+        return [*self.prompt_ids, *self.monitor.ids[: self.cached - self.prompt_len]]
 
     def report_logprobs(self) -> None:
         """Hand the logprobs picked since the last call to the request's ``on_logprobs``."""

@@ -20,7 +20,8 @@ COMPLETION = {
     "model": DEMO_MODEL,
     "max_tokens": 4,
     "temperature": 0,
-    "messages": [{"role": "user", "content": "Hello there"}],
+    # Long enough for whole prefix-cache blocks: the second and third send find the first's.
+    "messages": [{"role": "user", "content": "Hello there. " * 12}],
 }
 
 
@@ -84,6 +85,10 @@ def test_a_few_chats_show_every_series(celery_worker, client_a, tenant_a):
     tenant = {"model": DEMO_MODEL, "tenant": "tenant-a"}
     assert grew("autoglm_prompt_tokens_total", **tenant) > 0
     assert grew("autoglm_generation_tokens_total", **tenant) >= 3
+    queried = grew("autoglm_prefix_cache_queries_total", **model)
+    assert queried == grew("autoglm_prompt_tokens_total", **tenant)
+    assert 0 < grew("autoglm_prefix_cache_hits_total", **model) < queried
+    assert "autoglm_prefix_cache_evictions_total" in names(after)
     for histogram in (
         "autoglm_time_to_first_token_seconds",
         "autoglm_request_queue_time_seconds",
@@ -112,6 +117,8 @@ def test_a_few_chats_show_every_series(celery_worker, client_a, tenant_a):
     assert "autoglm_engine_batch_size" in names(after)
     usage = [v for n, labels, v in after if n == "autoglm_kv_cache_usage_ratio"]
     assert usage and all(0 <= value <= 1 for value in usage)
+    prefix_usage = [v for n, labels, v in after if n == "autoglm_prefix_cache_usage_ratio"]
+    assert prefix_usage and all(0 < value <= 1 for value in prefix_usage)
     assert total(after, "autoglm_live_workers", **model) >= 1
     assert total(after, "autoglm_num_requests_waiting", **model) >= 0
     assert "autoglm_num_requests_waiting" in names(after)

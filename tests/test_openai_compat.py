@@ -1,6 +1,7 @@
 """The real `openai` package against the running stack: only base_url and api_key change."""
 
 import asyncio
+import uuid
 
 import openai
 import pytest
@@ -187,3 +188,31 @@ def test_it_reports_a_prompt_that_does_not_fit_as_a_bad_request(client):
             model=MODEL, messages=[{"role": "user", "content": "word " * 3000}], max_tokens=8
         )
     assert too_long.value.code == "context_length_exceeded"
+
+
+def test_it_reports_the_prompt_tokens_its_prefix_cache_held(live_server_url, key_a, key_b):
+    def ask(key: str, messages: list[dict]):
+        client = openai.OpenAI(base_url=f"{live_server_url}/v1", api_key=key, max_retries=0)
+        return client.chat.completions.create(
+            model=MODEL, messages=messages, max_tokens=4, temperature=0
+        )
+
+    # A system prompt no earlier test sent, long enough for several 32-token blocks.
+    system = {"role": "system", "content": f"{uuid.uuid4()} You are terse. " + "Be brief. " * 30}
+    first_turn = [system, {"role": "user", "content": "Name a colour."}]
+    first = ask(key_a, first_turn)
+    second_turn = [
+        *first_turn,
+        {"role": "assistant", "content": first.choices[0].message.content},
+        {"role": "user", "content": "Another one."},
+    ]
+    second = ask(key_a, second_turn)
+    other_tenant = ask(key_b, second_turn)
+
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert cached >= 64 and cached % 32 == 0 and cached < second.usage.prompt_tokens
+    assert other_tenant.usage.prompt_tokens_details.cached_tokens == 0  # its own cache only
+    assert other_tenant.choices[0].message.content == second.choices[0].message.content
+    job = ChatJob.objects.get(pk=second.id.removeprefix("chatcmpl-"))
+    assert job.cached_tokens == cached

@@ -77,6 +77,8 @@ class ChoiceRun:
             on_logprobs=self._took_logprobs if self.keeps_logprobs else None,
             should_stop=should_stop,
             timeout=timeout,
+            # Each tenant's prompts warm only its own jobs' prefix cache.
+            cache_salt=str(self.job.tenant_id),
             **fields,
         )
 

@@ -10,6 +10,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from prometheus_client import REGISTRY
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
 from autoglm_site import metrics
 from chat.models import ChatJob
 
@@ -64,6 +68,7 @@ def observe_generation(job: ChatJob, handle: EngineHandle, submitted_wall: float
 def watch_engine(model: str, engine: BatchingEngine) -> None:
     """Read the engine's batch and KV cache at each scrape (the gauges follow a replaced
     engine: this is called again for the new one)."""
+    _PREFIX_CACHES.watch(model, engine)
     metrics.ENGINE_BATCH_SIZE.labels(model=model).set_function(lambda: engine.stats.batch_size)
     metrics.ENGINE_BATCH_CAPACITY.labels(model=model).set(engine.max_batch_size)
     metrics.KV_CACHE_USAGE.labels(model=model).set_function(lambda: kv_cache_usage(engine))
@@ -71,3 +76,49 @@ def watch_engine(model: str, engine: BatchingEngine) -> None:
 
 def kv_cache_usage(engine: BatchingEngine) -> float:
     return engine.stats.kv_cache_bytes / engine.max_cache_bytes if engine.max_cache_bytes else 0.0
+
+
+class PrefixCacheCollector(Collector):
+    """The engines' prefix cache counters (vLLM's ``prefix_cache_queries`` and ``_hits``, in
+    prompt tokens; blocks evicted) and how full it is, read from their stats at each scrape.
+    A replaced engine starts its counts again, which Prometheus reads as a counter reset."""
+
+    def __init__(self) -> None:
+        self._engines: dict[str, BatchingEngine] = {}
+
+    def watch(self, model: str, engine: BatchingEngine) -> None:
+        self._engines[model] = engine
+
+    def collect(self) -> Iterator[Metric]:
+        queries = CounterMetricFamily(
+            "autoglm_prefix_cache_queries",
+            "Prompt tokens looked up in the prefix cache.",
+            labels=["model"],
+        )
+        hits = CounterMetricFamily(
+            "autoglm_prefix_cache_hits",
+            "Prompt tokens found in the prefix cache (their prefill was skipped).",
+            labels=["model"],
+        )
+        evictions = CounterMetricFamily(
+            "autoglm_prefix_cache_evictions",
+            "Blocks evicted from the prefix cache to make room for new ones.",
+            labels=["model"],
+        )
+        usage = GaugeMetricFamily(
+            "autoglm_prefix_cache_usage_ratio",
+            "Prefix cache in use, as a fraction of its budget (AUTOGLM_PREFIX_CACHE_MB).",
+            labels=["model"],
+        )
+        for model, engine in list(self._engines.items()):
+            stats = engine.stats
+            queries.add_metric([model], stats.prefix_cache_queries)
+            hits.add_metric([model], stats.prefix_cache_hits)
+            evictions.add_metric([model], stats.prefix_cache_evictions)
+            budget = engine.prefix_cache_bytes
+            usage.add_metric([model], stats.prefix_cache_bytes / budget if budget else 0.0)
+        yield from (queries, hits, evictions, usage)
+
+
+_PREFIX_CACHES = PrefixCacheCollector()
+REGISTRY.register(_PREFIX_CACHES)

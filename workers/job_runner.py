@@ -257,6 +257,7 @@ def _persist(
             choices=choices,
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
+            cached_tokens=result.cached_tokens,
             finish_reason=result.finish_reason,
             dropped_messages=dropped,
         )

@@ -63,6 +63,7 @@ def get_engine(name: str) -> tuple[LoadedModel, BatchingEngine]:
                 max_batch_tokens=settings.AUTOGLM_MAX_BATCH_TOKENS,
                 max_prefill_tokens=settings.AUTOGLM_MAX_PREFILL_TOKENS,
                 max_cache_bytes=settings.AUTOGLM_KV_CACHE_MB * 2**20,
+                prefix_cache_bytes=settings.AUTOGLM_PREFIX_CACHE_MB * 2**20,
                 on_dead=lambda exc: logger.critical(
                     "engine crashed", extra={"model": name, "error": repr(exc)}
                 ),
