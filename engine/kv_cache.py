@@ -2,8 +2,9 @@
 
 Each layer's buffer has shape ``[rows, kv_heads, capacity, head_dim]``.
 Decoding jobs occupy rows ``0..n-1``, so the decode forward attends over one
-contiguous block of the buffer, read in place (no per-step gather, padding or
-concatenation); rows have different lengths, so the decode forward gets
+strided block of the buffer (those rows, up to the longest one's length), read
+in place (no per-step gather, padding or concatenation); rows have different
+lengths, so the decode forward gets
 per-row ``position_ids`` and a padding mask. Rows are compacted (a few row
 copies, :meth:`SlotKVCache.copy_row` and :meth:`SlotKVCache.swap_rows`, in the
 order the scheduler decides) when jobs leave. The buffers grow on demand, never

@@ -24,11 +24,6 @@ if TYPE_CHECKING:
     from engine.registry import LoadedModel
     from engine.sequence import Sequence
 
-# Decode attends over the whole capacity (a contiguous block) unless that is
-# more than this many times the longest row.
-_FULL_CAPACITY_RATIO = 2
-
-
 class ModelRunner:
     """Runs one model's forwards for the scheduler's plans; owns its KV cache.
 
@@ -120,12 +115,10 @@ class ModelRunner:
         """One token for each sequence, in KV rows 0..len(seqs)-1: return the next ones."""
         device = self.loaded.device
         positions = [seq.cached for seq in seqs]
+        # Attend over the live length only: rows 0..n-1 sliced to it are a strided view the
+        # attention matmuls read in place (no copy), and every slot past it is work for nothing
+        # (capacity runs up to the longest prompt + max_tokens admitted).
         length = max(positions) + 1
-        if self.cache.capacity <= _FULL_CAPACITY_RATIO * length:
-            # Attend over the whole capacity: rows 0..n-1 of the buffer are then
-            # one contiguous block, which the attention matmuls read in place
-            # (a [:length] slice would be copied first, every layer, every step).
-            length = self.cache.capacity
         plan = ForwardPlan(
             cache=self.cache,
             decode=True,
