@@ -121,7 +121,8 @@ class PrefixCache:
                     break  # a hash collision: keep what is there, store nothing after it
                 chain.append(key)
                 continue
-            self._touch(chain)  # what the new blocks extend is not evicted for them
+            if not new:  # what the new blocks extend is not evicted for them
+                self._touch(chain)
             slot = self._take_slot(protect=chain)
             if slot is None:
                 break

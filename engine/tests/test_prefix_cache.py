@@ -48,6 +48,15 @@ def pool(kv: SlotKVCache, blocks: int) -> PrefixCache:
     return PrefixCache(kv, max_bytes=blocks * BLOCK * kv.bytes_per_token, block_tokens=BLOCK)
 
 
+def stored(tokens: list[int], salt: str) -> PrefixCache:
+    """A roomy pool holding ``tokens``' blocks, computed in row 0 of a fresh KV cache."""
+    kv = slot_cache()
+    cache = pool(kv, blocks=16)
+    fill_row(kv, 0, seed=1)
+    cache.store(0, tokens, salt=salt)
+    return cache
+
+
 def test_a_stored_prefix_loads_back_into_another_row() -> None:
     kv = slot_cache()
     cache = pool(kv, blocks=16)
@@ -64,11 +73,8 @@ def test_a_stored_prefix_loads_back_into_another_row() -> None:
 
 
 def test_a_lookup_stops_at_the_first_block_that_differs_and_at_its_limit() -> None:
-    kv = slot_cache()
-    cache = pool(kv, blocks=16)
     tokens = list(range(16))
-    fill_row(kv, 0, seed=1)
-    cache.store(0, tokens, salt="t1")
+    cache = stored(tokens, salt="t1")
 
     changed = [*tokens[:5], 99, *tokens[6:]]  # differs in the second block
 
@@ -78,11 +84,8 @@ def test_a_lookup_stops_at_the_first_block_that_differs_and_at_its_limit() -> No
 
 
 def test_another_salt_finds_nothing() -> None:
-    kv = slot_cache()
-    cache = pool(kv, blocks=16)
     tokens = list(range(16))
-    fill_row(kv, 0, seed=1)
-    cache.store(0, tokens, salt="tenant-a")
+    cache = stored(tokens, salt="tenant-a")
 
     assert cache.lookup(tokens, salt="tenant-b", limit=16) == []
     assert len(cache.lookup(tokens, salt="tenant-a", limit=16)) == 4
