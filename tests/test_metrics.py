@@ -117,8 +117,10 @@ def test_a_few_chats_show_every_series(celery_worker, client_a, tenant_a):
     assert "autoglm_engine_batch_size" in names(after)
     usage = [v for n, labels, v in after if n == "autoglm_kv_cache_usage_ratio"]
     assert usage and all(0 <= value <= 1 for value in usage)
+    # Every resident model has a series; the one that served these chats holds blocks.
     prefix_usage = [v for n, labels, v in after if n == "autoglm_prefix_cache_usage_ratio"]
-    assert prefix_usage and all(0 < value <= 1 for value in prefix_usage)
+    assert prefix_usage and all(0 <= value <= 1 for value in prefix_usage)
+    assert total(after, "autoglm_prefix_cache_usage_ratio", **model) > 0
     assert total(after, "autoglm_live_workers", **model) >= 1
     assert total(after, "autoglm_num_requests_waiting", **model) >= 0
     assert "autoglm_num_requests_waiting" in names(after)
