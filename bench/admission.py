@@ -244,8 +244,16 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=800, help="GET /v1/models per batch")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--compare", type=Path, help="another checkout: its web, interleaved")
-    parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="completions",
+        choices=["completions", "reads"],
+        help="profile one batch of completions (or of GET /v1/models) in the web process",
+    )
     parser.add_argument("--top", type=int, default=45)
+    parser.add_argument("--cprofile", action="store_true", help="cProfile even with py-spy")
+    parser.add_argument("--native", action="store_true", help="py-spy: C frames too")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="admission-") as tmp:
         workdir = Path(tmp)
@@ -300,6 +308,11 @@ def _cell(values: list[float], fmt: str) -> str:
 
 
 def profile(env: dict, key: str, log: Path, args, workdir: Path) -> None:
+    """One batch of completions under a profiler: py-spy where it is installed (it samples
+    every thread, C code included, at little cost), else cProfile in every thread."""
+    spy = Path(sys.executable).parent / "py-spy"
+    if spy.exists() and not args.cprofile:
+        return profile_sampled(spy, env, key, log, args, workdir)
     import pstats
 
     out = workdir / "web.prof"
@@ -309,10 +322,59 @@ def profile(env: dict, key: str, log: Path, args, workdir: Path) -> None:
         seconds, cpu = asyncio.run(batch(web, key, admit_once, args.admissions))
     finally:
         stop_all([web.process])
-    print(f"profiled: {args.admissions} admissions, {cpu / args.admissions * 1000:.2f} ms CPU each")
+    print(
+        f"profiled: {args.admissions} completions, {cpu / args.admissions * 1000:.2f} ms CPU each"
+    )
     stats = pstats.Stats(str(out))
     stats.sort_stats("cumulative").print_stats(args.top)
     stats.sort_stats("tottime").print_stats(25)
+
+
+def profile_sampled(spy: Path, env: dict, key: str, log: Path, args, workdir: Path) -> None:
+    import signal
+    import subprocess
+    from collections import Counter
+
+    out = workdir / "web.spy"
+    web = Web(ROOT, env, log).start()
+    try:
+        one, count = (
+            (read_once, args.reads) if args.profile == "reads" else (admit_once, args.admissions)
+        )
+        asyncio.run(batch(web, key, one, 40))  # warm
+        command = [str(spy), "record", "-p", str(web.pid), "-f", "raw", "-o", str(out)]
+        # --gil: only the thread holding the GIL, the one running Python (waits are free).
+        command += ["-r", "250", "--gil", "--nonblocking"] + (["--native"] if args.native else [])
+        recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(1)
+        seconds, cpu = asyncio.run(batch(web, key, one, count))
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait(60)
+    finally:
+        stop_all([web.process])
+    print(
+        f"profiled: {args.admissions} completions, {cpu / args.admissions * 1000:.2f} ms CPU each"
+    )
+    inclusive, own, total = Counter(), Counter(), 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [
+            f.split(" (")[0] + " " + f.rsplit("/", 1)[-1].rstrip(")") for f in stack.split(";")[1:]
+        ]
+        total += int(count)
+        for frame in set(frames):
+            inclusive[frame] += int(count)
+        if frames:
+            own[frames[-1]] += int(count)
+    print(
+        f"{total} samples of the thread holding the GIL; inclusive share (a function's "
+        "samples, callees in)"
+    )
+    for frame, count in inclusive.most_common(args.top):
+        print(f"{100 * count / total:6.1f}%  {frame}")
+    print("own share (the innermost frame)")
+    for frame, count in own.most_common(25):
+        print(f"{100 * count / total:6.1f}%  {frame}")
 
 
 if __name__ == "__main__":
