@@ -108,3 +108,22 @@ class HttpMetricsMiddleware(_Middleware):
         metrics.HTTP_LATENCY.labels(route=route, method=method).observe(
             time.perf_counter() - started
         )
+
+
+class OneThreadMiddleware:
+    """The innermost middleware, sync only, so that Django runs the whole chain in sync mode:
+    in the request's one thread, then into the async view once. Django's own middleware
+    (sessions, CSRF, auth, messages ...) run sync code, and WhiteNoise's is sync only; with an
+    async view innermost, Django ran the chain outside WhiteNoise in a thread, switched back to
+    the event loop for the middleware inside it, and sent each of their ``process_request`` and
+    ``process_response`` to the thread again: about ten switches per request, each a few
+    hundred microseconds of CPU, against two."""
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)

@@ -55,6 +55,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "autoglm_site.middleware.OneThreadMiddleware",  # last: see its docstring
 ]
 
 ROOT_URLCONF = "autoglm_site.urls"
