@@ -33,6 +33,7 @@ from tenants.idempotency import (
     caller_scope,
     idempotency_begin,
     idempotency_finish,
+    idempotency_key,
     idempotency_release,
     idempotency_schema,
 )
@@ -118,7 +119,10 @@ async def keyed_completion(
     """Submit a completion (``submit``) and answer it in ``shape``, with Idempotency-Key
     support: a retry with the same key and body gets the first request's job again."""
     scope = caller_scope(call.tenant, call.api_key, getattr(request, "user", None))
-    claim = await _in_thread(idempotency_begin)(request, scope=scope, data=call.body.initial_data)
+    claim = None
+    if idempotency_key(request) is not None:  # else no trip to a thread for nothing
+        begin = _in_thread(idempotency_begin)
+        claim = await begin(request, scope=scope, data=call.body.initial_data)
     if isinstance(claim, Replay):
         return await _replay(claim, call, shape)
     try:

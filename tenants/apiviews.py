@@ -110,7 +110,9 @@ def async_api(
                 if answer is None:
                     raise
                 return answer
-            if api_key is not None:
+            # (Only then to a thread, where the key's limits are read: a completion's answer
+            # has its admission's already.)
+            if api_key is not None and not has_ratelimit_headers(response):
                 await sync_to_async(attach_ratelimit_headers)(response, api_key)
             return response
 
