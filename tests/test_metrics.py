@@ -53,10 +53,32 @@ def scrape(client) -> list:
     return parse(response.content.decode())
 
 
+def settled(client) -> list:
+    """A scrape once the worker is idle and its counters hold still over two heartbeats.
+    An earlier test's job can still be ending: the prefix cache counts its prompt when it is
+    admitted, the prompt-token counter when it ends, so a baseline taken in between is off."""
+    deadline = time.monotonic() + 20
+    last = None
+    while True:
+        samples = scrape(client)
+        busy = total(samples, "autoglm_num_requests_running", model=DEMO_MODEL) + total(
+            samples, "autoglm_num_requests_waiting", model=DEMO_MODEL
+        )
+        counters = (
+            total(samples, "autoglm_prompt_tokens_total", model=DEMO_MODEL),
+            total(samples, "autoglm_prefix_cache_queries_total", model=DEMO_MODEL),
+        )
+        if busy == 0 and counters == last:
+            return samples
+        assert time.monotonic() < deadline, "the worker did not settle"
+        last = counters
+        time.sleep(1.2)
+
+
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_a_few_chats_show_every_series(celery_worker, client_a, tenant_a):
-    before = scrape(client_a)
+    before = settled(client_a)
     for _ in range(3):
         response = client_a.post("/v1/chat/completions", COMPLETION, format="json")
         assert response.status_code == 200, response.content
