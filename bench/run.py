@@ -15,12 +15,27 @@ Contenders, all on the same model in the same dtype (the one a worker picks on t
   configured with the model's location (for SmolLM2 the GGUF file, read from the cache);
 - `transformers serve --continuous-batching` on the model's transformers directory (for SmolLM2
   the converted copy), given the serving dtype (its default would be the checkpoint's float32,
-  whose greedy replies differ), when its extra packages (fastapi, accelerate) are installed.
+  whose greedy replies differ), when its extra packages (fastapi, accelerate) are installed;
+- for SmolLM2, llama.cpp's `llama-server` (bench/llama_server.py; built once outside the
+  checkout by bench/build_llama_server.sh) on the F32 GGUF of the same weights and on the shipped
+  Q4_1 file, with as many parallel slots as the stack's batch.
+
+Every contender runs with the same number of threads (``--threads``).
 
 Workload: 32 chats (one user message each), prompts 17-281 tokens (31-281 with SmolLM2's chat
 template, which adds a system prompt), at most 64 new tokens, greedy, concurrency 1 (the first 8
 chats), 8 and 32 (all of them), closed loop. The raw engine and the stack's worker run with the
 same engine settings.
+
+Prompt caches: llama-server keeps each slot's last prompt, and the stack (and the raw engine)
+keep a prefix cache, so prompts that repeat (the same chats at every level and round) are
+answered partly from them. The HTTP contenders with a cache (the stack, llama-server) therefore
+also run every level on fresh prompts (each chat opened by the round, the level and its index;
+rows marked "fresh"), where no cache can help; transformers serve keeps no prompt cache, so
+fresh prompts would measure the same work again. The multi-turn workload (bench/multiturn.py:
+16 conversations x 6 turns, all at once) runs on the stack, on the stack without its prefix cache
+(AUTOGLM_PREFIX_CACHE_MB=0) and on llama-server, in every round. bench/roofline.py then measures
+the decode step against torch's GEMM peak at batch 1 and 32, printed under the tables.
 
 Tokens are counted the same way for every contender: the completion tokens each reply actually
 has, the end-of-turn token included (GenerationResult.completion_tokens in-process, the stream's
@@ -39,7 +54,11 @@ that checkout's raw engine and full stack join every round as two more contender
 gives each of this checkout's rows its within-round ratio to the baseline's: a regression check
 measured in the same run, not against numbers from another day.
 
-Writes bench/results/results-<model>.json and bench/results/throughput-<model>.png.
+``--quick`` checks that every contender runs (one round at c=1 and 8, 4 conversations x 2
+turns); ``--skip`` leaves contenders out (e.g. ``--skip transformers,batching+grammar``).
+
+Writes bench/results/results-<model>.json and bench/results/throughput-<model>.png (the
+single-turn levels and the multi-turn TTFTs side by side).
 """
 
 from __future__ import annotations
@@ -49,7 +68,7 @@ import asyncio
 import importlib.util
 import json
 import os
-import statistics
+import subprocess
 import sys
 import tempfile
 from functools import partial
@@ -61,30 +80,31 @@ RESULTS = BENCH / "results"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
+import llama_server  # noqa: E402
+import multiturn  # noqa: E402
 import stack_bench  # noqa: E402
+from report import (  # noqa: E402
+    BASELINE,
+    FRESH,
+    label,
+    multiturn_summary,
+    multiturn_table,
+    plot,
+    roofline_line,
+    summary,
+    table,
+)
 
-from bench.models import DEFAULT, MODELS, BenchModel  # noqa: E402
+from bench.models import DEFAULT, MODELS, BenchModel, model_cache  # noqa: E402
 from devtools.processes import Process  # noqa: E402
 
 SERIAL_REQUESTS = 8  # chats at concurrency 1: the slow case
 # The worker's defaults, given to both the raw engine and the stack's worker.
 MAX_BATCH_TOKENS = 8192
 MAX_PREFILL_TOKENS = 1024
-
-LABELS = {
-    "generate": "one-at-a-time generate",
-    "batching": "raw engine (in-process)",
-    "batching+grammar": "raw engine, 1 in 4 JSON-bound",
-    "transformers": "transformers CB (in-process)",
-    "stack": "full stack over HTTP",
-    "serve": "transformers serve --cb",
-}
-BASELINE = "@baseline"  # suffix of the contenders that run from the --baseline checkout
-
-
-def label(name: str) -> str:
-    base = name.removesuffix(BASELINE)
-    return LABELS.get(base, base) + (" [baseline]" if name.endswith(BASELINE) else "")
+# The contenders that also run the multi-turn workload: the stack with and without its prefix
+# cache, and llama-server (F32) with its slots' prompt cache.
+MULTITURN = ("stack", "stack-nocache", "llama-f32")
 
 
 class EngineContender:
@@ -135,25 +155,40 @@ class EngineContender:
 
 
 class HttpContender:
-    """The full stack or transformers serve, queried like any OpenAI client would."""
+    """The full stack, transformers serve or llama-server, queried like any OpenAI client would.
+    ``fresh``: it also runs every level with fresh prompts (a server that caches prompts);
+    ``single_turn``: it runs the single-turn levels at all (the stack without its prefix cache
+    is there for the multi-turn workload only)."""
 
-    def __init__(self, name: str, server, model: str, workload: list) -> None:
+    def __init__(
+        self, name: str, server, model: str, workload: list, fresh: bool, single_turn=True
+    ) -> None:
         self.name = name
         self.server = server.start()
         self.model = model
         self.workload = workload
+        self.fresh = fresh
+        self.single_turn = single_turn
         self.base = f"http://127.0.0.1:{server.port}"
-        self._level(1, workload[:2])  # warm-up: first requests, kernels for a batch
-        self._level(8, workload[:8])
+        self._level(1, stack_bench.fresh(workload[:2], "warm-up"))  # first requests
+        self._level(8, stack_bench.fresh(workload[:8], "warm-up"))  # kernels for a batch
 
     def _level(self, level: int, chats: list) -> dict:
         return asyncio.run(
             stack_bench.run_level(self.base, self.server.key, self.model, level, chats, 0.0)
         )
 
-    def run(self, level: int) -> dict:
+    def run(self, level: int, tag: str | None = None) -> dict:
+        """One level on the workload, or with ``tag`` on fresh prompts made from it."""
         chats = self.workload[:SERIAL_REQUESTS] if level == 1 else self.workload
-        return self._level(level, chats)
+        return self._level(level, stack_bench.fresh(chats, tag) if tag else chats)
+
+    def conversations(self, tag: str, conversations: int, turns: int) -> dict:
+        return asyncio.run(
+            multiturn.run_conversations(
+                self.base, self.server.key, self.model, self.workload, tag, conversations, turns
+            )
+        )
 
     def stop(self) -> None:
         self.server.stop()
@@ -168,160 +203,149 @@ def serving_dtype() -> str:
     return str(select_device_and_dtype(device, dtype)[1]).removeprefix("torch.")
 
 
-def collect(
-    model: BenchModel,
-    levels: list[int],
-    threads: int,
-    rounds: int,
-    workdir: Path,
-    baseline: Path | None = None,
-) -> dict:
-    """Per contender and level, the rows of every round, on ``model``."""
-    directory = model.directory(progress=lambda message: print(message, flush=True))
-    dtype = serving_dtype()
-    workload = stack_bench.load_workload(directory, 32)
-    print(f"(serving dtype on this machine: {dtype}; {threads} threads)", flush=True)
+def llama_starts(model: BenchModel, workdir: Path, threads: int, parallel: int, workload):
+    """llama-server on the shipped Q4_1 file and its F32 copy, for a model that is a GGUF file
+    and when the binary is built; else none (and why)."""
+    if model.location().suffix != ".gguf":
+        return []
+    folder = llama_server.binary_dir()
+    if folder is None:
+        print("(llama-server skipped: bash bench/build_llama_server.sh builds it)", flush=True)
+        return []
+    q4_1 = model.location()
+    f32 = llama_server.f32_gguf(q4_1, model_cache(), folder)
+
+    def start(name: str, gguf: Path) -> HttpContender:
+        server = llama_server.LlamaServer(folder, gguf, workdir, threads, parallel)
+        return HttpContender(name, server, model.name, workload, fresh=True)
+
+    return [
+        ("llama-f32", partial(start, "llama-f32", f32)),
+        ("llama-q4_1", partial(start, "llama-q4_1", q4_1)),
+    ]
+
+
+def contender_starts(model: BenchModel, options, workdir: Path, workload: list) -> list:
+    """(the contender's name, how to start it), in the order they take their turns."""
+    directory, dtype, threads = model.directory(), serving_dtype(), options.threads
     settings = {
         "AUTOGLM_MAX_BATCH_TOKENS": str(MAX_BATCH_TOKENS),
         "AUTOGLM_MAX_PREFILL_TOKENS": str(MAX_PREFILL_TOKENS),
     }
+    batch = max(*options.levels, options.conversations)
 
     def engine(name: str, root: Path = ROOT, suffix: str = "") -> EngineContender:
-        return EngineContender(name, model.name, levels, threads, dtype, root, name + suffix)
-
-    def stack(root: Path = ROOT, suffix: str = "", where: Path = workdir) -> HttpContender:
-        server = stack_bench.Stack(
-            model.name, model.location(), where, threads, max(levels), settings, root=root
+        return EngineContender(
+            name, model.name, options.levels, threads, dtype, root, name + suffix
         )
-        return HttpContender("stack" + suffix, server, model.name, workload)
+
+    def stack(name: str, root: Path = ROOT, where: Path = workdir, extra=None) -> HttpContender:
+        configured = {**settings, **(extra or {})}
+        location = model.location()
+        server = stack_bench.Stack(model.name, location, where, threads, batch, configured, root)
+        return HttpContender(name, server, model.name, workload, fresh=True, single_turn=not extra)
 
     def serve() -> HttpContender:
         server = stack_bench.TransformersServe(directory, workdir, threads, dtype)
-        return HttpContender("serve", server, str(directory), workload)
+        # No prompt cache: fresh prompts would measure the same work again.
+        return HttpContender("serve", server, str(directory), workload, fresh=False)
 
-    # (the contender's name, how to start it), in the order they take their turns
     in_process = ("generate", "batching", "batching+grammar", "transformers")
     starts = [(name, partial(engine, name)) for name in in_process]
-    starts.append(("stack", stack))
-    if baseline is not None:
-        starts.append(("batching" + BASELINE, partial(engine, "batching", baseline, BASELINE)))
-        where = workdir / "baseline"
-        starts.append(("stack" + BASELINE, partial(stack, baseline, BASELINE, where)))
+    starts.append(("stack", partial(stack, "stack")))
+    if options.conversations:
+        no_cache = {"AUTOGLM_PREFIX_CACHE_MB": "0"}
+        where = workdir / "nocache"
+        starts.append(("stack-nocache", partial(stack, "stack-nocache", ROOT, where, no_cache)))
+    if options.baseline is not None:
+        old, where = options.baseline, workdir / "baseline"
+        starts.append(("batching" + BASELINE, partial(engine, "batching", old, BASELINE)))
+        starts.append(("stack" + BASELINE, partial(stack, "stack" + BASELINE, old, where)))
     if importlib.util.find_spec("fastapi") and importlib.util.find_spec("accelerate"):
         starts.append(("serve", serve))
     else:
         print("(transformers serve skipped: pip install fastapi accelerate)")
+    starts += llama_starts(model, workdir, threads, batch, workload)
+    return [(name, start) for name, start in starts if name not in options.skip]
+
+
+def collect(model: BenchModel, options: argparse.Namespace, workdir: Path) -> dict:
+    """Per contender and level, the rows of every round, on ``model``; and per contender the
+    multi-turn runs of every round."""
+    model.directory(progress=lambda message: print(message, flush=True))
+    workload = stack_bench.load_workload(model.directory(), 32)
+    rounds = options.rounds
+    print(f"(serving dtype on this machine: {serving_dtype()}; {options.threads} threads)")
     contenders: list = []
+    rows: dict = {}
+    multi: dict = {}
+
+    def record(key: str, level: int, row: dict, round_: int) -> None:
+        rows.setdefault(key, {}).setdefault(level, []).append(row)
+        print(
+            f"{model.name} round {round_}/{rounds} c={level:<3} {label(key):<36} "
+            f"{row['tokens_per_s']:7.1f} tok/s ({row['tokens']} tokens)",
+            flush=True,
+        )
+
     try:
-        for name, start in starts:
+        for name, start in contender_starts(model, options, workdir, workload):
             print(f"==> starting {label(name)} on {model.name}", flush=True)
             contenders.append(start())
-        rows: dict = {c.name: {level: [] for level in levels} for c in contenders}
         for round_ in range(1, rounds + 1):
-            for level in levels:
+            for level in options.levels:
                 for contender in contenders:
                     if contender.name == "generate" and level != 1:
                         continue  # serialised on the model lock: the same at any concurrency
-                    row = contender.run(level)
-                    rows[contender.name][level].append(row)
-                    print(
-                        f"{model.name} round {round_}/{rounds} c={level:<3} "
-                        f"{label(contender.name):<30} {row['tokens_per_s']:7.1f} tok/s "
-                        f"({row['tokens']} tokens)",
-                        flush=True,
-                    )
+                    if not getattr(contender, "single_turn", True):
+                        continue
+                    record(contender.name, level, contender.run(level), round_)
+                    if getattr(contender, "fresh", False):
+                        row = contender.run(level, tag=f"round {round_} c={level}")
+                        record(contender.name + FRESH, level, row, round_)
+            for contender in contenders:
+                if not options.conversations or contender.name not in MULTITURN:
+                    continue
+                run = contender.conversations(f"r{round_}", options.conversations, options.turns)
+                multi.setdefault(contender.name, []).append(run)
+                print(
+                    f"{model.name} round {round_}/{rounds} multi-turn "
+                    f"{label(contender.name):<36} {run['tokens_per_s']:7.1f} tok/s, "
+                    f"p50 TTFT turns>=2 {run['p50_ttft_later']:.2f}s",
+                    flush=True,
+                )
     finally:
         for contender in contenders:
             contender.stop()
-    return {name: {lv: runs for lv, runs in by.items() if runs} for name, by in rows.items()}
+    return {"rows": rows, "multiturn": multi}
 
 
-def summary(rows: dict) -> dict:
-    """Medians over rounds, the tok/s range, and the median within-round ratios."""
-    result: dict = {}
-    for name, by_level in rows.items():
-        for level, runs in by_level.items():
-            speeds = [run["tokens_per_s"] for run in runs]
-            entry = {
-                key: statistics.median(run[key] for run in runs)
-                for key in ("tokens_per_s", "p50_latency", "p99_latency", "p50_ttft")
-            }
-            entry["range"] = (min(speeds), max(speeds))
-            if all("tokens" in run for run in runs):  # results.json files before they had it
-                entry["tokens"] = statistics.median(run["tokens"] for run in runs)
-            for key, base in (
-                ("serve", "serve"),
-                ("batching", "batching"),
-                ("baseline", name + BASELINE),
-            ):
-                others = rows.get(base, {}).get(level, [])
-                if others and len(others) == len(runs):
-                    ratios = [a / b["tokens_per_s"] for a, b in zip(speeds, others, strict=True)]
-                    entry[f"vs_{key}"] = statistics.median(ratios)
-            result.setdefault(name, {})[level] = entry
-    return result
+def roofline(model: BenchModel, threads: int, workdir: Path) -> list[dict]:
+    """bench/roofline.py's rows (batch 1 and 32), run now, beside the contenders' figures."""
+    out = workdir / "roofline.json"
+    command = [sys.executable, str(BENCH / "roofline.py"), "--model", model.name]
+    command += ["--batches", "1,32", "--threads", str(threads), "--json", str(out)]
+    subprocess.run(command, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return json.loads(out.read_text())["rows"]
 
 
-def table(summ: dict, rounds: int, model: BenchModel) -> str:
-    lines = [
-        f"== {model.name}: {model.title} ==",
-        f"medians of {rounds} round(s); tokens: completion tokens generated at that level; "
-        "tok/s range over the rounds; ratios: median of within-round ratios",
-        f"{'contender':<30} {'conc':>4} {'tokens':>6} {'tok/s':>7} {'range':>13} "
-        f"{'p50 lat':>8} {'p99 lat':>8} {'p50 TTFT':>8} {'vs serve':>8} {'vs engine':>9} "
-        f"{'vs base':>8}",
-    ]
-    for name, by_level in summ.items():
-        for level, row in sorted(by_level.items()):
-            low, high = row["range"]
-            tokens = f"{row['tokens']:.0f}" if "tokens" in row else "-"
-            vs_serve = f"{row['vs_serve']:.2f}x" if "vs_serve" in row else "-"
-            vs_engine = f"{row['vs_batching']:.2f}x" if "vs_batching" in row else "-"
-            vs_base = f"{row['vs_baseline']:.2f}x" if "vs_baseline" in row else "-"
-            lines.append(
-                f"{label(name):<30} {level:>4} {tokens:>6} {row['tokens_per_s']:>7.1f} "
-                f"{f'{low:.0f}-{high:.0f}':>13} {row['p50_latency']:>7.2f}s "
-                f"{row['p99_latency']:>7.2f}s {row['p50_ttft']:>7.2f}s {vs_serve:>8} "
-                f"{vs_engine:>9} {vs_base:>8}"
-            )
-    return "\n".join(lines)
-
-
-def plot(summ: dict, path: Path, model: BenchModel) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for name, by_level in summ.items():
-        levels = sorted(by_level)
-        medians = [by_level[c]["tokens_per_s"] for c in levels]
-        errors = [
-            [m - by_level[c]["range"][0] for c, m in zip(levels, medians, strict=True)],
-            [by_level[c]["range"][1] - m for c, m in zip(levels, medians, strict=True)],
-        ]
-        axis.errorbar(levels, medians, yerr=errors, marker="o", capsize=3, label=label(name))
-    axis.set_xscale("log", base=2)
-    ticks = sorted({level for by_level in summ.values() for level in by_level})
-    axis.set_xticks(ticks, labels=[str(level) for level in ticks])
-    axis.set_xlabel("concurrent chats")
-    axis.set_ylabel("generated tokens / s (median, range over rounds)")
-    axis.set_title(f"autoglm on {model.name}, at most 64 new tokens, greedy\n{model.title}")
-    axis.grid(True, alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-
-
-def report(model: BenchModel, rows: dict) -> None:
-    """Print ``model``'s table and draw its plot."""
+def report(model: BenchModel, saved: dict) -> None:
+    """Print ``model``'s tables and the roofline line, and draw its plot."""
+    rows = saved["rows"]
     rounds = max(len(runs) for by in rows.values() for runs in by.values())
     summ = summary(rows)
     print()
-    print(table(summ, rounds, model))
+    print(table(summ, rounds, f"{model.name}: {model.title}"))
+    multi = multiturn_summary(saved.get("multiturn") or {})
+    if multi:
+        print()
+        shape = saved.get("multiturn_shape", [multiturn.CONVERSATIONS, multiturn.TURNS])
+        print(multiturn_table(multi, *shape))
+    if saved.get("roofline"):
+        print()
+        print(roofline_line(saved["roofline"]))
     path = RESULTS / f"throughput-{model.name}.png"
-    plot(summ, path, model)
+    plot(summ, multi, path, f"autoglm on {model.name}: {model.title}")
     print(f"\nplot: {path}", flush=True)
 
 
@@ -349,28 +373,56 @@ def main() -> int:
         "full stack run in the same rounds, and the table gives the ratios to them (with "
         "smollm2-135m, a checkout that knows that model)",
     )
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="contenders to leave out, comma-separated (e.g. transformers,batching+grammar)",
+    )
+    parser.add_argument(
+        "--conversations",
+        type=int,
+        default=multiturn.CONVERSATIONS,
+        help="multi-turn conversations, all at once (0: no multi-turn workload)",
+    )
+    parser.add_argument("--turns", type=int, default=multiturn.TURNS)
+    parser.add_argument("--no-roofline", action="store_true", help="leave bench/roofline.py out")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short check that every contender runs: one round at c=1 and 8, 4 "
+        "conversations x 2 turns, no roofline",
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.levels, args.conversations, args.turns = 1, "1,8", 4, 2
+        args.no_roofline = True
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
-        rows = {n: {int(c): runs for c, runs in by.items()} for n, by in saved["rows"].items()}
-        report(MODELS[saved.get("model", DEFAULT)], rows)
+        saved["rows"] = {
+            n: {int(c): runs for c, runs in by.items()} for n, by in saved["rows"].items()
+        }
+        report(MODELS[saved.get("model", DEFAULT)], saved)
         return 0
-    levels = [int(level) for level in args.levels.split(",")]
-    baseline = args.baseline.resolve() if args.baseline else None
-    if baseline == ROOT:
+    args.levels = [int(level) for level in args.levels.split(",")]
+    args.skip = {name for name in args.skip.split(",") if name}
+    args.baseline = args.baseline.resolve() if args.baseline else None
+    if args.baseline == ROOT:
         parser.error("--baseline must be another checkout than this one")
     names = list(MODELS) if args.model == "all" else [args.model]
     for name in names:
         model = MODELS[name]
         print(f"\n===== {model.name}: {model.title} =====", flush=True)
         with tempfile.TemporaryDirectory(prefix=f"autoglm-bench-{name}-") as tmp:
-            rows = collect(model, levels, args.threads, args.rounds, Path(tmp), baseline)
-        saved = {"model": name, "dtype": serving_dtype(), "threads": args.threads, "rows": rows}
+            saved = collect(model, args, Path(tmp))
+            if not args.no_roofline:
+                saved["roofline"] = roofline(model, args.threads, Path(tmp))
+        saved.update(model=name, dtype=serving_dtype(), threads=args.threads)
+        saved["multiturn_shape"] = [args.conversations, args.turns]
         path = RESULTS / f"results-{name}.json"
         path.write_text(json.dumps(saved, indent=2))
         print(f"results: {path}")
-        report(model, rows)
+        report(model, saved)
     return 0
 
 

@@ -155,8 +155,14 @@ class TransformersServe:
 
 
 async def one_chat(
-    client: httpx.AsyncClient, model: str, messages: list[dict], temperature: float
+    client: httpx.AsyncClient,
+    model: str,
+    messages: list[dict],
+    temperature: float,
+    keep_text: bool = False,
 ) -> dict:
+    """One streamed chat: its latency, time to first token and completion tokens (and, with
+    ``keep_text``, the reply's text, for a conversation's next turn)."""
     body = {
         "model": model,
         "messages": messages,
@@ -166,8 +172,31 @@ async def one_chat(
         "stream_options": {"include_usage": True},
     }
     started = time.perf_counter()
+    for attempt in range(2):
+        try:
+            first, usage, parts = await _stream(client, body)
+            break
+        except httpx.RemoteProtocolError:
+            # llama-server now and then drops a kept-alive connection between two requests;
+            # the request then never reached it, so send it again, as the OpenAI client does.
+            if attempt:
+                raise
+    ended = time.perf_counter()
+    if usage is None:  # counting chunks instead would not count tokens (a chunk may hold several)
+        raise RuntimeError("the server sent no usage at the end of the stream")
+    result = {
+        "latency": ended - started,
+        "ttft": (first or ended) - started,
+        "tokens": usage["completion_tokens"],
+    }
+    return {**result, "text": "".join(parts)} if keep_text else result
+
+
+async def _stream(client: httpx.AsyncClient, body: dict) -> tuple[float | None, dict | None, list]:
+    """One streamed request: when its first text came, its usage, its text's parts."""
     first = None
     usage = None
+    parts: list[str] = []
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
@@ -176,18 +205,23 @@ async def one_chat(
             chunk = json.loads(line[6:])
             if "error" in chunk:
                 raise RuntimeError(chunk["error"])
-            if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
+            content = chunk["choices"][0]["delta"].get("content") if chunk.get("choices") else ""
+            if content:
                 first = first or time.perf_counter()
+                parts.append(content)
             if chunk.get("usage"):
                 usage = chunk["usage"]
-    ended = time.perf_counter()
-    if usage is None:  # counting chunks instead would not count tokens (a chunk may hold several)
-        raise RuntimeError("the server sent no usage at the end of the stream")
-    return {
-        "latency": ended - started,
-        "ttft": (first or ended) - started,
-        "tokens": usage["completion_tokens"],
-    }
+    return first, usage, parts
+
+
+def fresh(workload: list[list[dict]], tag: str) -> list[list[dict]]:
+    """The workload's chats, each user message opened by ``tag`` and its index: prompts no
+    server has seen, so no prompt or prefix cache can answer them (the chat template's system
+    prompt before them is shared, as it is in real traffic)."""
+    return [
+        [*chat[:-1], {**chat[-1], "content": f"({tag}-{index}) {chat[-1]['content']}"}]
+        for index, chat in enumerate(workload)
+    ]
 
 
 async def run_level(
