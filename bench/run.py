@@ -110,6 +110,9 @@ MULTITURN = ("stack", "stack-nocache", "llama-f32")
 class EngineContender:
     """A resident engine_bench.py --serve process: one level per line in, one JSON row out."""
 
+    fresh = False  # it runs the workload it builds itself: the repeated prompts only
+    single_turn = True
+
     def __init__(
         self,
         engine: str,
@@ -225,9 +228,11 @@ def llama_starts(model: BenchModel, workdir: Path, threads: int, parallel: int, 
     ]
 
 
-def contender_starts(model: BenchModel, options, workdir: Path, workload: list) -> list:
+def contender_starts(
+    model: BenchModel, directory: Path, options, workdir: Path, workload: list
+) -> list:
     """(the contender's name, how to start it), in the order they take their turns."""
-    directory, dtype, threads = model.directory(), serving_dtype(), options.threads
+    dtype, threads = serving_dtype(), options.threads
     settings = {
         "AUTOGLM_MAX_BATCH_TOKENS": str(MAX_BATCH_TOKENS),
         "AUTOGLM_MAX_PREFILL_TOKENS": str(MAX_PREFILL_TOKENS),
@@ -272,8 +277,8 @@ def contender_starts(model: BenchModel, options, workdir: Path, workload: list) 
 def collect(model: BenchModel, options: argparse.Namespace, workdir: Path) -> dict:
     """Per contender and level, the rows of every round, on ``model``; and per contender the
     multi-turn runs of every round."""
-    model.directory(progress=lambda message: print(message, flush=True))
-    workload = stack_bench.load_workload(model.directory(), 32)
+    directory = model.directory(progress=lambda message: print(message, flush=True))
+    workload = stack_bench.load_workload(directory, 32)
     rounds = options.rounds
     print(f"(serving dtype on this machine: {serving_dtype()}; {options.threads} threads)")
     contenders: list = []
@@ -289,7 +294,7 @@ def collect(model: BenchModel, options: argparse.Namespace, workdir: Path) -> di
         )
 
     try:
-        for name, start in contender_starts(model, options, workdir, workload):
+        for name, start in contender_starts(model, directory, options, workdir, workload):
             print(f"==> starting {label(name)} on {model.name}", flush=True)
             contenders.append(start())
         for round_ in range(1, rounds + 1):
@@ -297,10 +302,10 @@ def collect(model: BenchModel, options: argparse.Namespace, workdir: Path) -> di
                 for contender in contenders:
                     if contender.name == "generate" and level != 1:
                         continue  # serialised on the model lock: the same at any concurrency
-                    if not getattr(contender, "single_turn", True):
+                    if not contender.single_turn:
                         continue
                     record(contender.name, level, contender.run(level), round_)
-                    if getattr(contender, "fresh", False):
+                    if contender.fresh:
                         row = contender.run(level, tag=f"round {round_} c={level}")
                         record(contender.name + FRESH, level, row, round_)
             for contender in contenders:

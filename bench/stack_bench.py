@@ -176,11 +176,12 @@ async def one_chat(
         try:
             first, usage, parts = await _stream(client, body)
             break
-        except httpx.RemoteProtocolError:
-            # llama-server now and then drops a kept-alive connection between two requests;
-            # the request then never reached it, so send it again, as the OpenAI client does.
+        except _Unanswered as error:
+            # llama-server now and then closes a kept-alive connection just as the next request
+            # goes out on it. Nothing came back, so send it once more (as the OpenAI client
+            # retries connection errors).
             if attempt:
-                raise
+                raise error.__cause__ from None
     ended = time.perf_counter()
     if usage is None:  # counting chunks instead would not count tokens (a chunk may hold several)
         raise RuntimeError("the server sent no usage at the end of the stream")
@@ -192,25 +193,37 @@ async def one_chat(
     return {**result, "text": "".join(parts)} if keep_text else result
 
 
+class _Unanswered(Exception):
+    """The server closed the connection before it sent any answer."""
+
+
 async def _stream(client: httpx.AsyncClient, body: dict) -> tuple[float | None, dict | None, list]:
     """One streamed request: when its first text came, its usage, its text's parts."""
     first = None
     usage = None
     parts: list[str] = []
-    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if "error" in chunk:
-                raise RuntimeError(chunk["error"])
-            content = chunk["choices"][0]["delta"].get("content") if chunk.get("choices") else ""
-            if content:
-                first = first or time.perf_counter()
-                parts.append(content)
-            if chunk.get("usage"):
-                usage = chunk["usage"]
+    answered = False
+    try:
+        async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            answered = True
+            response.raise_for_status()
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if "error" in chunk:
+                    raise RuntimeError(chunk["error"])
+                choices = chunk.get("choices")
+                content = choices[0]["delta"].get("content") if choices else ""
+                if content:
+                    first = first or time.perf_counter()
+                    parts.append(content)
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+    except httpx.RemoteProtocolError as error:
+        if answered:  # cut off mid-answer: a fault to report, not to hide by sending it again
+            raise
+        raise _Unanswered from error
     return first, usage, parts
 
 
