@@ -1,12 +1,15 @@
+import secrets
 import uuid
 
+from django.conf import settings
 from django.db import models
 
 from tenants.models import ApiKey, Tenant
 
 
 class ChatSession(models.Model):
-    """A conversation. Its messages, in order, are the prompt for the next answer."""
+    """A conversation: a tree of messages (each has a parent), of which one path, from the
+    first message to ``current_message``, is the conversation shown and the next prompt."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="chat_sessions")
@@ -16,6 +19,17 @@ class ChatSession(models.Model):
     params = models.JSONField(
         default=dict, blank=True, help_text="Default sampling parameters of the session's jobs."
     )
+    current_message = models.ForeignKey(
+        "Message",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The last message of the branch shown; the next message follows it.",
+    )
+    pinned = models.BooleanField(default=False)
+    archived = models.BooleanField(default=False)
+    tags = models.JSONField(default=list, blank=True, help_text="Short labels, for the sidebar.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -37,8 +51,16 @@ class Message(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
     session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="messages")
+    # The message it follows: an edited message or a regenerated answer is a sibling of the
+    # one it replaces (same parent), so earlier versions stay. None: a first message.
+    parent = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="children"
+    )
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField()
+    attachments = models.JSONField(
+        default=list, blank=True, help_text="Text files sent with it: [{name, text}]."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -102,6 +124,14 @@ class ChatJob(models.Model):
     assistant_message = models.OneToOneField(
         Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    continued_message = models.ForeignKey(
+        Message,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The answer (cut by max_tokens) this job writes more of, instead of a new one.",
+    )
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     cached_tokens = models.PositiveIntegerField(
@@ -144,6 +174,7 @@ class ChatJob(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    first_token_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -166,3 +197,30 @@ class ChatJob(models.Model):
         one's error code (metrics and plugins label endings with it)."""
         reason = self.error_code if self.status == self.Status.FAILED else self.finish_reason
         return reason or self.status
+
+
+def _share_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class ShareLink(models.Model):
+    """A read-only snapshot of a conversation's branch, opened at ``/share/{token}/`` by
+    signed-in members of the same organisation only; revoked links are gone (404)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="shares")
+    token = models.CharField(max_length=64, unique=True, default=_share_token, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    title = models.CharField(max_length=200, blank=True)
+    messages = models.JSONField(default=list, help_text="The snapshot: [{role, content, ...}].")
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return f"share of {self.session_id}"

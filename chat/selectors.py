@@ -30,8 +30,60 @@ def session_list(*, tenant: Tenant) -> QuerySet[ChatSession]:
     return ChatSession.objects.filter(tenant=tenant).order_by("-created_at", "-id")
 
 
-def message_list(*, tenant: Tenant, session: ChatSession) -> QuerySet[Message]:
+def message_tree(*, tenant: Tenant, session: ChatSession) -> QuerySet[Message]:
+    """Every message of the session, on every branch, oldest first (each names its parent)."""
     return Message.objects.filter(tenant=tenant, session=session).order_by("created_at", "id")
+
+
+def message_list(*, tenant: Tenant, session: ChatSession, leaf=None) -> QuerySet[Message]:
+    """The branch shown: the messages from the first one to ``leaf`` (by default the session's
+    current message), oldest first. A conversation that never branched is all its messages,
+    so clients that know nothing of branches see the history they always saw."""
+    ids = message_path_ids(tenant=tenant, session=session, leaf=leaf)
+    return Message.objects.filter(pk__in=ids).order_by("created_at", "id")
+
+
+def message_path_ids(*, tenant: Tenant, session: ChatSession, leaf=None) -> list:
+    """Ids from the first message to ``leaf`` (a message id of the session; by default its
+    current message, else its newest). A foreign or unknown ``leaf`` is a 404."""
+    parents = dict(
+        Message.objects.filter(tenant=tenant, session=session).values_list("id", "parent_id")
+    )
+    if leaf is not None:
+        pk = _as_uuid(leaf)
+        if pk not in parents:
+            raise NotFoundError(f"No message with id {leaf!s} in this session.", code="not_found")
+    else:
+        pk = session.current_message_id
+        if pk not in parents:
+            newest = message_tree(tenant=tenant, session=session).values_list("id", flat=True)
+            pk = newest.last()
+    path = []
+    while pk is not None and len(path) <= len(parents):  # the bound: never loop on a cycle
+        path.append(pk)
+        pk = parents.get(pk)
+    return path[::-1]
+
+
+def message_get(*, tenant: Tenant, session: ChatSession, message_id, param: str) -> Message:
+    """The session's message with this id; a missing or foreign id is a 404 naming ``param``."""
+    pk = _as_uuid(message_id)
+    message = Message.objects.filter(tenant=tenant, session=session, pk=pk).first() if pk else None
+    if message is None:
+        raise NotFoundError(
+            f"No message with id {message_id!s} in this session.", code="not_found", param=param
+        )
+    return message
+
+
+def newest_leaf(message: Message) -> Message:
+    """The end of the newest branch under ``message`` (itself when it has no replies): where
+    a click on another version of a message takes the conversation."""
+    while True:
+        child = message.children.order_by("-created_at", "-id").first()
+        if child is None:
+            return message
+        message = child
 
 
 def job_get(*, tenant: Tenant, job_id) -> ChatJob:
