@@ -13,9 +13,4 @@ urlpatterns = [
     path("chat/", ui.chat_page, name="ui-chat"),
     path("chat/<uuid:session_id>/", ui.chat_page, name="ui-chat-session"),
     path("ui/jobs/<str:job_id>/state", ui.JobStateApi.as_view(), name="ui-job-state"),
-    path(
-        "ui/sessions/<str:session_id>/regenerate",
-        ui.SessionRegenerateApi.as_view(),
-        name="ui-session-regenerate",
-    ),
 ]

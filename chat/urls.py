@@ -10,6 +10,11 @@ urlpatterns = [
         api.SessionMessagesApi.as_view(),
         name="api-session-messages",
     ),
+    path(
+        "sessions/<str:session_id>/regenerate",
+        api.SessionRegenerateApi.as_view(),
+        name="api-session-regenerate",
+    ),
     path("jobs/<str:job_id>", api.JobDetailApi.as_view(), name="api-job-detail"),
     path("jobs/<str:job_id>/cancel", api.JobCancelApi.as_view(), name="api-job-cancel"),
     path("jobs/<str:job_id>/events", api.job_events_view, name="api-job-events"),
