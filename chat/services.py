@@ -24,6 +24,7 @@ from tenants import quotas
 from tenants.models import ApiKey, Tenant
 
 from . import jobs, pipeline
+from .attachments import attachments_fit_check
 from .capacity import admission_check
 from .models import ChatJob, ChatSession, Message
 from .tokens import decode_tokens, estimate_prompt_tokens
@@ -102,10 +103,13 @@ def message_submit(
     api_key: ApiKey | None = None,
     trace_id: str = "",
     callback_url: str = "",
+    attachments: list[dict[str, str]] | None = None,
 ) -> tuple[ChatJob, quotas.Headers]:
     """Store the user's message and queue a job to answer it; returns the job and the
     rate-limit headers for the response. ``callback_url`` is told when the job ends (a
     signed webhook, ``tenants.webhooks``); it must pass the outbound URL check.
+    ``attachments`` are text files sent with it (``[{"name", "text"}]``, checked by
+    ``chat.attachments``); a message whose files cannot fit the model's context is refused.
 
     Parameters the request leaves out come from the session's defaults, then the server's.
     The request is admitted against the quotas first (nothing is stored if it is refused), then
@@ -116,7 +120,9 @@ def message_submit(
     return turn_submit(
         tenant=tenant,
         session=session,
-        messages=[{"role": Message.Role.USER, "content": content}],
+        messages=[
+            {"role": Message.Role.USER, "content": content, "attachments": attachments or []}
+        ],
         params=params,
         api_key=api_key,
         trace_id=trace_id,
@@ -128,7 +134,7 @@ def turn_submit(
     *,
     tenant: Tenant,
     session: ChatSession,
-    messages: list[dict[str, str]],
+    messages: list[dict[str, Any]],
     params: dict[str, Any],
     api_key: ApiKey | None = None,
     trace_id: str = "",
@@ -144,8 +150,13 @@ def turn_submit(
         tenant=tenant, model=session.model, messages=messages, params=params
     )
     # What the plugins made of them (e.g. masked) is stored.
-    turn = [Message(role=m["role"], content=m["content"]) for m in messages]
+    turn = [
+        Message(role=m["role"], content=m["content"], attachments=m.get("attachments") or [])
+        for m in messages
+    ]
     prompt = jobs.session_prompt(session=session, history=[*session.messages.all(), *turn])
+    if turn[-1].attachments:
+        attachments_fit_check(model=session.model, prompt=prompt, max_tokens=params["max_tokens"])
 
     def build() -> ChatJob:
         session_lock_idle(tenant=tenant, session=session)
@@ -343,6 +354,7 @@ def session_regenerate(*, tenant: Tenant, session: ChatSession, trace_id: str = 
         tenant=tenant,
         session=session,
         content=last_user.content,
+        attachments=last_user.attachments,
         params={},
         api_key=None,
         trace_id=trace_id,
