@@ -127,7 +127,10 @@ def file_chip(file: dict) -> dict:
     """What a chip of the chat page shows of a stored file: its name and length (as
     static/js/attachments.js writes it for one just sent)."""
     size = len(file["text"])
-    label = f"{size} chars" if size < 1000 else f"{size / 1000:.1f}k chars"
+    if size == 1:
+        label = "1 char"
+    else:
+        label = f"{size} chars" if size < 1000 else f"{size / 1000:.1f}k chars"
     return {"name": file["name"], "size": size, "label": label}
 
 

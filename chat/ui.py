@@ -22,6 +22,7 @@ from tenants.models import Membership
 from tenants.ui_shell import secure, shell_context, ui_page
 
 from . import selectors, services
+from .attachments import TEXT_EXTENSIONS, TEXT_NAMES, file_chip
 from .models import ChatJob
 from .presenters import JobOutput, job_error
 
@@ -70,6 +71,12 @@ def chat_page(request, membership: Membership, session_id=None):
         "default_model": settings.AUTOGLM_DEFAULT_MODEL,
         "default_max_tokens": settings.AUTOGLM_DEFAULT_MAX_TOKENS,
         "max_tokens_limit": settings.AUTOGLM_MAX_TOKENS_LIMIT,
+        "attachments": {
+            "max_files": settings.AUTOGLM_MAX_ATTACHMENTS,
+            "max_chars": settings.AUTOGLM_MAX_ATTACHMENT_CHARS,
+            "extensions": sorted(TEXT_EXTENSIONS),
+            "names": sorted(TEXT_NAMES),
+        },
         "active_job": None
         if active_job is None
         else {"id": str(active_job.id), "status": active_job.status},
@@ -82,7 +89,13 @@ def chat_page(request, membership: Membership, session_id=None):
         "current_session": session,
         "session": session,
         "messages": [
-            {"id": m.id, "role": m.role, "content": m.content, "stopped": m.id in stopped}
+            {
+                "id": m.id,
+                "role": m.role,
+                "content": m.content,
+                "stopped": m.id in stopped,
+                "attachments": [file_chip(f) for f in m.attachments],
+            }
             for m in messages
         ],
         "active_job": active_job,

@@ -1,6 +1,7 @@
 // The chat page: send (Enter; Shift+Enter is a new line), stream the answer over SSE from
 // /api/v1/jobs/{id}/events, stop it, regenerate it, copy messages, per-conversation settings,
 // and resume an answer still being generated when the page is (re)loaded.
+import { setupComposerFiles, showFiles } from "./attachments.js";
 import { api, cloneTemplate, copyWithFeedback, toast } from "./common.js";
 import { renderInto } from "./markdown.js";
 
@@ -13,6 +14,8 @@ const composer = document.getElementById("composer");
 const prompt = document.getElementById("prompt");
 const sendButton = document.getElementById("send");
 const stopButton = document.getElementById("stop");
+
+const composerFiles = setupComposerFiles(config.attachments);
 
 let session = config.session; // null on a new chat, until its first message creates it
 let current = null; // the answer in progress: { article, jobId, source, stream, ... }
@@ -54,9 +57,10 @@ function setTitles(title) {
 
 // ---------- Messages
 
-function addUserMessage(content) {
+function addUserMessage(content, files = []) {
   const article = cloneTemplate("tpl-user");
-  article.querySelector(".msg-body").textContent = content;
+  renderInto(article.querySelector(".msg-body"), content);
+  showFiles(article, files);
   sources.set(article, content);
   thread.append(article);
   emptyState.hidden = true;
@@ -271,10 +275,11 @@ function addToSidebar(created) {
   document.getElementById("conv-empty").hidden = true;
 }
 
-async function submit(answer, content) {
+async function submit(answer, content, files = []) {
   try {
-    await ensureSession(content);
-    const job = await api("POST", `/api/v1/sessions/${session.id}/messages`, { content });
+    await ensureSession(content.trim() ? content : files[0]?.name ?? "");
+    const body = files.length ? { content, attachments: files } : { content };
+    const job = await api("POST", `/api/v1/sessions/${session.id}/messages`, body);
     follow(answer, job.id);
   } catch (error) {
     // Refused before anything was stored (quota, rate limit, network): retry sends it again.
@@ -283,7 +288,7 @@ async function submit(answer, content) {
     refreshActions();
     showError(answer.article, error.message, () => {
       const again = begin(answer.article);
-      submit(again, content);
+      submit(again, content, files);
     });
   }
 }
@@ -298,11 +303,13 @@ function begin(article) {
 
 function send() {
   const content = prompt.value;
-  if (current || !content.trim()) return;
+  const files = composerFiles.pending();
+  if (current || (!content.trim() && !files.length)) return;
   prompt.value = "";
   autosize();
-  addUserMessage(content);
-  submit(begin(addAssistantMessage()), content);
+  composerFiles.clear();
+  addUserMessage(content, files);
+  submit(begin(addAssistantMessage()), content, files);
 }
 
 async function stop() {
@@ -486,7 +493,7 @@ for (const article of thread.querySelectorAll(".msg")) {
   const body = article.querySelector("[data-md]");
   const source = body.textContent;
   sources.set(article, source);
-  if (article.dataset.role === "assistant") renderInto(body, source);
+  renderInto(body, source);
 }
 
 summarise();
