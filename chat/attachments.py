@@ -123,6 +123,32 @@ class AttachmentsField(serializers.ListField):
         return files
 
 
+def files_as_messages(messages: list[dict]) -> list[dict]:
+    """The turn as the plugins' ``before_admission`` sees it: each attached file a message of
+    its own (its text as ``content``, its name as ``attachment``) right after the one it came
+    with, so a guardrail that refuses or masks what messages say does so in files too."""
+    flat = []
+    for message in messages:
+        files = message.get("attachments") or []
+        flat.append({k: v for k, v in message.items() if k != "attachments"})
+        flat.extend(
+            {"role": message["role"], "content": f["text"], "attachment": f["name"]} for f in files
+        )
+    return flat
+
+
+def messages_with_files(flat: list[dict]) -> list[dict]:
+    """``files_as_messages`` undone on what the plugins made of it (masked text, say)."""
+    messages: list[dict] = []
+    for item in flat:
+        if "attachment" in item and messages:
+            text = item.get("content") or ""
+            messages[-1]["attachments"].append({"name": item["attachment"], "text": text})
+        else:
+            messages.append({**item, "attachments": []})
+    return messages
+
+
 def file_chip(file: dict) -> dict:
     """What a chip of the chat page shows of a stored file: its name and length (as
     static/js/attachments.js writes it for one just sent)."""

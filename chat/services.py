@@ -24,7 +24,7 @@ from tenants import quotas
 from tenants.models import ApiKey, Tenant
 
 from . import jobs, pipeline
-from .attachments import attachments_fit_check
+from .attachments import attachments_fit_check, files_as_messages, messages_with_files
 from .capacity import admission_check
 from .models import ChatJob, ChatSession, Message
 from .tokens import decode_tokens, estimate_prompt_tokens
@@ -147,8 +147,9 @@ def turn_submit(
         callback_url = check_outbound_url(callback_url, param="callback_url").url
     params = {**_default_params(), **session.params, **params}
     messages, params = pipeline.before_admission(
-        tenant=tenant, model=session.model, messages=messages, params=params
+        tenant=tenant, model=session.model, messages=files_as_messages(messages), params=params
     )
+    messages = messages_with_files(messages)
     # What the plugins made of them (e.g. masked) is stored.
     turn = [
         Message(role=m["role"], content=m["content"], attachments=m.get("attachments") or [])

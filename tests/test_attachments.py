@@ -4,6 +4,8 @@ and files too long for the model's context refused at the door."""
 
 import pytest
 
+from autoglm_plugins.guardrail import Guardrail
+from autoglm_site import plugins
 from chat import jobs, services
 from chat.attachments import prompt_content
 from chat.models import ChatJob, ChatSession, Message
@@ -203,3 +205,29 @@ def test_another_tenant_cannot_attach_files_to_the_session(client_b, session_a):
     response = post(client_b, session_a, content="hi", attachments=files)
     assert error_of(response, 404)["code"] == "not_found"
     assert nothing_stored()
+
+
+@pytest.fixture
+def guarded(monkeypatch):
+    """This (web) process runs the guardrail: cards refused, e-mail addresses masked."""
+    host = plugins.PluginHost()
+    host.register(Guardrail(), "autoglm_plugins.guardrail:Guardrail")
+    host.initialize({"AUTOGLM_PLUGIN_GUARDRAIL": '{"refuse": ["card"], "mask": ["email"]}'})
+    host.start()
+    monkeypatch.setattr(plugins, "_host", host)
+
+
+def test_the_guardrail_reads_the_files_too(client_a, session_a, guarded):
+    card = [
+        {"name": "a.txt", "content": "ok"},
+        {"name": "pay.txt", "content": "4111 1111 1111 1111"},
+    ]
+    error = error_of(post(client_a, session_a, content="hi", attachments=card), 400)
+    assert error["code"] == "guardrail_refused"
+    assert nothing_stored()
+    mail = [{"name": "contacts.csv", "content": "name,mail\njane,jane@example.com"}]
+    response = post(client_a, session_a, content="write to bob@example.org", attachments=mail)
+    assert response.status_code == 202, response.content
+    message = Message.objects.get()
+    assert message.content == "write to [masked]"
+    assert message.attachments == [{"name": "contacts.csv", "text": "name,mail\njane,[masked]"}]
