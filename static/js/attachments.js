@@ -151,6 +151,15 @@ export function setupComposerFiles(rules) {
     event.preventDefault();
     add([...event.dataTransfer.files]);
   });
+  // A file dropped just beside the composer must not open in the tab, leaving the chat.
+  for (const type of ["dragover", "drop"]) {
+    window.addEventListener(type, (event) => {
+      if (carriesFiles(event) && !event.defaultPrevented) {
+        event.preventDefault();
+        if (event.dataTransfer) event.dataTransfer.dropEffect = "none";
+      }
+    });
+  }
 
   return {
     pending: () => files.map((f) => ({ ...f })),
