@@ -31,7 +31,7 @@ from .models import ChatSession, Message
 
 MAX_QUERY_CHARS = 200
 SNIPPET_CHARS = 160  # about two lines of the results list
-SNIPPET_BEFORE = 48  # context kept before the first match
+SNIPPET_BEFORE = 40  # context kept before the first match
 CONFIG = "simple"
 # A whole-query substring match ranks above a full-text match of scattered words, and a
 # conversation whose title matches above one of its messages: ``ts_rank`` is mostly below 0.1.
@@ -105,15 +105,17 @@ def match_ranges(text: str, terms: list[str]) -> list[tuple[int, int]]:
 
 
 def snippet(text: str, terms: list[str], width: int = SNIPPET_CHARS) -> tuple[str, list]:
-    """A short excerpt of ``text`` around its first match, on one line, with the ranges of the
-    matches in it (offsets into the excerpt). ``…`` marks text cut at either end."""
+    """A short excerpt of ``text`` from a little before its first match, on one line, with the
+    ranges of the matches in it (offsets into the excerpt). ``…`` marks text cut at either end."""
     flat = _SPACE.sub(" ", text).strip()
     ranges = match_ranges(flat, terms)
     start = 0
-    if ranges and len(flat) > width:
+    # Short context before the first match, even in a text that would fit whole: a results
+    # list shows a snippet's first two lines or so, and the match must be in them.
+    if ranges and ranges[0][0] > SNIPPET_BEFORE:
         first = ranges[0][0]
-        start = max(0, min(first - SNIPPET_BEFORE, len(flat) - width))
-        if start > 0:  # begin at a word, unless that loses the match
+        start = first - SNIPPET_BEFORE
+        if flat[start - 1] != " ":  # begin at a word, unless that loses the match
             space = flat.find(" ", start, first)
             start = space + 1 if space != -1 else start
     end = min(len(flat), start + width)

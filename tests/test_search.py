@@ -327,6 +327,13 @@ def test_a_snippet_is_one_line_and_keeps_short_text_whole():
     assert search.snippet("no match here", ["tea"]) == ("no match here", [])
 
 
+def test_a_snippet_begins_near_a_late_match_even_in_short_text():
+    text = "What does this markup do, in an older browser on a phone? It says marzipan."
+    excerpt, ranges = search.snippet(text, ["marzipan"])
+    assert excerpt == "…in an older browser on a phone? It says marzipan."
+    assert [excerpt[s:e] for s, e in ranges] == ["marzipan"]
+
+
 def test_a_snippet_counts_code_points():
     excerpt, ranges = search.snippet("🙂🙂 café 🙂", ["CAFÉ"])
     assert [excerpt[s:e] for s, e in ranges] == ["café"]
