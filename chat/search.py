@@ -7,9 +7,10 @@ whole query, so that partial words and code (``get_user(``, ``0x1f``) are found 
 text-search configuration is ``simple``: it lowercases words and nothing more. An organisation
 chats in any language and pastes code; ``english`` would stem other languages' words and
 identifiers into nonsense and drop stop words (so "to be or not to be" searched nothing), and
-the substring match already finds a word's longer forms. Migration 0014 indexes
-``to_tsvector('simple', ...)`` of messages and titles with GIN. Elsewhere (the embedded
-SQLite of ``make run``) the substring match alone serves.
+the substring match already finds a word's longer forms. Migration 0014 indexes both
+sides of the match, messages and titles: GIN of ``to_tsvector('simple', ...)``, and trigram
+GIN of ``UPPER(...)`` where ``pg_trgm`` may be installed. Elsewhere (the embedded SQLite of
+``make run``) the substring match alone serves, by scanning.
 
 Snippets are plain text with the matches given as ``[start, end)`` offsets in Unicode code
 points (Python's string indexes; ``Array.from(text)`` in a browser): a client never needs to
