@@ -139,14 +139,14 @@ def full_text_available() -> bool:
 
 
 def _scored(rows: QuerySet, field: str, q: str, *, full_text: bool, bonus: float) -> QuerySet:
-    """``rows`` whose ``field`` matches ``q``, each with its ``score``, best then newest first."""
+    """``rows`` whose ``field`` matches ``q``, each with its ``score`` (higher is better)."""
     substring = Q(**{f"{field}__icontains": q})
     if not full_text:
         return rows.filter(substring).annotate(score=Value(bonus, FloatField()))
     vector = SearchVector(field, config=CONFIG)
     query = SearchQuery(q, config=CONFIG, search_type="websearch")
     return (
-        rows.annotate(document=vector)
+        rows.alias(document=vector)  # in the WHERE and the rank, not sent back
         .filter(Q(document=query) | substring)
         .annotate(
             score=SearchRank(F("document"), query)
