@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api
+from . import api, search_api
 
 urlpatterns = [
     path("sessions", api.SessionListCreateApi.as_view(), name="api-sessions"),
@@ -15,6 +15,7 @@ urlpatterns = [
         api.SessionRegenerateApi.as_view(),
         name="api-session-regenerate",
     ),
+    path("search", search_api.SearchApi.as_view(), name="api-search"),
     path("jobs/<str:job_id>", api.JobDetailApi.as_view(), name="api-job-detail"),
     path("jobs/<str:job_id>/cancel", api.JobCancelApi.as_view(), name="api-job-cancel"),
     path("jobs/<str:job_id>/events", api.job_events_view, name="api-job-events"),
