@@ -1,0 +1,453 @@
+"""Conversations read in: our own export (``chat.transfer_export``, docs/export-format.md) or
+ChatGPT's ``conversations.json``. Both are read into drafts and checked whole first; then
+``conversations_import`` writes them in one transaction, under new ids, so a file is imported
+entirely or not at all, and nothing in it can name (or overwrite) anything already stored."""
+
+import math
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, DateTimeField, Value, When
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from autoglm_site.errors import ApplicationError, InvalidRequestError, first_validation_error
+from tenants.models import ApiKey, Tenant
+
+from .models import ChatSession, Message
+from .sampling import SamplingInput
+from .services import model_check
+from .transfer_export import FORMAT, VERSION
+
+TITLE_MAX = 200
+TAGS_MAX, TAG_MAX_CHARS = 20, 64
+STEP = timedelta(microseconds=1)  # a reply is stored at least this much after its parent
+EARLIEST, LATEST = datetime(1900, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)
+ROLES = set(Message.Role.values)
+# ChatGPT's roles that are conversation; system and tool messages are its own machinery.
+CHATGPT_ROLES = {"user": Message.Role.USER, "assistant": Message.Role.ASSISTANT}
+CHATGPT_TEXT = {"text", "multimodal_text"}
+
+
+def max_bytes() -> int:
+    return getattr(settings, "AUTOGLM_IMPORT_MAX_BYTES", 20 * 1024 * 1024)
+
+
+def max_conversations() -> int:
+    return getattr(settings, "AUTOGLM_IMPORT_MAX_CONVERSATIONS", 1000)
+
+
+def max_messages() -> int:
+    return getattr(settings, "AUTOGLM_IMPORT_MAX_MESSAGES", 100_000)
+
+
+class ImportTooLargeError(ApplicationError):
+    status_code = 413
+    code = "request_too_large"
+
+
+def too_large() -> ImportTooLargeError:
+    megabytes = max_bytes() / (1024 * 1024)
+    return ImportTooLargeError(f"The file is larger than the {megabytes:g} MB an import takes.")
+
+
+def invalid(message: str, path: str | None) -> InvalidRequestError:
+    return InvalidRequestError(message, param=path or None, code="invalid_import")
+
+
+@dataclass
+class DraftMessage:
+    key: str  # its id in the file: only links its replies to it
+    parent_key: str | None
+    role: str
+    content: str
+    attachments: list = field(default_factory=list)
+    created_at: datetime | None = None
+
+
+@dataclass
+class DraftConversation:
+    title: str = ""
+    model: str = ""
+    system_prompt: str = ""
+    params: dict = field(default_factory=dict)
+    tags: list = field(default_factory=list)
+    pinned: bool = False
+    archived: bool = False
+    created_at: datetime | None = None
+    current_key: str | None = None
+    messages: list[DraftMessage] = field(default_factory=list)
+
+
+# Reading values, each refused with the path of where it is in the file.
+
+
+KINDS = {str: "a string", list: "a list", dict: "an object", bool: "true or false"}
+
+
+def _get(obj: dict, key: str, path: str, kind: type, default=None, *, required=False):
+    value = obj.get(key, default)
+    if value is None and not required:
+        return default
+    if not isinstance(value, kind):
+        raise invalid(f"{path}.{key} must be {KINDS[kind]}.", f"{path}.{key}")
+    return value
+
+
+def _text(value: str, path: str) -> str:
+    limit = settings.AUTOGLM_MAX_CONTENT_CHARS
+    if len(value) > limit:
+        raise invalid(f"{path} is longer than the {limit} characters a message may have.", path)
+    if "\x00" in value:
+        raise invalid(f"{path} holds a null character, which cannot be stored.", path)
+    return value
+
+
+def _in_range(when: datetime, path: str) -> datetime:
+    if not EARLIEST <= when <= LATEST:
+        raise invalid(f"{path} is not a time between {EARLIEST.year} and {LATEST.year}.", path)
+    return when
+
+
+def _iso_time(value, path: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = parse_datetime(value) if isinstance(value, str) else None
+    except ValueError:
+        when = None
+    if when is None:
+        raise invalid(f"{path} must be an ISO 8601 date and time.", path)
+    return _in_range(when if timezone.is_aware(when) else when.replace(tzinfo=UTC), path)
+
+
+def _epoch_time(value, path: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool) or not math.isfinite(value):
+            raise ValueError
+        when = datetime.fromtimestamp(value, UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        raise invalid(f"{path} must be a time in seconds since 1970.", path) from None
+    return _in_range(when, path)
+
+
+def _key(value, path: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+        raise invalid(f"{path} must be a non-empty string.", path)
+    return str(value)
+
+
+def _params(value: dict, path: str) -> dict:
+    sampling = SamplingInput(data=value)
+    if not sampling.is_valid():
+        param, message = first_validation_error(sampling.errors)
+        raise invalid(f"{path}.{param}: {message}", f"{path}.{param}")
+    return dict(sampling.validated_data)
+
+
+def _tags(value: list, path: str) -> list[str]:
+    if len(value) > TAGS_MAX:
+        raise invalid(f"{path} has more than {TAGS_MAX} tags.", path)
+    tags = []
+    for index, tag in enumerate(value):
+        if not isinstance(tag, str) or not tag.strip() or len(tag) > TAG_MAX_CHARS:
+            raise invalid(
+                f"{path}[{index}] must be a string of 1 to {TAG_MAX_CHARS} characters.", path
+            )
+        if tag.strip() not in tags:
+            tags.append(_text(tag.strip(), f"{path}[{index}]"))
+    return tags
+
+
+def _attachments(value: list, path: str) -> list[dict]:
+    kept = []
+    for index, item in enumerate(value):
+        where = f"{path}[{index}]"
+        if not isinstance(item, dict):
+            raise invalid(f"{where} must be an object with a name and a text.", where)
+        name = _get(item, "name", where, str, required=True)
+        text = _get(item, "text", where, str, required=True)
+        kept.append({"name": _text(name, f"{where}.name"), "text": _text(text, f"{where}.text")})
+    return kept
+
+
+# Our own format.
+
+
+def _our_message(raw, path: str) -> DraftMessage:
+    if not isinstance(raw, dict):
+        raise invalid(f"{path} must be an object.", path)
+    role = raw.get("role")
+    if role not in ROLES:
+        raise invalid(f"{path}.role must be one of {', '.join(sorted(ROLES))}.", f"{path}.role")
+    parent = raw.get("parent_id")
+    return DraftMessage(
+        key=_key(raw.get("id"), f"{path}.id"),
+        parent_key=None if parent is None else _key(parent, f"{path}.parent_id"),
+        role=role,
+        content=_text(_get(raw, "content", path, str, required=True), f"{path}.content"),
+        attachments=_attachments(_get(raw, "attachments", path, list, []), f"{path}.attachments"),
+        created_at=_iso_time(raw.get("created_at"), f"{path}.created_at"),
+    )
+
+
+def _our_conversation(raw, path: str) -> DraftConversation:
+    if not isinstance(raw, dict):
+        raise invalid(f"{path} must be an object.", path)
+    messages = _get(raw, "messages", path, list, [])
+    current = raw.get("current_message_id")
+    return DraftConversation(
+        title=_text(_get(raw, "title", path, str, ""), f"{path}.title"),
+        model=_get(raw, "model", path, str, ""),
+        system_prompt=_text(_get(raw, "system_prompt", path, str, ""), f"{path}.system_prompt"),
+        params=_params(_get(raw, "params", path, dict, {}), f"{path}.params"),
+        tags=_tags(_get(raw, "tags", path, list, []), f"{path}.tags"),
+        pinned=_get(raw, "pinned", path, bool, False),
+        archived=_get(raw, "archived", path, bool, False),
+        created_at=_iso_time(raw.get("created_at"), f"{path}.created_at"),
+        current_key=None if current is None else _key(current, f"{path}.current_message_id"),
+        messages=[_our_message(m, f"{path}.messages[{i}]") for i, m in enumerate(messages)],
+    )
+
+
+def _ours(data: dict) -> list[DraftConversation]:
+    version = data.get("version")
+    if type(version) is not int or version != VERSION:
+        raise invalid(
+            f"This server reads version {VERSION} of the {FORMAT} format, not {version!r}.",
+            "version",
+        )
+    conversations = data.get("conversations")
+    if not isinstance(conversations, list):
+        raise invalid("conversations must be a list.", "conversations")
+    _check_count(len(conversations))
+    return [_our_conversation(c, f"conversations[{i}]") for i, c in enumerate(conversations)]
+
+
+# ChatGPT's conversations.json.
+
+
+def _chatgpt_message(node: dict, path: str) -> tuple[str, str, datetime | None] | None:
+    """(role, text, time) of a node that is conversation; None for anything else: the empty
+    root, system and tool messages, hidden ones, tool calls, and content that is not text."""
+    message = node.get("message")
+    if not isinstance(message, dict):
+        return None
+    role = CHATGPT_ROLES.get((message.get("author") or {}).get("role"))
+    metadata = message.get("metadata") or {}
+    if role is None or metadata.get("is_visually_hidden_from_conversation"):
+        return None
+    if message.get("recipient", "all") not in ("all", None):
+        return None  # the assistant calling a tool
+    content = message.get("content") or {}
+    if not isinstance(content, dict) or content.get("content_type") not in CHATGPT_TEXT:
+        return None
+    parts = content.get("parts") or []
+    text = "\n".join(p for p in parts if isinstance(p, str)) if isinstance(parts, list) else ""
+    if not text.strip():
+        return None
+    when = _epoch_time(message.get("create_time"), f"{path}.message.create_time")
+    return role, _text(text, f"{path}.message.content"), when
+
+
+def _chatgpt_conversation(raw, path: str) -> DraftConversation:
+    if not isinstance(raw, dict):
+        raise invalid(f"{path} must be an object.", path)
+    mapping = _get(raw, "mapping", path, dict, required=True)
+    parents, kept = {}, {}
+    for key, node in mapping.items():
+        where = f"{path}.mapping.{key}"
+        if not isinstance(node, dict):
+            raise invalid(f"{where} must be an object.", where)
+        parent = node.get("parent")
+        if parent is not None and parent not in mapping:
+            raise invalid(f"{where}.parent names {parent!r}, which is not in the mapping.", where)
+        parents[key] = parent
+        if (message := _chatgpt_message(node, where)) is not None:
+            kept[key] = message
+
+    _check_rooted(parents, f"{path}.mapping")
+
+    def shown_ancestor(key: str | None) -> str | None:
+        """The nearest node at or above ``key`` that is kept: a skipped node's replies hang
+        from the message before it."""
+        while key is not None and key not in kept:
+            key = parents[key]
+        return key
+
+    current = raw.get("current_node")
+    return DraftConversation(
+        title=_text(_get(raw, "title", path, str, ""), f"{path}.title"),
+        model=_get(raw, "default_model_slug", path, str, ""),
+        created_at=_epoch_time(raw.get("create_time"), f"{path}.create_time"),
+        current_key=shown_ancestor(current) if current in mapping else None,
+        messages=[
+            DraftMessage(key, shown_ancestor(parents[key]), role, text, created_at=when)
+            for key, (role, text, when) in kept.items()
+        ],
+    )
+
+
+def _check_rooted(parents: dict, path: str) -> None:
+    """Every node's parents lead up to a root (no cycle)."""
+    rooted = set()
+    for start in parents:
+        chain, key = set(), start
+        while key is not None and key not in rooted:
+            if key in chain:
+                raise invalid(f"{path} has a cycle of parents (through {key!r}).", path)
+            chain.add(key)
+            key = parents[key]
+        rooted |= chain
+
+
+def _chatgpt(conversations: list) -> list[DraftConversation]:
+    _check_count(len(conversations))
+    return [_chatgpt_conversation(c, f"[{i}]") for i, c in enumerate(conversations)]
+
+
+def _check_count(count: int) -> None:
+    if count == 0:
+        raise invalid("The file holds no conversations.", "conversations")
+    if count > max_conversations():
+        raise invalid(
+            f"The file holds {count} conversations; an import takes at most "
+            f"{max_conversations()}. Split it.",
+            "conversations",
+        )
+
+
+def _in_order(draft: DraftConversation, path: str, start: datetime) -> None:
+    """Check the tree (known parents, no cycles), then put replies after their parents, each
+    stored strictly later than its parent: the shown branch is read back by time."""
+    by_key = {}
+    for index, message in enumerate(draft.messages):
+        if message.key in by_key:
+            where = f"{path}.messages[{index}].id"
+            raise invalid(f"{where}: the id {message.key!r} is used twice.", where)
+        by_key[message.key] = message
+    for index, message in enumerate(draft.messages):
+        if message.parent_key is not None and message.parent_key not in by_key:
+            where = f"{path}.messages[{index}].parent_id"
+            raise invalid(f"{where} names {message.parent_key!r}, not a message here.", where)
+    if draft.current_key is not None and draft.current_key not in by_key:
+        where = f"{path}.current_message_id"
+        raise invalid(f"{where} names {draft.current_key!r}, not a message here.", where)
+    never = datetime.max.replace(tzinfo=UTC)
+    ranked = sorted(enumerate(draft.messages), key=lambda p: (p[1].created_at or never, p[0]))
+    ordered, placed = [], set()
+    for _, message in ranked:
+        chain, key = [], message.key
+        while key is not None and key not in placed:
+            if key in chain:
+                raise invalid(f"{path}.messages: the parents form a cycle.", f"{path}.messages")
+            chain.append(key)
+            key = by_key[key].parent_key
+        for key in reversed(chain):
+            placed.add(key)
+            ordered.append(by_key[key])
+    last = start
+    for message in ordered:
+        when = message.created_at or last + STEP
+        if message.parent_key is not None:
+            when = max(when, by_key[message.parent_key].created_at + STEP)
+        message.created_at = last = when
+    draft.messages = ordered
+
+
+def drafts_read(data) -> list[DraftConversation]:
+    """The conversations of an import file (parsed JSON): our export, or ChatGPT's; anything
+    wrong with it is a 400 naming where."""
+    if isinstance(data, dict) and "format" in data:
+        if data["format"] != FORMAT:
+            raise invalid(f"Unknown format {data['format']!r}; expected {FORMAT!r}.", "format")
+        drafts = _ours(data)
+        base = "conversations"
+    elif isinstance(data, list) or (isinstance(data, dict) and "mapping" in data):
+        drafts = _chatgpt(data if isinstance(data, list) else [data])
+        base = ""
+    else:
+        raise invalid(
+            f'Expected an autoglm export ({{"format": "{FORMAT}", ...}}) or ChatGPT\'s '
+            "conversations.json (a list of conversations with a mapping).",
+            None,
+        )
+    total = sum(len(d.messages) for d in drafts)
+    if total > max_messages():
+        raise invalid(
+            f"The file holds {total} messages; an import takes at most {max_messages()}.",
+            "conversations",
+        )
+    now = timezone.now()
+    for index, draft in enumerate(drafts):
+        draft.title = draft.title.strip()[:TITLE_MAX]
+        draft.created_at = draft.created_at or now
+        _in_order(draft, f"{base}[{index}]", draft.created_at)
+    return drafts
+
+
+def _model_for(name: str, api_key: ApiKey | None) -> str:
+    if name in settings.AUTOGLM_MODELS and (api_key is None or api_key.allows_model(name)):
+        return name
+    return model_check(model=settings.AUTOGLM_DEFAULT_MODEL, api_key=api_key)
+
+
+def _restore_times(model, times: dict) -> None:
+    """Put back the file's times, which ``auto_now_add`` replaced with now at insert."""
+    items = list(times.items())
+    for start in range(0, len(items), 500):
+        chunk = items[start : start + 500]
+        whens = [When(pk=pk, then=Value(when)) for pk, when in chunk]
+        model.objects.filter(pk__in=[pk for pk, _ in chunk]).update(
+            created_at=Case(*whens, output_field=DateTimeField())
+        )
+
+
+@transaction.atomic
+def conversations_import(
+    *, tenant: Tenant, drafts: list[DraftConversation], api_key: ApiKey | None = None
+) -> list[ChatSession]:
+    """Store ``drafts`` (from ``drafts_read``) as new conversations of ``tenant``, in their
+    order: new ids for everything, the file's times, the default model where the file's is not
+    one served here (or the key may not use)."""
+    sessions, messages, times = [], [], {}
+    for draft in drafts:
+        session = ChatSession(
+            tenant=tenant,
+            title=draft.title,
+            model=_model_for(draft.model, api_key),
+            system_prompt=draft.system_prompt,
+            params=draft.params,
+            tags=draft.tags,
+            pinned=draft.pinned,
+            archived=draft.archived,
+        )
+        ids = {m.key: uuid.uuid4() for m in draft.messages}
+        for m in draft.messages:
+            messages.append(
+                Message(
+                    id=ids[m.key],
+                    tenant=tenant,
+                    session=session,
+                    parent_id=ids.get(m.parent_key),
+                    role=m.role,
+                    content=m.content,
+                    attachments=m.attachments,
+                )
+            )
+            times[ids[m.key]] = m.created_at
+        # (Foreign keys are checked at commit: the current message is inserted after this.)
+        session.current_message_id = ids.get(draft.current_key)
+        session.message_count = len(draft.messages)
+        sessions.append(session)
+        times[session.id] = draft.created_at
+    ChatSession.objects.bulk_create(sessions)
+    Message.objects.bulk_create(messages, batch_size=1000)
+    _restore_times(Message, {m.id: times[m.id] for m in messages})
+    _restore_times(ChatSession, {s.id: times[s.id] for s in sessions})
+    return sessions
