@@ -28,6 +28,7 @@ from tenants.idempotency import (
 )
 
 from . import selectors
+from . import transfer_drafts as drafts
 from . import transfer_export as export
 from . import transfer_import as importer
 from .models import Message
@@ -169,9 +170,9 @@ class ImportJSONParser(StrictJSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         if stream is None:
             return json_loads(b"")
-        raw = stream.read(importer.max_bytes() + 1)
-        if len(raw) > importer.max_bytes():
-            raise importer.too_large()
+        raw = stream.read(drafts.max_bytes() + 1)
+        if len(raw) > drafts.max_bytes():
+            raise drafts.too_large()
         return json_loads(raw)
 
 
@@ -181,8 +182,8 @@ class ImportMultiPartParser(MultiPartParser):
     def parse(self, stream, media_type=None, parser_context=None):
         request = parser_context["request"]
         length = int(request.META.get("CONTENT_LENGTH") or 0)
-        if length > importer.max_bytes() + 64 * 1024:  # room for the form's own parts
-            raise importer.too_large()
+        if length > drafts.max_bytes() + 64 * 1024:  # room for the form's own parts
+            raise drafts.too_large()
         return super().parse(stream, media_type, parser_context)
 
 
@@ -191,9 +192,9 @@ def import_data(request):
     if request.content_type.startswith("multipart/"):
         upload = request.FILES.get("file")
         if upload is None:
-            raise importer.invalid("Upload the file as the form field 'file'.", "file")
-        if upload.size > importer.max_bytes():
-            raise importer.too_large()
+            raise drafts.invalid("Upload the file as the form field 'file'.", "file")
+        if upload.size > drafts.max_bytes():
+            raise drafts.too_large()
         return json_loads(upload.read())
     return request.data
 

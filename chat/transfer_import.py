@@ -1,139 +1,41 @@
 """Conversations read in: our own export (``chat.transfer_export``, docs/export-format.md) or
-ChatGPT's ``conversations.json``. Both are read into drafts and checked whole first; then
-``conversations_import`` writes them in one transaction, under new ids, so a file is imported
-entirely or not at all, and nothing in it can name (or overwrite) anything already stored."""
+ChatGPT's ``conversations.json`` (``chat.transfer_chatgpt``). Both are read into drafts and
+checked whole first; then ``conversations_import`` writes them in one transaction, under new
+ids, so a file is imported entirely or not at all, and nothing in it can name (or overwrite)
+anything already stored."""
 
-import math
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, DateTimeField, Value, When
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
-from autoglm_site.errors import ApplicationError, InvalidRequestError, first_validation_error
+from autoglm_site.errors import first_validation_error
 from tenants.models import ApiKey, Tenant
 
 from .models import ChatSession, Message
 from .sampling import SamplingInput
 from .services import model_check
+from .transfer_chatgpt import chatgpt_read
+from .transfer_drafts import (
+    DraftConversation,
+    DraftMessage,
+    check_count,
+    checked_text,
+    invalid,
+    iso_time,
+    max_messages,
+    member,
+    str_or_none,
+)
 from .transfer_export import FORMAT, VERSION
 
 TITLE_MAX = 200
 TAGS_MAX, TAG_MAX_CHARS = 20, 64
 STEP = timedelta(microseconds=1)  # a reply is stored at least this much after its parent
-EARLIEST, LATEST = datetime(1900, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)
 ROLES = set(Message.Role.values)
-# ChatGPT's roles that are conversation; system and tool messages are its own machinery.
-CHATGPT_ROLES = {"user": Message.Role.USER, "assistant": Message.Role.ASSISTANT}
-CHATGPT_TEXT = {"text", "multimodal_text"}
-
-
-def max_bytes() -> int:
-    return getattr(settings, "AUTOGLM_IMPORT_MAX_BYTES", 20 * 1024 * 1024)
-
-
-def max_conversations() -> int:
-    return getattr(settings, "AUTOGLM_IMPORT_MAX_CONVERSATIONS", 1000)
-
-
-def max_messages() -> int:
-    return getattr(settings, "AUTOGLM_IMPORT_MAX_MESSAGES", 100_000)
-
-
-class ImportTooLargeError(ApplicationError):
-    status_code = 413
-    code = "request_too_large"
-
-
-def too_large() -> ImportTooLargeError:
-    megabytes = max_bytes() / (1024 * 1024)
-    return ImportTooLargeError(f"The file is larger than the {megabytes:g} MB an import takes.")
-
-
-def invalid(message: str, path: str | None) -> InvalidRequestError:
-    return InvalidRequestError(message, param=path or None, code="invalid_import")
-
-
-@dataclass
-class DraftMessage:
-    key: str  # its id in the file: only links its replies to it
-    parent_key: str | None
-    role: str
-    content: str
-    attachments: list = field(default_factory=list)
-    created_at: datetime | None = None
-
-
-@dataclass
-class DraftConversation:
-    title: str = ""
-    model: str = ""
-    system_prompt: str = ""
-    params: dict = field(default_factory=dict)
-    tags: list = field(default_factory=list)
-    pinned: bool = False
-    archived: bool = False
-    created_at: datetime | None = None
-    current_key: str | None = None
-    messages: list[DraftMessage] = field(default_factory=list)
-
-
-# Reading values, each refused with the path of where it is in the file.
-
-
-KINDS = {str: "a string", list: "a list", dict: "an object", bool: "true or false"}
-
-
-def _get(obj: dict, key: str, path: str, kind: type, default=None, *, required=False):
-    value = obj.get(key, default)
-    if value is None and not required:
-        return default
-    if not isinstance(value, kind):
-        raise invalid(f"{path}.{key} must be {KINDS[kind]}.", f"{path}.{key}")
-    return value
-
-
-def _text(value: str, path: str) -> str:
-    limit = settings.AUTOGLM_MAX_CONTENT_CHARS
-    if len(value) > limit:
-        raise invalid(f"{path} is longer than the {limit} characters a message may have.", path)
-    if "\x00" in value:
-        raise invalid(f"{path} holds a null character, which cannot be stored.", path)
-    return value
-
-
-def _in_range(when: datetime, path: str) -> datetime:
-    if not EARLIEST <= when <= LATEST:
-        raise invalid(f"{path} is not a time between {EARLIEST.year} and {LATEST.year}.", path)
-    return when
-
-
-def _iso_time(value, path: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        when = parse_datetime(value) if isinstance(value, str) else None
-    except ValueError:
-        when = None
-    if when is None:
-        raise invalid(f"{path} must be an ISO 8601 date and time.", path)
-    return _in_range(when if timezone.is_aware(when) else when.replace(tzinfo=UTC), path)
-
-
-def _epoch_time(value, path: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        if isinstance(value, bool) or not math.isfinite(value):
-            raise ValueError
-        when = datetime.fromtimestamp(value, UTC)
-    except (TypeError, ValueError, OverflowError, OSError):
-        raise invalid(f"{path} must be a time in seconds since 1970.", path) from None
-    return _in_range(when, path)
 
 
 def _key(value, path: str) -> str:
@@ -160,7 +62,7 @@ def _tags(value: list, path: str) -> list[str]:
                 f"{path}[{index}] must be a string of 1 to {TAG_MAX_CHARS} characters.", path
             )
         if tag.strip() not in tags:
-            tags.append(_text(tag.strip(), f"{path}[{index}]"))
+            tags.append(checked_text(tag.strip(), f"{path}[{index}]"))
     return tags
 
 
@@ -170,9 +72,14 @@ def _attachments(value: list, path: str) -> list[dict]:
         where = f"{path}[{index}]"
         if not isinstance(item, dict):
             raise invalid(f"{where} must be an object with a name and a text.", where)
-        name = _get(item, "name", where, str, required=True)
-        text = _get(item, "text", where, str, required=True)
-        kept.append({"name": _text(name, f"{where}.name"), "text": _text(text, f"{where}.text")})
+        name = member(item, "name", where, str, required=True)
+        text = member(item, "text", where, str, required=True)
+        kept.append(
+            {
+                "name": checked_text(name, f"{where}.name"),
+                "text": checked_text(text, f"{where}.text"),
+            }
+        )
     return kept
 
 
@@ -182,7 +89,7 @@ def _attachments(value: list, path: str) -> list[dict]:
 def _our_message(raw, path: str) -> DraftMessage:
     if not isinstance(raw, dict):
         raise invalid(f"{path} must be an object.", path)
-    role = raw.get("role")
+    role = str_or_none(raw.get("role"))
     if role not in ROLES:
         raise invalid(f"{path}.role must be one of {', '.join(sorted(ROLES))}.", f"{path}.role")
     parent = raw.get("parent_id")
@@ -190,26 +97,28 @@ def _our_message(raw, path: str) -> DraftMessage:
         key=_key(raw.get("id"), f"{path}.id"),
         parent_key=None if parent is None else _key(parent, f"{path}.parent_id"),
         role=role,
-        content=_text(_get(raw, "content", path, str, required=True), f"{path}.content"),
-        attachments=_attachments(_get(raw, "attachments", path, list, []), f"{path}.attachments"),
-        created_at=_iso_time(raw.get("created_at"), f"{path}.created_at"),
+        content=checked_text(member(raw, "content", path, str, required=True), f"{path}.content"),
+        attachments=_attachments(member(raw, "attachments", path, list, []), f"{path}.attachments"),
+        created_at=iso_time(raw.get("created_at"), f"{path}.created_at"),
     )
 
 
 def _our_conversation(raw, path: str) -> DraftConversation:
     if not isinstance(raw, dict):
         raise invalid(f"{path} must be an object.", path)
-    messages = _get(raw, "messages", path, list, [])
+    messages = member(raw, "messages", path, list, [])
     current = raw.get("current_message_id")
     return DraftConversation(
-        title=_text(_get(raw, "title", path, str, ""), f"{path}.title"),
-        model=_get(raw, "model", path, str, ""),
-        system_prompt=_text(_get(raw, "system_prompt", path, str, ""), f"{path}.system_prompt"),
-        params=_params(_get(raw, "params", path, dict, {}), f"{path}.params"),
-        tags=_tags(_get(raw, "tags", path, list, []), f"{path}.tags"),
-        pinned=_get(raw, "pinned", path, bool, False),
-        archived=_get(raw, "archived", path, bool, False),
-        created_at=_iso_time(raw.get("created_at"), f"{path}.created_at"),
+        title=checked_text(member(raw, "title", path, str, ""), f"{path}.title"),
+        model=member(raw, "model", path, str, ""),
+        system_prompt=checked_text(
+            member(raw, "system_prompt", path, str, ""), f"{path}.system_prompt"
+        ),
+        params=_params(member(raw, "params", path, dict, {}), f"{path}.params"),
+        tags=_tags(member(raw, "tags", path, list, []), f"{path}.tags"),
+        pinned=member(raw, "pinned", path, bool, False),
+        archived=member(raw, "archived", path, bool, False),
+        created_at=iso_time(raw.get("created_at"), f"{path}.created_at"),
         current_key=None if current is None else _key(current, f"{path}.current_message_id"),
         messages=[_our_message(m, f"{path}.messages[{i}]") for i, m in enumerate(messages)],
     )
@@ -225,101 +134,8 @@ def _ours(data: dict) -> list[DraftConversation]:
     conversations = data.get("conversations")
     if not isinstance(conversations, list):
         raise invalid("conversations must be a list.", "conversations")
-    _check_count(len(conversations))
+    check_count(len(conversations))
     return [_our_conversation(c, f"conversations[{i}]") for i, c in enumerate(conversations)]
-
-
-# ChatGPT's conversations.json.
-
-
-def _chatgpt_message(node: dict, path: str) -> tuple[str, str, datetime | None] | None:
-    """(role, text, time) of a node that is conversation; None for anything else: the empty
-    root, system and tool messages, hidden ones, tool calls, and content that is not text."""
-    message = node.get("message")
-    if not isinstance(message, dict):
-        return None
-    role = CHATGPT_ROLES.get((message.get("author") or {}).get("role"))
-    metadata = message.get("metadata") or {}
-    if role is None or metadata.get("is_visually_hidden_from_conversation"):
-        return None
-    if message.get("recipient", "all") not in ("all", None):
-        return None  # the assistant calling a tool
-    content = message.get("content") or {}
-    if not isinstance(content, dict) or content.get("content_type") not in CHATGPT_TEXT:
-        return None
-    parts = content.get("parts") or []
-    text = "\n".join(p for p in parts if isinstance(p, str)) if isinstance(parts, list) else ""
-    if not text.strip():
-        return None
-    when = _epoch_time(message.get("create_time"), f"{path}.message.create_time")
-    return role, _text(text, f"{path}.message.content"), when
-
-
-def _chatgpt_conversation(raw, path: str) -> DraftConversation:
-    if not isinstance(raw, dict):
-        raise invalid(f"{path} must be an object.", path)
-    mapping = _get(raw, "mapping", path, dict, required=True)
-    parents, kept = {}, {}
-    for key, node in mapping.items():
-        where = f"{path}.mapping.{key}"
-        if not isinstance(node, dict):
-            raise invalid(f"{where} must be an object.", where)
-        parent = node.get("parent")
-        if parent is not None and parent not in mapping:
-            raise invalid(f"{where}.parent names {parent!r}, which is not in the mapping.", where)
-        parents[key] = parent
-        if (message := _chatgpt_message(node, where)) is not None:
-            kept[key] = message
-
-    _check_rooted(parents, f"{path}.mapping")
-
-    def shown_ancestor(key: str | None) -> str | None:
-        """The nearest node at or above ``key`` that is kept: a skipped node's replies hang
-        from the message before it."""
-        while key is not None and key not in kept:
-            key = parents[key]
-        return key
-
-    current = raw.get("current_node")
-    return DraftConversation(
-        title=_text(_get(raw, "title", path, str, ""), f"{path}.title"),
-        model=_get(raw, "default_model_slug", path, str, ""),
-        created_at=_epoch_time(raw.get("create_time"), f"{path}.create_time"),
-        current_key=shown_ancestor(current) if current in mapping else None,
-        messages=[
-            DraftMessage(key, shown_ancestor(parents[key]), role, text, created_at=when)
-            for key, (role, text, when) in kept.items()
-        ],
-    )
-
-
-def _check_rooted(parents: dict, path: str) -> None:
-    """Every node's parents lead up to a root (no cycle)."""
-    rooted = set()
-    for start in parents:
-        chain, key = set(), start
-        while key is not None and key not in rooted:
-            if key in chain:
-                raise invalid(f"{path} has a cycle of parents (through {key!r}).", path)
-            chain.add(key)
-            key = parents[key]
-        rooted |= chain
-
-
-def _chatgpt(conversations: list) -> list[DraftConversation]:
-    _check_count(len(conversations))
-    return [_chatgpt_conversation(c, f"[{i}]") for i, c in enumerate(conversations)]
-
-
-def _check_count(count: int) -> None:
-    if count == 0:
-        raise invalid("The file holds no conversations.", "conversations")
-    if count > max_conversations():
-        raise invalid(
-            f"The file holds {count} conversations; an import takes at most "
-            f"{max_conversations()}. Split it.",
-            "conversations",
-        )
 
 
 def _in_order(draft: DraftConversation, path: str, start: datetime) -> None:
@@ -369,7 +185,7 @@ def drafts_read(data) -> list[DraftConversation]:
         drafts = _ours(data)
         base = "conversations"
     elif isinstance(data, list) or (isinstance(data, dict) and "mapping" in data):
-        drafts = _chatgpt(data if isinstance(data, list) else [data])
+        drafts = chatgpt_read(data if isinstance(data, list) else [data])
         base = ""
     else:
         raise invalid(

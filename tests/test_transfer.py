@@ -244,6 +244,7 @@ def msg(id, parent=None, role="user", content="hi", **extra) -> dict:
         ([{"mapping": {"a": {"parent": "zz"}}}], "[0].mapping.a", "not in the mapping"),
         ([{"mapping": {"a": {"parent": "b"}, "b": {"parent": "a"}}}], "[0].mapping", "cycle"),
         ([{"mapping": {}, "create_time": "noon"}], "[0].create_time", "seconds"),
+        ([{"mapping": {"a": {"parent": ["x"]}}}], "[0].mapping.a", "not in the mapping"),
     ],
 )
 def test_it_refuses_a_malformed_file_with_what_is_wrong(client_a, tenant_a, body, param, words):
@@ -340,3 +341,19 @@ def test_it_needs_a_caller(tenant_a):
 
     assert APIClient().get("/api/v1/export").status_code == 401
     assert APIClient().post("/api/v1/import", {}, format="json").status_code == 401
+
+
+def test_it_skips_what_it_cannot_read_in_chatgpts_nodes(client_a):
+    odd = {"author": "x", "metadata": [], "content": {"content_type": ["text"], "parts": "hi"}}
+    root = {"parent": None, "message": odd}
+    kept = {
+        "parent": "a",
+        "message": {
+            "author": {"role": "user"},
+            "content": {"content_type": "text", "parts": ["kept", {"asset": 1}]},
+        },
+    }
+    body = [{"title": None, "current_node": {}, "mapping": {"a": root, "b": kept}}]
+    made = client_a.post("/api/v1/import", body, format="json").json()["data"]
+    session = ChatSession.objects.get(pk=made[0]["id"])
+    assert (session.title, [m[2] for m in tree_of(session)]) == ("", ["kept"])
