@@ -9,7 +9,7 @@ from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
@@ -38,12 +38,9 @@ class ExportQuery(serializers.Serializer):
     format = serializers.ChoiceField(choices=export.FORMATS, required=False, default="json")
 
 
-class OneRendererOnly(BaseContentNegotiation):
+class OneRendererOnly(DefaultContentNegotiation):
     """JSON for errors, whatever ``?format=`` says: here it names the export's format, not a
     DRF renderer (which would answer an unknown one with a 404)."""
-
-    def select_parser(self, request, parsers):
-        return parsers[0] if parsers else None
 
     def select_renderer(self, request, renderers, format_suffix=None):
         return renderers[0], renderers[0].media_type
@@ -52,15 +49,15 @@ class OneRendererOnly(BaseContentNegotiation):
 def export_response(request, *, tenant, sessions, session=None) -> HttpResponse:
     query = ExportQuery(data=request.query_params)
     query.is_valid(raise_exception=True)
-    format = query.validated_data["format"]
-    if format == "markdown":
+    file_format = query.validated_data["format"]
+    if file_format == "markdown":
         body = export.export_markdown(tenant=tenant, sessions=sessions)
         content_type = "text/markdown; charset=utf-8"
     else:
         document = export.export_document(tenant=tenant, sessions=sessions)
         body = json.dumps(document, ensure_ascii=False, indent=2)
         content_type = "application/json"
-    filename = export.export_filename(session=session, tenant=tenant, format=format)
+    filename = export.export_filename(session=session, tenant=tenant, file_format=file_format)
     response = HttpResponse(body.encode(), content_type=content_type)
     response["Content-Disposition"] = content_disposition_header(True, filename)
     return response

@@ -100,9 +100,10 @@ def export_markdown(*, tenant: Tenant, sessions: Iterable[ChatSession]) -> str:
     return "\n---\n\n".join(parts) if parts else "No conversations.\n"
 
 
-def export_filename(*, session: ChatSession | None, tenant: Tenant, format: str) -> str:
+def export_filename(*, session: ChatSession | None, tenant: Tenant, file_format: str) -> str:
     """``autoglm-<title>-<date>.json`` for one conversation, ``autoglm-<organisation>-<date>``
     for all of them (``.md`` for Markdown)."""
-    name = (slugify(session.title)[:60] if session else slugify(tenant.slug)) or "conversation"
+    title = session.title if session else tenant.slug
+    name = slugify(title, allow_unicode=True)[:60] or "conversation"
     day = timezone.now().strftime("%Y%m%d")
-    return f"autoglm-{name}-{day}.{'md' if format == 'markdown' else 'json'}"
+    return f"autoglm-{name}-{day}.{'md' if file_format == 'markdown' else 'json'}"

@@ -41,6 +41,10 @@ def test_it_exports_a_conversation_and_imports_it_back(ui, tenant_a, tmp_path):
     expect(json_item).to_be_hidden()
     expect(toggle).to_be_focused()
     expect(toggle).to_have_attribute("aria-expanded", "false")
+    toggle.click()
+    expect(json_item).to_be_visible()
+    page.keyboard.press("Tab")  # focus moves on: the menu closes
+    expect(json_item).to_be_hidden()
 
     toggle.click()
     with page.expect_download() as download:

@@ -68,8 +68,6 @@ if (menuBox && toggle && menu) {
       event.preventDefault();
       event.stopPropagation();
       closeMenu();
-    } else if (event.key === "Tab") {
-      closeMenu({ focus: false });
     } else if (event.key === " ") {
       event.preventDefault();
       document.activeElement.click();
@@ -83,6 +81,12 @@ if (menuBox && toggle && menu) {
   });
   document.addEventListener("click", (event) => {
     if (!menuBox.contains(event.target)) closeMenu({ focus: false });
+  });
+  // Focus leaving the menu and its button (Tab, a click elsewhere) closes it.
+  menuBox.addEventListener("focusout", (event) => {
+    if (event.relatedTarget && !menuBox.contains(event.relatedTarget)) {
+      closeMenu({ focus: false });
+    }
   });
 }
 
