@@ -8,8 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Case, DateTimeField, Value, When
+from django.db import connection, transaction
 from django.utils import timezone
 
 from autoglm_site.errors import first_validation_error
@@ -213,15 +212,26 @@ def _model_for(name: str, api_key: ApiKey | None) -> str:
     return model_check(model=settings.AUTOGLM_DEFAULT_MODEL, api_key=api_key)
 
 
-def _restore_times(model, times: dict) -> None:
-    """Put back the file's times, which ``auto_now_add`` replaced with now at insert."""
+def _restore_times(model, times: dict, batch: int = 500) -> None:
+    """Put back the file's times, which ``auto_now_add`` replaced with now at insert: one
+    ``UPDATE ... SET created_at = CASE id WHEN ... END`` per batch. (The ORM's ``Case(When(pk=))``
+    says the same, but resolving 20 000 ``When`` expressions takes longer than the import.)"""
+    quote = connection.ops.quote_name
+    pk, column = model._meta.pk, model._meta.get_field("created_at")
+    table, pk_name, name = quote(model._meta.db_table), quote(pk.column), quote(column.column)
     items = list(times.items())
-    for start in range(0, len(items), 500):
-        chunk = items[start : start + 500]
-        whens = [When(pk=pk, then=Value(when)) for pk, when in chunk]
-        model.objects.filter(pk__in=[pk for pk, _ in chunk]).update(
-            created_at=Case(*whens, output_field=DateTimeField())
-        )
+    with connection.cursor() as cursor:
+        for start in range(0, len(items), batch):
+            chunk = items[start : start + batch]
+            ids = [pk.get_db_prep_value(key, connection) for key, _ in chunk]
+            whens = [column.get_db_prep_value(when, connection) for _, when in chunk]
+            cases = " ".join(["WHEN %s THEN %s"] * len(chunk))
+            marks = ", ".join(["%s"] * len(chunk))
+            cursor.execute(
+                f"UPDATE {table} SET {name} = CASE {pk_name} {cases} END "
+                f"WHERE {pk_name} IN ({marks})",
+                [value for pair in zip(ids, whens, strict=True) for value in pair] + ids,
+            )
 
 
 @transaction.atomic
