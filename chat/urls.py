@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api, search_api
+from . import api, search_api, transfer_api
 
 urlpatterns = [
     path("sessions", api.SessionListCreateApi.as_view(), name="api-sessions"),
@@ -16,6 +16,13 @@ urlpatterns = [
         name="api-session-regenerate",
     ),
     path("search", search_api.SearchApi.as_view(), name="api-search"),
+    path(
+        "sessions/<str:session_id>/export",
+        transfer_api.SessionExportApi.as_view(),
+        name="api-session-export",
+    ),
+    path("export", transfer_api.ExportApi.as_view(), name="api-export"),
+    path("import", transfer_api.ImportApi.as_view(), name="api-import"),
     path("jobs/<str:job_id>", api.JobDetailApi.as_view(), name="api-job-detail"),
     path("jobs/<str:job_id>/cancel", api.JobCancelApi.as_view(), name="api-job-cancel"),
     path("jobs/<str:job_id>/events", api.job_events_view, name="api-job-events"),

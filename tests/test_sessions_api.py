@@ -257,6 +257,7 @@ def test_it_hides_tenant_a_objects_from_tenant_b_on_every_endpoint(client_a, cli
         ("get", f"/api/v1/sessions/{sid}/messages", None),
         ("post", f"/api/v1/sessions/{sid}/messages", {"content": "steal"}),
         ("post", f"/api/v1/sessions/{sid}/regenerate", {}),
+        ("get", f"/api/v1/sessions/{sid}/export", None),
         ("get", f"/api/v1/jobs/{jid}", None),
         ("post", f"/api/v1/jobs/{jid}/cancel", None),
     ]
