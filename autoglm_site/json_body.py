@@ -26,6 +26,10 @@ def json_loads(raw: bytes) -> object:
         raise InvalidRequestError(
             "The JSON body of your request is nested too deeply.", code="invalid_json"
         ) from None
+    except ValueError:  # an integer of more digits than Python converts (sys.int_info)
+        raise InvalidRequestError(
+            "The JSON body of your request has a number too long to read.", code="invalid_json"
+        ) from None
     try:
         # One pass over every string: a lone surrogate cannot be encoded.
         json.dumps(data, ensure_ascii=False).encode()

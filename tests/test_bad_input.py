@@ -72,3 +72,11 @@ def test_no_api_path_answers_an_html_page(client_a, settings, debug):
     assert error_of(client_a.get("/api/v1/nowhere"), 404)["code"] == "not_found"
     assert error_of(client_a.get("/v1/nowhere"), 404)["code"] == "not_found"
     assert error_of(post(client_a, "/v1/chat/completions", HUGE), 413)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/sessions", "/v1/chat/completions", "messages"])
+def test_an_integer_too_long_to_parse_is_a_400(client_a, session_id, path):
+    # Python refuses to turn over 4300 digits into an int (a ValueError, not a JSONDecodeError).
+    path = f"/api/v1/sessions/{session_id}/messages" if path == "messages" else path
+    body = b'{"content": "x", "max_tokens": ' + b"9" * 5000 + b"}"
+    assert error_of(post(client_a, path, body), 400)["code"] == "invalid_json"
