@@ -151,6 +151,10 @@ AUTOGLM_MAX_CONTENT_CHARS = envint("AUTOGLM_MAX_CONTENT_CHARS", 100_000, minimum
 # Text files sent with a message (chat/attachments.py): how many, and their characters in all.
 AUTOGLM_MAX_ATTACHMENTS = envint("AUTOGLM_MAX_ATTACHMENTS", 5, minimum=0)
 AUTOGLM_MAX_ATTACHMENT_CHARS = envint("AUTOGLM_MAX_ATTACHMENT_CHARS", 200_000, minimum=1)
+# Imports of conversations (chat/transfer_import.py): the file's bytes, conversations, messages.
+AUTOGLM_IMPORT_MAX_BYTES = envint("AUTOGLM_IMPORT_MAX_BYTES", 20 * 1024 * 1024, minimum=1)
+AUTOGLM_IMPORT_MAX_CONVERSATIONS = envint("AUTOGLM_IMPORT_MAX_CONVERSATIONS", 1000, minimum=1)
+AUTOGLM_IMPORT_MAX_MESSAGES = envint("AUTOGLM_IMPORT_MAX_MESSAGES", 100_000, minimum=1)
 
 # Job event streams: kept this long after a job ends (as is the job's settlement mark, which
 # makes a second settlement change nothing), and at most this long in all.

@@ -16,15 +16,15 @@ EARLIEST, LATEST = datetime(1900, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo
 
 
 def max_bytes() -> int:
-    return getattr(settings, "AUTOGLM_IMPORT_MAX_BYTES", 20 * 1024 * 1024)
+    return settings.AUTOGLM_IMPORT_MAX_BYTES
 
 
 def max_conversations() -> int:
-    return getattr(settings, "AUTOGLM_IMPORT_MAX_CONVERSATIONS", 1000)
+    return settings.AUTOGLM_IMPORT_MAX_CONVERSATIONS
 
 
 def max_messages() -> int:
-    return getattr(settings, "AUTOGLM_IMPORT_MAX_MESSAGES", 100_000)
+    return settings.AUTOGLM_IMPORT_MAX_MESSAGES
 
 
 class ImportTooLargeError(ApplicationError):
