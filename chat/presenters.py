@@ -61,6 +61,14 @@ def job_usage(job: ChatJob) -> dict | None:
     }
 
 
+def job_ttft_ms(job: ChatJob) -> int | None:
+    """How long the job's caller waited for its first token, in ms: from admission (time in
+    the queue included) to the first token; None when none came."""
+    if job.first_token_at is None or job.created_at is None:
+        return None
+    return max(round((job.first_token_at - job.created_at).total_seconds() * 1000), 0)
+
+
 class SessionOutput(serializers.ModelSerializer):
     object = serializers.SerializerMethodField()
 
@@ -131,7 +139,11 @@ class JobOutput(serializers.Serializer):
         return stored_choices(job)[0].get("logprobs") or []
 
     def get_message(self, job) -> dict | None:
-        return MessageOutput(job.assistant_message).data if job.assistant_message else None
+        if job.assistant_message:
+            return MessageOutput(job.assistant_message).data
+        if job.continued_message and job.is_finished:  # the answer it wrote more of
+            return MessageOutput(job.continued_message).data
+        return None
 
     def get_links(self, job) -> dict:
         request = self.context["request"]

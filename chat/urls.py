@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api
+from . import api, continue_api
 
 urlpatterns = [
     path("sessions", api.SessionListCreateApi.as_view(), name="api-sessions"),
@@ -9,6 +9,11 @@ urlpatterns = [
         "sessions/<str:session_id>/messages",
         api.SessionMessagesApi.as_view(),
         name="api-session-messages",
+    ),
+    path(
+        "sessions/<str:session_id>/messages/<str:message_id>/continue",
+        continue_api.MessageContinueApi.as_view(),
+        name="api-message-continue",
     ),
     path("jobs/<str:job_id>", api.JobDetailApi.as_view(), name="api-job-detail"),
     path("jobs/<str:job_id>/cancel", api.JobCancelApi.as_view(), name="api-job-cancel"),
