@@ -23,7 +23,7 @@ from django.conf import settings
 from autoglm_site.redisconn import async_redis_client, redis_client, redis_deadline
 
 from .models import ChatJob
-from .presenters import job_error, job_ttft_ms, job_usage
+from .presenters import job_error, job_usage
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def done_event(job: ChatJob, *, with_message: bool = True) -> EventData:
         "finish_reason": job.finish_reason or None,
         "usage": job_usage(job),
         "model": job.model,
-        "ttft_ms": job_ttft_ms(job),
+        "ttft_ms": job.ttft_ms,
     }
     if len(job.choices) > 1:
         data["choices"] = [{"finish_reason": c.get("finish_reason")} for c in job.choices]

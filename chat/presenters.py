@@ -61,14 +61,6 @@ def job_usage(job: ChatJob) -> dict | None:
     }
 
 
-def job_ttft_ms(job: ChatJob) -> int | None:
-    """How long the job's caller waited for its first token, in ms: from admission (time in
-    the queue included) to the first token; None when none came."""
-    if job.first_token_at is None or job.created_at is None:
-        return None
-    return max(round((job.first_token_at - job.created_at).total_seconds() * 1000), 0)
-
-
 class SessionOutput(serializers.ModelSerializer):
     object = serializers.SerializerMethodField()
 

@@ -47,10 +47,11 @@ def chat_page(request, membership: Membership, session_id=None):
     """A conversation (or, without an id, a new one that the first message creates)."""
     tenant = membership.tenant
     session = selectors.session_get(tenant=tenant, session_id=session_id) if session_id else None
-    messages, active_job, failed_job, stopped = [], None, None, set()
+    messages, active_job, failed_job, stopped, details = [], None, None, set(), {}
     if session is not None:
         messages = list(selectors.message_list(tenant=tenant, session=session))
         stopped = selectors.session_stopped_message_ids(tenant=tenant, session=session)
+        details = selectors.answer_details(tenant=tenant, session=session)
         latest = selectors.session_latest_job(tenant=tenant, session=session)
         if latest is not None and not latest.is_finished:
             active_job = latest
@@ -72,7 +73,12 @@ def chat_page(request, membership: Membership, session_id=None):
         "max_tokens_limit": settings.AUTOGLM_MAX_TOKENS_LIMIT,
         "active_job": None
         if active_job is None
-        else {"id": str(active_job.id), "status": active_job.status},
+        else {
+            "id": str(active_job.id),
+            "status": active_job.status,
+            # A job writing more of an answer resumes into that answer's article.
+            "continued_message_id": str(active_job.continued_message_id or "") or None,
+        },
         "failed_job": None
         if failed_job is None
         else {"id": str(failed_job.id), "error": job_error(failed_job)["error"]},
@@ -82,7 +88,13 @@ def chat_page(request, membership: Membership, session_id=None):
         "current_session": session,
         "session": session,
         "messages": [
-            {"id": m.id, "role": m.role, "content": m.content, "stopped": m.id in stopped}
+            {
+                "id": m.id,
+                "role": m.role,
+                "content": m.content,
+                "stopped": m.id in stopped,
+                "details": details.get(m.id),
+            }
             for m in messages
         ],
         "active_job": active_job,
