@@ -81,7 +81,11 @@ def chat_page(request, membership: Membership, session_id=None):
         },
         "failed_job": None
         if failed_job is None
-        else {"id": str(failed_job.id), "error": job_error(failed_job)["error"]},
+        else {
+            "id": str(failed_job.id),
+            "error": job_error(failed_job)["error"],
+            "continued_message_id": str(failed_job.continued_message_id or "") or None,
+        },
     }
     context = {
         **shell_context(request, membership),

@@ -522,6 +522,11 @@ if (config.active_job) {
   const answer = continued ? begin(continued, sources.get(continued)) : begin(addAssistantMessage());
   if (continued) answer.retry = () => continueAnswer(continued);
   follow(answer, config.active_job.id);
+} else if (config.failed_job?.continued_message_id) {
+  // Writing more of an answer failed: the answer stays as it was, with the error under it.
+  const id = config.failed_job.continued_message_id;
+  const article = thread.querySelector(`.msg[data-message-id="${CSS.escape(id)}"]`);
+  if (article) showError(article, config.failed_job.error.message, () => continueAnswer(article));
 } else if (config.failed_job) {
   const article = addAssistantMessage();
   setState(article, "error");
