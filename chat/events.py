@@ -88,11 +88,17 @@ def done_event(job: ChatJob, *, with_message: bool = True) -> EventData:
         "status": job.status,
         "finish_reason": job.finish_reason or None,
         "usage": job_usage(job),
+        "model": job.model,
+        "ttft_ms": job.ttft_ms,
     }
     if len(job.choices) > 1:
         data["choices"] = [{"finish_reason": c.get("finish_reason")} for c in job.choices]
     if with_message:
-        data["message_id"] = str(job.assistant_message_id) if job.assistant_message_id else None
+        # A job that continued an answer wrote into that message (it has none of its own).
+        message_id = job.assistant_message_id or job.continued_message_id
+        data["message_id"] = str(message_id) if message_id else None
+        if job.continued_message_id:
+            data["continued"] = True
     return DONE, data
 
 

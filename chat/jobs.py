@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Sum
+from django.db.models import F, Sum, TextField, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
@@ -192,13 +193,23 @@ def job_lease_renew(*, job: ChatJob, starting: bool = False) -> None:
 
 
 def job_prompt_messages(*, job: ChatJob) -> list[dict[str, str]]:
-    """The conversation to answer: the session up to the job's user message, or the
-    request's own messages for a completion job."""
+    """The conversation to answer: the session up to the job's user message (or, for a job
+    that continues an answer, up to and including that answer), or the request's own
+    messages for a completion job."""
     if job.session is None:
         return list(job.params.get("messages", []))
+    if job.continued_message is not None:
+        return session_prompt(session=job.session, history=continued_history(job.continued_message))
     end = job.user_message_id
     history = selectors.message_list(tenant=job.tenant, session=job.session, leaf=end)
     return session_prompt(session=job.session, history=history)
+
+
+def continued_history(answer: Message) -> list[Message]:
+    """The branch that ends with ``answer``, oldest first."""
+    return list(
+        selectors.message_list(tenant=answer.tenant_id, session=answer.session, leaf=answer.pk)
+    )
 
 
 def job_budget(*, job: ChatJob, prompt_tokens: int, max_tokens: int) -> int:
@@ -235,6 +246,7 @@ def job_finish(
     dropped_messages: int = 0,
     choices: list[dict] | None = None,
     cached_tokens: int = 0,
+    first_token_at: datetime | None = None,
 ) -> ChatJob | None:
     """Store the answer (partial when cancelled) and close the job, once even if it ran twice.
     ``choices`` are all of its answers (``n`` > 1), or its one with logprobs; the first one is
@@ -249,7 +261,13 @@ def job_finish(
     if locked is None or not _held_by(locked, job.attempts):
         return locked
     cancelled = finish_reason == "cancelled"
-    if session_alive and (text or not cancelled):
+    if locked.continued_message_id is not None:
+        # More of an answer cut short: appended to it (``assistant_message`` is one job's).
+        if session_alive and text:
+            Message.objects.filter(pk=locked.continued_message_id).update(
+                content=Concat(F("content"), Value(text), output_field=TextField())
+            )
+    elif session_alive and (text or not cancelled):
         locked.assistant_message = Message.objects.create(
             tenant_id=locked.tenant_id,
             session_id=locked.session_id,
@@ -269,6 +287,7 @@ def job_finish(
     locked.cached_tokens = cached_tokens
     locked.finish_reason = finish_reason
     locked.dropped_messages = dropped_messages
+    locked.first_token_at = first_token_at
     locked.finished_at = timezone.now()
     locked.save()
     _job_ended(locked)

@@ -192,6 +192,14 @@ class ChatJob(models.Model):
         return self.status in self.FINISHED
 
     @property
+    def ttft_ms(self) -> int | None:
+        """How long its caller waited for the first token, in ms: from admission (time queued
+        included) to the first token; None when none came."""
+        if self.first_token_at is None or self.created_at is None:
+            return None
+        return max(round((self.first_token_at - self.created_at).total_seconds() * 1000), 0)
+
+    @property
     def ending_reason(self) -> str:
         """Why an ended job ended: its finish reason (stop, length, cancelled), or a failed
         one's error code (metrics and plugins label endings with it)."""

@@ -153,7 +153,11 @@ class JobOutput(serializers.Serializer):
         return stored_choices(job)[0].get("logprobs") or []
 
     def get_message(self, job) -> dict | None:
-        return MessageOutput(job.assistant_message).data if job.assistant_message else None
+        if job.assistant_message:
+            return MessageOutput(job.assistant_message).data
+        if job.continued_message and job.is_finished:  # the answer it wrote more of
+            return MessageOutput(job.continued_message).data
+        return None
 
     def get_links(self, job) -> dict:
         request = self.context["request"]

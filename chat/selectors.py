@@ -150,3 +150,46 @@ def job_queue_position(job: ChatJob) -> int | None:
         model=job.model, status=ChatJob.Status.QUEUED, created_at__lt=job.created_at
     ).count()
     return ahead + 1
+
+
+def answer_details(*, tenant: Tenant, session: ChatSession) -> dict:
+    """Per answer of the session (its message id): the model, tokens, time to first token and
+    finish reason of the job that wrote it. An answer that was continued has several jobs: the
+    first one's model and wait, the last one's prompt and finish reason, every one's completion
+    tokens."""
+    jobs = (
+        ChatJob.objects.filter(tenant=tenant, session=session)
+        .filter(Q(assistant_message__isnull=False) | Q(continued_message__isnull=False))
+        .order_by("created_at", "id")
+        .only(
+            "model",
+            "status",
+            "prompt_tokens",
+            "completion_tokens",
+            "finish_reason",
+            "created_at",
+            "first_token_at",
+            "assistant_message_id",
+            "continued_message_id",
+        )
+    )
+    details: dict = {}
+    for job in jobs:
+        message_id = job.assistant_message_id or job.continued_message_id
+        seen = details.get(message_id)
+        completion = job.completion_tokens or 0
+        if seen is None:
+            details[message_id] = {
+                "model": job.model,
+                "prompt_tokens": job.prompt_tokens,
+                "completion_tokens": completion,
+                "ttft_ms": job.ttft_ms,
+                "finish_reason": job.finish_reason,
+            }
+            continue
+        if job.status == ChatJob.Status.FAILED or job.prompt_tokens is None:
+            continue  # a continuation that wrote nothing (it failed, or never started)
+        seen["completion_tokens"] += completion
+        seen["prompt_tokens"] = job.prompt_tokens
+        seen["finish_reason"] = job.finish_reason
+    return details

@@ -49,7 +49,7 @@ def chat_page(request, membership: Membership, session_id=None):
     """A conversation (or, without an id, a new one that the first message creates)."""
     tenant = membership.tenant
     session = selectors.session_get(tenant=tenant, session_id=session_id) if session_id else None
-    messages, tree, active_job, failed_job, stopped = [], [], None, None, set()
+    messages, tree, active_job, failed_job, stopped, details = [], [], None, None, set(), {}
     if session is not None:
         leaf = _branch_through(tenant, session, request.GET.get("message"))
         messages = list(selectors.message_list(tenant=tenant, session=session, leaf=leaf))
@@ -60,6 +60,7 @@ def chat_page(request, membership: Membership, session_id=None):
             )
         ]
         stopped = selectors.session_stopped_message_ids(tenant=tenant, session=session)
+        details = selectors.answer_details(tenant=tenant, session=session)
         latest = selectors.session_latest_job(tenant=tenant, session=session)
         if latest is not None and not latest.is_finished:
             active_job = latest
@@ -92,10 +93,16 @@ def chat_page(request, membership: Membership, session_id=None):
             "id": str(active_job.id),
             "status": active_job.status,
             "user_message_id": active_job.user_message_id and str(active_job.user_message_id),
+            # A job writing more of an answer resumes into that answer's article.
+            "continued_message_id": str(active_job.continued_message_id or "") or None,
         },
         "failed_job": None
         if failed_job is None
-        else {"id": str(failed_job.id), "error": job_error(failed_job)["error"]},
+        else {
+            "id": str(failed_job.id),
+            "error": job_error(failed_job)["error"],
+            "continued_message_id": str(failed_job.continued_message_id or "") or None,
+        },
     }
     context = {
         **shell_context(request, membership),
@@ -109,6 +116,7 @@ def chat_page(request, membership: Membership, session_id=None):
                 "content": m.content,
                 "stopped": m.id in stopped,
                 "attachments": [file_chip(f) for f in m.attachments],
+                "details": details.get(m.id),
             }
             for m in messages
         ],

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api, search_api, transfer_api
+from . import api, continue_api, search_api, transfer_api
 
 urlpatterns = [
     path("sessions", api.SessionListCreateApi.as_view(), name="api-sessions"),
@@ -9,6 +9,11 @@ urlpatterns = [
         "sessions/<str:session_id>/messages",
         api.SessionMessagesApi.as_view(),
         name="api-session-messages",
+    ),
+    path(
+        "sessions/<str:session_id>/messages/<str:message_id>/continue",
+        continue_api.MessageContinueApi.as_view(),
+        name="api-message-continue",
     ),
     path(
         "sessions/<str:session_id>/regenerate",

@@ -250,6 +250,7 @@ def test_it_hides_tenant_a_objects_from_tenant_b_on_every_endpoint(client_a, cli
         f"/api/v1/sessions/{session_a['id']}/messages", {"content": "x"}, format="json"
     ).json()
     sid, jid = session_a["id"], job["id"]
+    mid = str(Message.objects.get(content="x").id)
     attempts = [
         ("get", f"/api/v1/sessions/{sid}", None),
         ("patch", f"/api/v1/sessions/{sid}", {"title": "stolen"}),
@@ -258,6 +259,7 @@ def test_it_hides_tenant_a_objects_from_tenant_b_on_every_endpoint(client_a, cli
         ("post", f"/api/v1/sessions/{sid}/messages", {"content": "steal"}),
         ("post", f"/api/v1/sessions/{sid}/regenerate", {}),
         ("get", f"/api/v1/sessions/{sid}/export", None),
+        ("post", f"/api/v1/sessions/{sid}/messages/{mid}/continue", None),
         ("get", f"/api/v1/jobs/{jid}", None),
         ("post", f"/api/v1/jobs/{jid}/cancel", None),
     ]
@@ -272,7 +274,9 @@ def test_it_hides_tenant_a_objects_from_tenant_b_on_every_endpoint(client_a, cli
 
     routes = {str(p.pattern) for p in urlpatterns if "<" in str(p.pattern)}
     tried = {
-        path.replace(sid, "<str:session_id>").replace(jid, "<str:job_id>")[8:]
+        path.replace(sid, "<str:session_id>")
+        .replace(jid, "<str:job_id>")
+        .replace(mid, "<str:message_id>")[8:]
         for _, path, _ in attempts
     } | {"jobs/<str:job_id>/events"}
     assert routes == tried

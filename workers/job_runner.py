@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -100,7 +101,7 @@ def _run(job: ChatJob) -> None:
     )
     stream = publisher()
     try:
-        result, dropped, choices = _generate(job, stream)
+        result, dropped, choices, first_token_at = _generate(job, stream)
     except Exception as exc:
         failure = _failure(exc)
         if failure is None:
@@ -120,12 +121,14 @@ def _run(job: ChatJob) -> None:
         )
         return
     stream.flush()  # every token is in the stream before the final event
-    _persist(job, result, dropped, choices)
+    _persist(job, result, dropped, choices, first_token_at)
 
 
-def _generate(job: ChatJob, stream: TokenPublisher) -> tuple[GenerationResult, int, list[dict]]:
-    """The job's answer, how many session messages were left out to fit the context, and
-    every choice as stored (empty for one answer without logprobs)."""
+def _generate(
+    job: ChatJob, stream: TokenPublisher
+) -> tuple[GenerationResult, int, list[dict], datetime | None]:
+    """The job's answer, how many session messages were left out to fit the context, every
+    choice as stored (empty for one answer without logprobs), and when its first token came."""
     from .runtime import cancels
 
     loaded, engine = _load_engine(job)
@@ -151,7 +154,7 @@ def _generate(job: ChatJob, stream: TokenPublisher) -> tuple[GenerationResult, i
         kept = []
         if n > 1 or runs[0].keeps_logprobs:
             kept = [run.stored(result) for run, result in zip(runs, results, strict=True)]
-        return combined(results), dropped, kept
+        return combined(results), dropped, kept, _wall_clock(handles[0].first_token_at)
     finally:
         cancels().forget(job_id)
 
@@ -185,20 +188,30 @@ def _prompt(job: ChatJob, loaded: LoadedModel) -> tuple[list[dict[str, str]], in
     if job.session_id is None:
         return messages, 0
     return fit_messages(
-        loaded, messages, max_tokens=job.params["max_tokens"], tools=job.params.get("tools")
+        loaded,
+        messages,
+        max_tokens=job.params["max_tokens"],
+        tools=job.params.get("tools"),
+        continue_final=bool(job.params.get("continue_final_message")),
     )
 
 
 def _encode(loaded: LoadedModel, job: ChatJob, messages: list[dict]) -> list[int]:
     """The prompt's token ids: the messages in the chat template, or a legacy completion's own
-    prompt as it is (its ids as given: the engine checks them against the vocabulary)."""
+    prompt as it is (its ids as given: the engine checks them against the vocabulary). A job
+    that continues an answer ends its prompt inside that answer (no end of turn after it)."""
     from .prompts import encode_prompt, encode_text
 
     if "prompt_ids" in job.params:
         return list(job.params["prompt_ids"])
     if "prompt" in job.params:
         return encode_text(loaded, job.params["prompt"])
-    return encode_prompt(loaded, messages, tools=job.params.get("tools"))
+    return encode_prompt(
+        loaded,
+        messages,
+        tools=job.params.get("tools"),
+        continue_final=bool(job.params.get("continue_final_message")),
+    )
 
 
 def _budget(job: ChatJob, prompt_ids: list[int], n: int) -> int:
@@ -247,12 +260,24 @@ def _wait(handles: list[EngineHandle]) -> list[GenerationResult]:
         raise
 
 
+def _wall_clock(monotonic_at: float | None) -> datetime | None:
+    """A ``time.monotonic()`` stamp of the engine's (a moment just past) as a datetime."""
+    if monotonic_at is None:
+        return None
+    return timezone.now() - timedelta(seconds=max(time.monotonic() - monotonic_at, 0.0))
+
+
 def _persist(
-    job: ChatJob, result: GenerationResult, dropped: int, choices: list[dict] | None = None
+    job: ChatJob,
+    result: GenerationResult,
+    dropped: int,
+    choices: list[dict] | None = None,
+    first_token_at: datetime | None = None,
 ) -> None:
     _stored(
         lambda: jobs.job_finish(
             job=job,
+            first_token_at=first_token_at,
             text=printable(result.text),
             choices=choices,
             prompt_tokens=result.prompt_tokens,

@@ -37,11 +37,13 @@ def encode_prompt(
     messages: Sequence[Mapping[str, Any]],
     *,
     tools: Sequence[Mapping[str, Any]] | None = None,
+    continue_final: bool = False,
 ) -> list[int]:
     """Validate ``messages`` and render them with the chat template into prompt token ids;
     ``tools`` (OpenAI's function definitions) and the tool calls and results in the messages
     are rendered as the model's template has them, or in the Hermes form
-    (workers/tool_prompts.py)."""
+    (workers/tool_prompts.py). With ``continue_final`` the prompt ends inside the last message
+    (an answer cut short, to write more of): no end of its turn, no new turn after it."""
     _validate_messages(messages)
     messages, template_tools = list(messages), None
     if _uses_tools(messages, tools):
@@ -49,7 +51,11 @@ def encode_prompt(
 
         messages, template_tools = prepare(loaded.tokenizer, messages, list(tools or []) or None)
     encoded = loaded.tokenizer.apply_chat_template(
-        messages, tools=template_tools, add_generation_prompt=True, tokenize=True
+        messages,
+        tools=template_tools,
+        add_generation_prompt=not continue_final,
+        continue_final_message=continue_final,
+        tokenize=True,
     )
     # transformers 4 returned a list of ids here; transformers 5 returns a
     # BatchEncoding (a dict with input_ids and attention_mask).
@@ -68,6 +74,7 @@ def fit_messages(
     *,
     max_tokens: int,
     tools: Sequence[Mapping[str, Any]] | None = None,
+    continue_final: bool = False,
 ) -> tuple[list[dict], int]:
     """Drop the oldest turns of a conversation until it fits the context window.
 
@@ -92,7 +99,7 @@ def fit_messages(
         return [dict(m) for i, m in enumerate(messages) if i not in dropped]
 
     def fits(count: int) -> tuple[bool, int]:
-        tokens = len(encode_prompt(loaded, keep(count), tools=tools))
+        tokens = len(encode_prompt(loaded, keep(count), tools=tools, continue_final=continue_final))
         return tokens <= budget, tokens
 
     if fits(0)[0]:

@@ -6,6 +6,7 @@ import { MessageTree, showVersions } from "./branches.js";
 import { setupComposerFiles, showFiles } from "./attachments.js";
 import { api, cloneTemplate, copyWithFeedback, toast } from "./common.js";
 import { renderInto } from "./markdown.js";
+import { recordMeta } from "./answer_meta.js";
 
 const config = JSON.parse(document.getElementById("chat-config").textContent);
 const chat = document.getElementById("chat");
@@ -160,8 +161,9 @@ function follow(answer, jobId) {
     scheduleRender(answer);
   });
   stream.addEventListener("reset", () => {
-    // The job was restarted on another worker: its answer starts over.
-    answer.source = "";
+    // The job was restarted on another worker: its answer starts over (a continuation, from
+    // the text it continues).
+    answer.source = answer.base ?? "";
     scheduleRender(answer);
   });
   stream.addEventListener("done", (event) => finish(answer, JSON.parse(event.data)));
@@ -234,6 +236,7 @@ function finish(answer, data) {
   } else {
     setState(article, "done");
   }
+  recordMeta(article, data);
   refreshActions();
 }
 
@@ -241,7 +244,8 @@ function failed(answer, data) {
   if (answer.done) return;
   settle(answer);
   setState(answer.article, "error");
-  showError(answer.article, data.error?.message || "The answer failed.", () => regenerate());
+  const retry = answer.retry || regenerate;
+  showError(answer.article, data.error?.message || "The answer failed.", () => retry());
   refreshActions();
 }
 
@@ -253,7 +257,7 @@ function lost(answer) {
   refreshActions();
   showError(article, "Lost the connection to the answer.", () => {
     // Follow the same job again from its start (the stream replays it).
-    const again = { article, source: "" };
+    const again = { article, source: answer.base ?? "", base: answer.base, retry: answer.retry };
     current = again;
     setBusy(true);
     follow(again, jobId);
@@ -320,8 +324,8 @@ async function submit(answer, question, content, parentId, files = []) {
   }
 }
 
-function begin(article) {
-  const answer = { article, source: "", jobId: null };
+function begin(article, source = "") {
+  const answer = { article, source, base: source, jobId: null };
   current = answer;
   setState(article, "sending", "Sending…");
   setBusy(true);
@@ -449,6 +453,24 @@ async function regenerate() {
   }
 }
 
+/** Write more of an answer cut by max_tokens: the new text streams in after the old. */
+async function continueAnswer(article) {
+  if (current || !session || !article.dataset.messageId) return;
+  const answer = begin(article, sources.get(article) ?? "");
+  answer.retry = () => continueAnswer(article);
+  article.querySelector(".msg-stopped").hidden = true;
+  const url = `/api/v1/sessions/${session.id}/messages/${article.dataset.messageId}/continue`;
+  try {
+    const job = await api("POST", url);
+    follow(answer, job.id);
+  } catch (error) {
+    settle(answer);
+    setState(article, "done");
+    refreshActions();
+    toast(error.message);
+  }
+}
+
 composer.addEventListener("submit", (event) => {
   event.preventDefault();
   send();
@@ -486,6 +508,8 @@ thread.addEventListener("click", (event) => {
     edit(article);
   } else if (button.dataset.action.startsWith("version-")) {
     showVersion(button.dataset.target);
+  } else if (button.dataset.action === "continue") {
+    continueAnswer(article);
   }
 });
 
@@ -602,10 +626,19 @@ for (const article of thread.querySelectorAll(".msg")) {
 
 summarise();
 if (config.active_job) {
-  // An answer was being generated when the page (re)loaded: follow it from its start.
-  const answer = begin(addAssistantMessage());
+  // An answer was being generated when the page (re)loaded: follow it from its start (more of
+  // an answer: into that answer, after its text as stored before the job began).
+  const id = config.active_job.continued_message_id;
+  const continued = id && thread.querySelector(`.msg[data-message-id="${CSS.escape(id)}"]`);
+  const answer = continued ? begin(continued, sources.get(continued)) : begin(addAssistantMessage());
+  if (continued) answer.retry = () => continueAnswer(continued);
   answer.questionId = config.active_job.user_message_id;
   follow(answer, config.active_job.id);
+} else if (config.failed_job?.continued_message_id) {
+  // Writing more of an answer failed: the answer stays as it was, with the error under it.
+  const id = config.failed_job.continued_message_id;
+  const article = thread.querySelector(`.msg[data-message-id="${CSS.escape(id)}"]`);
+  if (article) showError(article, config.failed_job.error.message, () => continueAnswer(article));
 } else if (config.failed_job) {
   const article = addAssistantMessage();
   setState(article, "error");
