@@ -3,7 +3,7 @@
 The job's prompt is the conversation up to and including the partial answer, rendered so that
 it ends inside that answer (the chat template's ``continue_final_message``: no end of turn after
 it); when the job ends its text is appended to the answer (``jobs.job_finish``). Admission,
-quotas and queueing are those of any job (``services._admit_and_create``).
+quotas and queueing are those of any job (``services.admit_and_create``).
 """
 
 from typing import Any
@@ -47,7 +47,7 @@ def answer_continue(
         _check_continuable(tenant=tenant, session=locked, answer=answer)  # still, under the lock
         return ChatJob(session=session, continued_message=answer)
 
-    return services._admit_and_create(
+    return services.admit_and_create(
         tenant=tenant,
         api_key=api_key,
         model=session.model,

@@ -191,7 +191,7 @@ def turn_submit(
         )
         return ChatJob(session=session, user_message=turn[-1], callback_url=callback_url)
 
-    return _admit_and_create(
+    return admit_and_create(
         tenant=tenant,
         api_key=api_key,
         model=session.model,
@@ -220,7 +220,7 @@ def completion_submit(
         tenant=tenant, model=model, messages=messages, params={**_default_params(), **params}
     )
     params = {**params, "messages": messages}
-    return _admit_and_create(
+    return admit_and_create(
         tenant=tenant,
         api_key=api_key,
         model=model,
@@ -259,7 +259,7 @@ def prompt_submit(
         params, estimate = {**params, "prompt": seen}, None
     else:
         params, estimate = {**params, "prompt_ids": prompt}, len(prompt)
-    return _admit_and_create(
+    return admit_and_create(
         tenant=tenant,
         api_key=api_key,
         model=model,
@@ -271,7 +271,7 @@ def prompt_submit(
     )
 
 
-def _admit_and_create(
+def admit_and_create(
     *,
     tenant: Tenant,
     api_key: ApiKey | None,
@@ -383,7 +383,7 @@ def session_regenerate(
     ``message_id`` is the answer to redo or the user message to answer; by default the last
     user message of the branch shown. The new answer goes on the branch through that message,
     which becomes the current one, with the session's current parameters, admitted and queued
-    as any message is (``_admit_and_create``). Returns the job and its limit headers.
+    as any message is (``admit_and_create``). Returns the job and its limit headers.
     """
     session_lock_idle(tenant=tenant, session=session)
     if message_id is not None:
@@ -413,7 +413,7 @@ def session_regenerate(
         )
         return ChatJob(session=session, user_message=question)
 
-    return _admit_and_create(
+    return admit_and_create(
         tenant=tenant,
         api_key=api_key,
         model=session.model,
