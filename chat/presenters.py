@@ -73,6 +73,9 @@ class SessionOutput(serializers.ModelSerializer):
             "model",
             "system_prompt",
             "params",
+            "pinned",
+            "archived",
+            "tags",
             "created_at",
             "updated_at",
         )

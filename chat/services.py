@@ -65,9 +65,14 @@ def session_update(
     title: str | None = None,
     system_prompt: str | None = None,
     params: dict[str, Any] | None = None,
+    pinned: bool | None = None,
+    archived: bool | None = None,
+    tags: list[str] | None = None,
 ) -> ChatSession:
-    """Rename a session or change its system prompt or default parameters."""
+    """Rename, pin, archive or tag a session, or change its system prompt or default
+    parameters. ``None`` leaves a field as it is."""
     changed = {"title": title, "system_prompt": system_prompt, "params": params}
+    changed |= {"pinned": pinned, "archived": archived, "tags": tags}
     changed = {name: value for name, value in changed.items() if value is not None}
     for name, value in changed.items():
         setattr(session, name, value)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api
+from . import api, share_api
 
 urlpatterns = [
     path("sessions", api.SessionListCreateApi.as_view(), name="api-sessions"),
@@ -10,6 +10,12 @@ urlpatterns = [
         api.SessionMessagesApi.as_view(),
         name="api-session-messages",
     ),
+    path(
+        "sessions/<str:session_id>/shares",
+        share_api.SessionSharesApi.as_view(),
+        name="api-session-shares",
+    ),
+    path("shares/<str:share_id>", share_api.ShareDetailApi.as_view(), name="api-share-detail"),
     path("jobs/<str:job_id>", api.JobDetailApi.as_view(), name="api-job-detail"),
     path("jobs/<str:job_id>/cancel", api.JobCancelApi.as_view(), name="api-job-cancel"),
     path("jobs/<str:job_id>/events", api.job_events_view, name="api-job-events"),
