@@ -79,6 +79,11 @@ class SessionUpdateInput(serializers.Serializer):
         required=False, allow_blank=True, max_length=settings.AUTOGLM_MAX_CONTENT_CHARS
     )
     params = SamplingInput(required=False)
+    current_message_id = serializers.UUIDField(
+        required=False,
+        help_text="Show the branch ending at this message of the session; the next message "
+        "follows it.",
+    )
     pinned = StrictBooleanField(required=False)
     archived = StrictBooleanField(required=False)
     tags = TagListField(required=False)
@@ -87,6 +92,17 @@ class SessionUpdateInput(serializers.Serializer):
 class MessageInput(SamplingInput):
     content = StrictCharField(max_length=settings.AUTOGLM_MAX_CONTENT_CHARS)
     callback_url = StrictCharField(required=False, max_length=2000, default="")
+    parent_id = serializers.UUIDField(
+        required=False,
+        allow_null=True,
+        help_text="The message this one follows (null: a new first message). Left out: the "
+        "session's current message. Following an earlier message starts a branch: this is "
+        "how a message is edited.",
+    )
+
+
+class MessagesQuery(serializers.Serializer):
+    view = serializers.ChoiceField(choices=["path", "tree"], required=False, default="path")
 
 
 class SessionListCreateApi(ApiView):
@@ -139,7 +155,15 @@ class SessionDetailApi(ApiView):
         session = selectors.session_get(tenant=request_tenant(request), session_id=session_id)
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
-        session = services.session_update(session=session, **data.validated_data)
+        changes = dict(data.validated_data)
+        if "current_message_id" in changes:
+            changes["current_message"] = selectors.message_get(
+                tenant=session.tenant,
+                session=session,
+                message_id=changes.pop("current_message_id"),
+                param="current_message_id",
+            )
+        session = services.session_update(session=session, **changes)
         return Response(SessionOutput(session).data)
 
     @extend_schema(responses={204: None}, summary="Delete a session, its messages and jobs")
@@ -153,7 +177,17 @@ class SessionMessagesApi(ApiView):
     Input = MessageInput
 
     @extend_schema(
-        parameters=PAGE_PARAMETERS,
+        parameters=[
+            *PAGE_PARAMETERS,
+            OpenApiParameter(
+                "view",
+                str,
+                enum=["path", "tree"],
+                description="path (default): the branch shown, from the first message to the "
+                "session's current one; tree: every message of every branch (each names its "
+                "parent_id)",
+            ),
+        ],
         responses=list_of(MessageOutput, name="MessageList", paged=True),
         operation_id="api_v1_sessions_messages_list",
         summary="A session's history, oldest first",
@@ -161,7 +195,12 @@ class SessionMessagesApi(ApiView):
     def get(self, request, session_id):
         tenant = request_tenant(request)
         session = selectors.session_get(tenant=tenant, session_id=session_id)
-        messages = selectors.message_list(tenant=tenant, session=session)
+        query = MessagesQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        if query.validated_data["view"] == "tree":
+            messages = selectors.message_tree(tenant=tenant, session=session)
+        else:
+            messages = selectors.message_list(tenant=tenant, session=session)
         return paged(request, messages, MessageOutput, newest_first=False)
 
     @extend_schema(
@@ -197,7 +236,58 @@ class SessionMessagesApi(ApiView):
             session=session,
             content=content,
             callback_url=params.pop("callback_url"),
+            parent=params.pop("parent_id", services.CURRENT),
             params=params,
+            api_key=request.auth,
+            trace_id=request.request_id,
+        )
+        return Response(
+            JobOutput(job, context={"request": request}).data,
+            status=status.HTTP_202_ACCEPTED,
+            headers=limits.values,
+        )
+
+
+class RegenerateInput(serializers.Serializer):
+    message_id = serializers.UUIDField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The answer to redo, or the user message to answer; by default the last user "
+        "message of the branch shown.",
+    )
+
+
+class SessionRegenerateApi(ApiView):
+    Input = RegenerateInput
+
+    @extend_schema(
+        request=Input,
+        summary="Answer a message again; earlier answers stay, as versions (same parent_id)",
+        **idempotency_schema(
+            {
+                202: JobOutput,
+                409: OpenApiResponse(
+                    ERROR_REF, description="An answer is still being generated (`conflict`)."
+                ),
+                429: OpenApiResponse(ERROR_REF, description=ERRORS["429"]),
+            }
+        ),
+    )
+    def post(self, request, session_id):
+        tenant = request_tenant(request)
+        session = selectors.session_get(tenant=tenant, session_id=session_id)
+        scope = caller_scope(tenant, request.auth, request.user)
+        create = lambda: self._regenerate(request, tenant, session)  # noqa: E731
+        return idempotent(request, scope=scope, create=create)
+
+    def _regenerate(self, request, tenant, session):
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        job, limits = services.session_regenerate(
+            tenant=tenant,
+            session=session,
+            message_id=data.validated_data["message_id"],
             api_key=request.auth,
             trace_id=request.request_id,
         )

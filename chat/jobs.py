@@ -23,7 +23,7 @@ from autoglm_site.retrying import retry_through_outage
 from tenants import quotas
 from tenants.models import ApiKey, Tenant, UsageRecord
 
-from . import events, pipeline
+from . import events, pipeline, selectors
 from .models import ChatJob, ChatSession, Message
 
 logger = logging.getLogger(__name__)
@@ -193,9 +193,8 @@ def job_prompt_messages(*, job: ChatJob) -> list[dict[str, str]]:
     request's own messages for a completion job."""
     if job.session is None:
         return list(job.params.get("messages", []))
-    history = Message.objects.filter(session=job.session).order_by("created_at", "id")
-    if job.user_message is not None:
-        history = history.filter(created_at__lte=job.user_message.created_at)
+    end = job.user_message_id
+    history = selectors.message_list(tenant=job.tenant, session=job.session, leaf=end)
     return session_prompt(session=job.session, history=history)
 
 
@@ -251,9 +250,14 @@ def job_finish(
         locked.assistant_message = Message.objects.create(
             tenant_id=locked.tenant_id,
             session_id=locked.session_id,
+            parent_id=locked.user_message_id,
             role=Message.Role.ASSISTANT,
             content=text,
         )
+        # The answer ends the branch it answers, unless another branch was chosen meanwhile.
+        ChatSession.objects.filter(
+            pk=locked.session_id, current_message_id=locked.user_message_id
+        ).update(current_message=locked.assistant_message)
     locked.status = ChatJob.Status.CANCELLED if cancelled else ChatJob.Status.SUCCEEDED
     locked.output = _kept_output(locked, text)
     locked.choices = choices if choices and not locked.session_deleted_at else []

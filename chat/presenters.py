@@ -63,6 +63,9 @@ def job_usage(job: ChatJob) -> dict | None:
 
 class SessionOutput(serializers.ModelSerializer):
     object = serializers.SerializerMethodField()
+    current_message_id = serializers.UUIDField(
+        read_only=True, allow_null=True, help_text="The last message of the branch shown."
+    )
 
     class Meta:
         model = ChatSession
@@ -73,6 +76,7 @@ class SessionOutput(serializers.ModelSerializer):
             "model",
             "system_prompt",
             "params",
+            "current_message_id",
             "pinned",
             "archived",
             "tags",
@@ -86,10 +90,13 @@ class SessionOutput(serializers.ModelSerializer):
 
 class MessageOutput(serializers.ModelSerializer):
     object = serializers.SerializerMethodField()
+    parent_id = serializers.UUIDField(
+        read_only=True, allow_null=True, help_text="The message it follows; null: a first one."
+    )
 
     class Meta:
         model = Message
-        fields = ("id", "object", "role", "content", "created_at")
+        fields = ("id", "object", "parent_id", "role", "content", "created_at")
 
     def get_object(self, obj) -> str:
         return "chat.message"
@@ -103,6 +110,9 @@ class JobOutput(serializers.Serializer):
     status = serializers.CharField()
     model = serializers.CharField()
     session_id = serializers.UUIDField(allow_null=True)
+    user_message_id = serializers.UUIDField(
+        allow_null=True, help_text="The session's message it answers."
+    )
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)

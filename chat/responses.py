@@ -16,7 +16,7 @@ from autoglm_site.errors import ConflictError, InvalidRequestError, NotFoundErro
 from tenants import quotas
 from tenants.models import ApiKey, Tenant
 
-from . import services
+from . import selectors, services
 from .models import ChatJob, ChatSession, Message
 
 RESPONSE_PREFIX = "resp_"
@@ -61,8 +61,11 @@ def history_until(previous: ChatJob) -> list[Message]:
             "The previous response has no answer to continue from.",
             param="previous_response_id",
         )
-    end = previous.assistant_message.created_at
-    return list(previous.session.messages.filter(created_at__lte=end).order_by("created_at", "id"))
+    return list(
+        selectors.message_list(
+            tenant=previous.tenant, session=previous.session, leaf=previous.assistant_message_id
+        )
+    )
 
 
 def _session_for(
@@ -83,10 +86,17 @@ def _session_for(
     branch = services.session_create(
         tenant=tenant, model=model, title=session.title, params=session.params, api_key=api_key
     )
+    parent = None
     for message in history:  # one by one: each a later created_at, so the order is kept
-        Message.objects.create(
-            tenant=tenant, session=branch, role=message.role, content=message.content
+        parent = Message.objects.create(
+            tenant=tenant,
+            session=branch,
+            parent=parent,
+            role=message.role,
+            content=message.content,
         )
+    branch.current_message = parent
+    branch.save(update_fields=["current_message"])
     return branch
 
 

@@ -23,7 +23,7 @@ from autoglm_site.outbound import check_outbound_url
 from tenants import quotas
 from tenants.models import ApiKey, Tenant
 
-from . import jobs, pipeline
+from . import jobs, pipeline, selectors
 from .capacity import admission_check
 from .models import ChatJob, ChatSession, Message
 from .tokens import decode_tokens, estimate_prompt_tokens
@@ -65,14 +65,23 @@ def session_update(
     title: str | None = None,
     system_prompt: str | None = None,
     params: dict[str, Any] | None = None,
+    current_message: Message | None = None,
     pinned: bool | None = None,
     archived: bool | None = None,
     tags: list[str] | None = None,
 ) -> ChatSession:
-    """Rename, pin, archive or tag a session, or change its system prompt or default
-    parameters. ``None`` leaves a field as it is."""
-    changed = {"title": title, "system_prompt": system_prompt, "params": params}
-    changed |= {"pinned": pinned, "archived": archived, "tags": tags}
+    """Rename, pin, archive or tag a session, change its system prompt or default parameters,
+    or show another branch (``current_message``, one of its messages). ``None`` leaves a field
+    as it is."""
+    changed = {
+        "title": title,
+        "system_prompt": system_prompt,
+        "params": params,
+        "current_message": current_message,
+        "pinned": pinned,
+        "archived": archived,
+        "tags": tags,
+    }
     changed = {name: value for name, value in changed.items() if value is not None}
     for name, value in changed.items():
         setattr(session, name, value)
@@ -98,6 +107,10 @@ def session_delete(*, session: ChatSession) -> None:
     session.delete()
 
 
+# ``parent`` left out: a new message follows the session's current message.
+CURRENT = object()
+
+
 def message_submit(
     *,
     tenant: Tenant,
@@ -107,6 +120,7 @@ def message_submit(
     api_key: ApiKey | None = None,
     trace_id: str = "",
     callback_url: str = "",
+    parent: Any = CURRENT,
 ) -> tuple[ChatJob, quotas.Headers]:
     """Store the user's message and queue a job to answer it; returns the job and the
     rate-limit headers for the response. ``callback_url`` is told when the job ends (a
@@ -117,6 +131,10 @@ def message_submit(
     refused with 409 if an answer is still being generated in the session. The job is sent to
     the model's queue only after the transaction commits, so a worker never looks for a row
     that is not there yet.
+
+    ``parent`` is the id of the message it follows (None: a new first message), so posting
+    after an earlier message starts a branch, as editing a message does; left out, it follows
+    the session's current message. The new message becomes the current one.
     """
     return turn_submit(
         tenant=tenant,
@@ -126,6 +144,7 @@ def message_submit(
         api_key=api_key,
         trace_id=trace_id,
         callback_url=callback_url,
+        parent=parent,
     )
 
 
@@ -138,10 +157,13 @@ def turn_submit(
     api_key: ApiKey | None = None,
     trace_id: str = "",
     callback_url: str = "",
+    parent: Any = CURRENT,
 ) -> tuple[ChatJob, quotas.Headers]:
     """``message_submit`` for a turn of one or more messages (user text, tool results: the
-    Responses API's input items), stored in order; the job answers the last of them."""
+    Responses API's input items), stored in order, each following the one before; the job
+    answers the last of them."""
     model_check(model=session.model, api_key=api_key)
+    history = _history_before(tenant=tenant, session=session, parent=parent)
     if callback_url:
         callback_url = check_outbound_url(callback_url, param="callback_url").url
     params = {**_default_params(), **session.params, **params}
@@ -150,14 +172,18 @@ def turn_submit(
     )
     # What the plugins made of them (e.g. masked) is stored.
     turn = [Message(role=m["role"], content=m["content"]) for m in messages]
-    prompt = jobs.session_prompt(session=session, history=[*session.messages.all(), *turn])
+    prompt = jobs.session_prompt(session=session, history=[*history, *turn])
 
     def build() -> ChatJob:
         session_lock_idle(tenant=tenant, session=session)
+        previous = history[-1] if history else None
         for message in turn:
-            message.tenant, message.session = tenant, session
+            message.tenant, message.session, message.parent = tenant, session, previous
             message.save()
-        ChatSession.objects.filter(pk=session.pk).update(updated_at=timezone.now())
+            previous = message
+        ChatSession.objects.filter(pk=session.pk).update(
+            current_message=previous, updated_at=timezone.now()
+        )
         return ChatJob(session=session, user_message=turn[-1], callback_url=callback_url)
 
     return _admit_and_create(
@@ -306,6 +332,19 @@ def _default_params() -> dict[str, Any]:
     return {"max_tokens": settings.AUTOGLM_DEFAULT_MAX_TOKENS, "temperature": 1.0, "top_p": 1.0}
 
 
+def _history_before(*, tenant: Tenant, session: ChatSession, parent: Any) -> list[Message]:
+    """The branch a new turn follows: up to ``parent`` (an id of the session's; None: none),
+    or up to the session's current message when ``parent`` is left out."""
+    if parent is None:
+        return []
+    leaf = None
+    if parent is not CURRENT:
+        leaf = selectors.message_get(
+            tenant=tenant, session=session, message_id=parent, param="parent_id"
+        ).pk
+    return list(selectors.message_list(tenant=tenant, session=session, leaf=leaf))
+
+
 def session_lock_idle(*, tenant: Tenant, session: ChatSession) -> ChatSession:
     """The session's row, locked until the transaction ends, with no answer being generated in
     it; 409 while one is (a message posted then would interleave with that answer, and be
@@ -326,29 +365,53 @@ def session_lock_idle(*, tenant: Tenant, session: ChatSession) -> ChatSession:
 
 
 @transaction.atomic
-def session_regenerate(*, tenant: Tenant, session: ChatSession, trace_id: str = ""):
-    """Answer the session's last user message again, replacing the answer it had (if any).
+def session_regenerate(
+    *,
+    tenant: Tenant,
+    session: ChatSession,
+    message_id=None,
+    api_key: ApiKey | None = None,
+    trace_id: str = "",
+) -> tuple[ChatJob, quotas.Headers]:
+    """Answer a user message again; the answers it had stay, as earlier versions.
 
-    The last user turn is resubmitted through ``services.message_submit`` with the session's
-    current parameters, so admission, quotas and queueing are the API's. If admission refuses,
-    the transaction rolls back and the old answer stays. Returns the job and its limit headers.
+    ``message_id`` is the answer to redo or the user message to answer; by default the last
+    user message of the branch shown. The new answer goes on the branch through that message,
+    which becomes the current one, with the session's current parameters, admitted and queued
+    as any message is (``_admit_and_create``). Returns the job and its limit headers.
     """
-    session = session_lock_idle(tenant=tenant, session=session)
-    last_user = (
-        Message.objects.filter(tenant=tenant, session=session, role=Message.Role.USER)
-        .order_by("created_at", "id")
-        .last()
-    )
-    if last_user is None:
+    session_lock_idle(tenant=tenant, session=session)
+    if message_id is not None:
+        target = selectors.message_get(
+            tenant=tenant, session=session, message_id=message_id, param="message_id"
+        )
+        question = target.parent if target.role == Message.Role.ASSISTANT else target
+    else:
+        path = selectors.message_list(tenant=tenant, session=session)
+        question = path.filter(role=Message.Role.USER).last()
+    if question is None or question.role != Message.Role.USER:
         raise InvalidRequestError("This conversation has no message to answer.")
-    Message.objects.filter(
-        tenant=tenant, session=session, created_at__gte=last_user.created_at
-    ).delete()
-    return message_submit(
+    model_check(model=session.model, api_key=api_key)
+    params = {**_default_params(), **session.params}
+    history = list(selectors.message_list(tenant=tenant, session=session, leaf=question.pk))
+    # The plugins see the turn answered, as when it was posted (it is stored as they left it).
+    turn = [{"role": question.role, "content": question.content}]
+    _, params = pipeline.before_admission(
+        tenant=tenant, model=session.model, messages=turn, params=params
+    )
+
+    def build() -> ChatJob:
+        ChatSession.objects.filter(pk=session.pk).update(
+            current_message=question, updated_at=timezone.now()
+        )
+        return ChatJob(session=session, user_message=question)
+
+    return _admit_and_create(
         tenant=tenant,
-        session=session,
-        content=last_user.content,
-        params={},
-        api_key=None,
+        api_key=api_key,
+        model=session.model,
+        params=params,
+        prompt=jobs.session_prompt(session=session, history=history),
         trace_id=trace_id,
+        build=build,
     )

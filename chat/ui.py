@@ -12,18 +12,19 @@ from django.contrib.auth import views as auth_views
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.response import Response
 
+from autoglm_site.errors import NotFoundError
 from tenants.apiviews import ApiView
 from tenants.auth import session_membership
 from tenants.models import Membership
 from tenants.ui_shell import secure, shell_context, ui_page
 
-from . import selectors, services
+from . import selectors
 from .models import ChatJob
-from .presenters import JobOutput, job_error
+from .presenters import job_error
 
 # --- Pages ----------------------------------------------------------------------------------
 
@@ -47,9 +48,16 @@ def chat_page(request, membership: Membership, session_id=None):
     """A conversation (or, without an id, a new one that the first message creates)."""
     tenant = membership.tenant
     session = selectors.session_get(tenant=tenant, session_id=session_id) if session_id else None
-    messages, active_job, failed_job, stopped = [], None, None, set()
+    messages, tree, active_job, failed_job, stopped = [], [], None, None, set()
     if session is not None:
-        messages = list(selectors.message_list(tenant=tenant, session=session))
+        leaf = _branch_through(tenant, session, request.GET.get("message"))
+        messages = list(selectors.message_list(tenant=tenant, session=session, leaf=leaf))
+        tree = [
+            [str(pk), parent and str(parent)]
+            for pk, parent in selectors.message_tree(tenant=tenant, session=session).values_list(
+                "id", "parent_id"
+            )
+        ]
         stopped = selectors.session_stopped_message_ids(tenant=tenant, session=session)
         latest = selectors.session_latest_job(tenant=tenant, session=session)
         if latest is not None and not latest.is_finished:
@@ -66,13 +74,18 @@ def chat_page(request, membership: Membership, session_id=None):
             "system_prompt": session.system_prompt,
             "params": session.params,
         },
+        "tree": tree,  # [id, parent id] of every message, oldest first: the versions' arrows
         "models": list(settings.AUTOGLM_MODELS),
         "default_model": settings.AUTOGLM_DEFAULT_MODEL,
         "default_max_tokens": settings.AUTOGLM_DEFAULT_MAX_TOKENS,
         "max_tokens_limit": settings.AUTOGLM_MAX_TOKENS_LIMIT,
         "active_job": None
         if active_job is None
-        else {"id": str(active_job.id), "status": active_job.status},
+        else {
+            "id": str(active_job.id),
+            "status": active_job.status,
+            "user_message_id": active_job.user_message_id and str(active_job.user_message_id),
+        },
         "failed_job": None
         if failed_job is None
         else {"id": str(failed_job.id), "error": job_error(failed_job)["error"]},
@@ -82,7 +95,13 @@ def chat_page(request, membership: Membership, session_id=None):
         "current_session": session,
         "session": session,
         "messages": [
-            {"id": m.id, "role": m.role, "content": m.content, "stopped": m.id in stopped}
+            {
+                "id": m.id,
+                "parent_id": m.parent_id,
+                "role": m.role,
+                "content": m.content,
+                "stopped": m.id in stopped,
+            }
             for m in messages
         ],
         "active_job": active_job,
@@ -95,6 +114,20 @@ def chat_page(request, membership: Membership, session_id=None):
         "chat_config": config,
     }
     return render(request, "ui/chat.html", context)
+
+
+def _branch_through(tenant, session, message_id):
+    """The end of the branch to show: the newest one through ``message_id`` (a search hit, a
+    version picked), or None (the session's current branch) without one or for a stale id."""
+    if not message_id:
+        return None
+    try:
+        message = selectors.message_get(
+            tenant=tenant, session=session, message_id=message_id, param="message"
+        )
+    except NotFoundError:
+        return None
+    return selectors.newest_leaf(message).pk
 
 
 def _settings_form(params: dict) -> dict:
@@ -133,23 +166,4 @@ class JobStateApi(UiApiView):
                 "status": job.status,
                 "queue_position": selectors.job_queue_position(job),
             }
-        )
-
-
-class SessionRegenerateApi(UiApiView):
-    @extend_schema(
-        request=None,
-        responses={202: JobOutput},
-        summary="Answer the last message again, replacing its answer",
-    )
-    def post(self, request, session_id):
-        tenant = session_membership(request).tenant
-        session = selectors.session_get(tenant=tenant, session_id=session_id)
-        job, limits = services.session_regenerate(
-            tenant=tenant, session=session, trace_id=request.request_id
-        )
-        return Response(
-            JobOutput(job, context={"request": request}).data,
-            status=status.HTTP_202_ACCEPTED,
-            headers=limits.values,
         )

@@ -15,9 +15,4 @@ urlpatterns = [
     path("share/<str:token>/", share_ui.share_page, name="ui-share"),
     path("share/<str:token>/continue", share_ui.share_continue, name="ui-share-continue"),
     path("ui/jobs/<str:job_id>/state", ui.JobStateApi.as_view(), name="ui-job-state"),
-    path(
-        "ui/sessions/<str:session_id>/regenerate",
-        ui.SessionRegenerateApi.as_view(),
-        name="ui-session-regenerate",
-    ),
 ]

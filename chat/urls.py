@@ -11,6 +11,11 @@ urlpatterns = [
         name="api-session-messages",
     ),
     path(
+        "sessions/<str:session_id>/regenerate",
+        api.SessionRegenerateApi.as_view(),
+        name="api-session-regenerate",
+    ),
+    path(
         "sessions/<str:session_id>/shares",
         share_api.SessionSharesApi.as_view(),
         name="api-session-shares",

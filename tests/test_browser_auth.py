@@ -93,7 +93,7 @@ class TestSignedInUsersUseTheNativeApi:
                 content_type="application/json",
             ),
             alice.delete(f"/api/v1/sessions/{session.id}"),
-            post_json(alice, f"/ui/sessions/{session.id}/regenerate"),
+            post_json(alice, f"/api/v1/sessions/{session.id}/regenerate"),
             post_json(alice, "/api/v1/keys", {"name": "forged"}),
             post_json(alice, "/api/v1/sessions", {"title": "forged"}, csrf="wrong" * 8),
         ]
@@ -141,7 +141,7 @@ class TestSignedInUsersUseTheNativeApi:
             post_json(charlie, f"/api/v1/jobs/{job.id}/cancel", csrf=csrf),
             charlie.get(f"/api/v1/jobs/{job.id}/events"),
             charlie.get(f"/ui/jobs/{job.id}/state"),
-            post_json(charlie, f"/ui/sessions/{session_id}/regenerate", csrf=csrf),
+            post_json(charlie, f"/api/v1/sessions/{session_id}/regenerate", csrf=csrf),
         ]
         for response in answers:
             assert response.status_code == 404, response.content
@@ -238,10 +238,10 @@ class TestUiEndpoints:
         ChatJob.objects.filter(pk=first.pk).update(status="cancelled")
         assert alice.get(f"/ui/jobs/{mine.id}/state").json()["queue_position"] == 1
 
-    def test_regenerate_replaces_the_last_answer(self, tenant_a):
+    def test_regenerate_keeps_the_last_answer_as_an_earlier_version(self, tenant_a):
         job = job_in(tenant_a)
         alice, csrf = sign_in("alice", "alice-pw")
-        busy = post_json(alice, f"/ui/sessions/{job.session_id}/regenerate", csrf=csrf)
+        busy = post_json(alice, f"/api/v1/sessions/{job.session_id}/regenerate", csrf=csrf)
         assert busy.status_code == 409  # still generating
         from chat.jobs import job_finish, job_start
 
@@ -252,17 +252,23 @@ class TestUiEndpoints:
             completion_tokens=2,
             finish_reason="stop",
         )
-        response = post_json(alice, f"/ui/sessions/{job.session_id}/regenerate", csrf=csrf)
+        response = post_json(alice, f"/api/v1/sessions/{job.session_id}/regenerate", csrf=csrf)
         assert response.status_code == 202, response.content
         new_job = ChatJob.objects.get(pk=response.json()["id"])
-        history = alice.get(f"/api/v1/sessions/{job.session_id}/messages").json()["data"]
+        messages = f"/api/v1/sessions/{job.session_id}/messages"
+        history = alice.get(messages).json()["data"]
         assert [(m["role"], m["content"]) for m in history] == [("user", "hi")]
         assert new_job.user_message.content == "hi" and new_job.status == "queued"
+        tree = alice.get(messages, {"view": "tree"}).json()["data"]
+        assert [(m["role"], m["content"], m["parent_id"]) for m in tree] == [
+            ("user", "hi", None),
+            ("assistant", "old answer", str(new_job.user_message_id)),
+        ]
 
     def test_regenerate_needs_a_message(self, tenant_a):
         session = session_create(tenant=tenant_a)
         alice, csrf = sign_in("alice", "alice-pw")
-        response = post_json(alice, f"/ui/sessions/{session.id}/regenerate", csrf=csrf)
+        response = post_json(alice, f"/api/v1/sessions/{session.id}/regenerate", csrf=csrf)
         assert response.status_code == 400
 
     def test_pages_send_a_content_security_policy(self, tenant_a):

@@ -99,12 +99,15 @@ def test_it_streams_the_answer_as_it_grows_then_regenerates_it(ui):
     messages = orm(
         lambda: list(Message.objects.filter(session_id=session_id).order_by("created_at"))
     )
-    assert [m.role for m in messages] == ["user", "assistant"]
-    assert messages[0].content == ESSAY and messages[1].id != old
-    assert answer.get_attribute("data-message-id") == str(messages[1].id)
-    new_job = orm(ChatJob.objects.get, assistant_message_id=messages[1].id)
+    # The first answer stays, as the earlier version of the new one.
+    assert [m.role for m in messages] == ["user", "assistant", "assistant"]
+    assert messages[0].content == ESSAY and messages[1].id == old
+    assert messages[1].parent_id == messages[2].parent_id == messages[0].id
+    assert answer.get_attribute("data-message-id") == str(messages[2].id)
+    new_job = orm(ChatJob.objects.get, assistant_message_id=messages[2].id)
     assert new_job.params["max_tokens"] == 16 and new_job.completion_tokens <= 16
     expect(page.locator("#thread .msg")).to_have_count(2)
+    expect(answer.locator(".msg-versions")).to_have_accessible_name("Version 2 of 2")
 
 
 def test_stop_ends_the_job_cancelled_and_keeps_the_partial_answer(ui):

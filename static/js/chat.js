@@ -1,6 +1,8 @@
 // The chat page: send (Enter; Shift+Enter is a new line), stream the answer over SSE from
-// /api/v1/jobs/{id}/events, stop it, regenerate it, copy messages, per-conversation settings,
-// and resume an answer still being generated when the page is (re)loaded.
+// /api/v1/jobs/{id}/events, stop it, regenerate it, edit a sent message (a new branch), move
+// between versions, copy messages, per-conversation settings, and resume an answer still being
+// generated when the page is (re)loaded.
+import { MessageTree, showVersions } from "./branches.js";
 import { api, cloneTemplate, copyWithFeedback, toast } from "./common.js";
 import { renderInto } from "./markdown.js";
 
@@ -17,6 +19,7 @@ const stopButton = document.getElementById("stop");
 let session = config.session; // null on a new chat, until its first message creates it
 let current = null; // the answer in progress: { article, jobId, source, stream, ... }
 const sources = new WeakMap(); // message article -> its text (what "Copy" copies)
+const tree = new MessageTree(config.tree);
 
 // ---------- Layout helpers
 
@@ -54,8 +57,9 @@ function setTitles(title) {
 
 // ---------- Messages
 
-function addUserMessage(content) {
+function addUserMessage(content, parentId) {
   const article = cloneTemplate("tpl-user");
+  article.dataset.parentId = parentId || "";
   article.querySelector(".msg-body").textContent = content;
   sources.set(article, content);
   thread.append(article);
@@ -96,8 +100,27 @@ function showError(article, message, retry) {
   toBottom();
 }
 
+/** A message's id, once the server has it: its anchor, and its place in the tree. */
+function identify(article, id, parentId) {
+  if (!id) return;
+  article.dataset.messageId = id;
+  article.id = `m-${id}`;
+  tree.add(id, parentId);
+}
+
+/** The last message shown that the server stored: what the next message follows. */
+function lastMessageId() {
+  const stored = thread.querySelectorAll(".msg[data-message-id]");
+  return stored.length ? stored[stored.length - 1].dataset.messageId : null;
+}
+
 /** Only the last answer offers "Regenerate", and only while nothing is generating. */
 function refreshActions() {
+  for (const article of thread.querySelectorAll(".msg")) {
+    showVersions(article, tree, { busy: Boolean(current) });
+    const edit = article.querySelector('[data-action="edit"]');
+    if (edit) edit.disabled = Boolean(current) || !article.dataset.messageId;
+  }
   for (const button of thread.querySelectorAll('[data-action="regenerate"]')) button.remove();
   const last = thread.lastElementChild;
   if (!last || current || !session) return;
@@ -199,7 +222,7 @@ function settle(answer) {
 function finish(answer, data) {
   if (answer.done) return;
   const article = answer.article;
-  if (data.message_id) article.dataset.messageId = data.message_id;
+  identify(article, data.message_id, answer.questionId);
   settle(answer);
   if (data.status === "cancelled") {
     setState(article, "stopped", answer.source ? "" : "Stopped before any answer was written.");
@@ -271,10 +294,14 @@ function addToSidebar(created) {
   document.getElementById("conv-empty").hidden = true;
 }
 
-async function submit(answer, content) {
+/** Post a message after ``parentId`` (null: a first message), then follow its answer. */
+async function submit(answer, question, content, parentId) {
   try {
     await ensureSession(content);
-    const job = await api("POST", `/api/v1/sessions/${session.id}/messages`, { content });
+    const body = { content, parent_id: parentId };
+    const job = await api("POST", `/api/v1/sessions/${session.id}/messages`, body);
+    identify(question, job.user_message_id, parentId);
+    answer.questionId = job.user_message_id;
     follow(answer, job.id);
   } catch (error) {
     // Refused before anything was stored (quota, rate limit, network): retry sends it again.
@@ -283,7 +310,7 @@ async function submit(answer, content) {
     refreshActions();
     showError(answer.article, error.message, () => {
       const again = begin(answer.article);
-      submit(again, content);
+      submit(again, question, content, parentId);
     });
   }
 }
@@ -301,8 +328,76 @@ function send() {
   if (current || !content.trim()) return;
   prompt.value = "";
   autosize();
-  addUserMessage(content);
-  submit(begin(addAssistantMessage()), content);
+  // What is on screen is what the model sees: the message follows the last one shown.
+  const parentId = lastMessageId();
+  const question = addUserMessage(content, parentId);
+  submit(begin(addAssistantMessage()), question, content, parentId);
+}
+
+// ---------- Editing a sent message (a new branch) and moving between versions
+
+function edit(article) {
+  if (current || !article.dataset.messageId || article.querySelector(".msg-editor")) return;
+  const editor = cloneTemplate("tpl-editor");
+  const box = editor.querySelector("textarea");
+  box.value = sources.get(article) ?? "";
+  const body = article.querySelector(".msg-body");
+  body.hidden = true;
+  body.after(editor);
+  const close = () => {
+    editor.remove();
+    body.hidden = false;
+    article.querySelector('[data-action="edit"]')?.focus();
+  };
+  const resend = () => {
+    const content = box.value;
+    if (!content.trim() || current) return;
+    // The edited message is a sibling of the original: the branch from here on is new.
+    const parentId = article.dataset.parentId || null;
+    let next = article;
+    while (next) {
+      const after = next.nextElementSibling;
+      next.remove();
+      next = after;
+    }
+    const question = addUserMessage(content, parentId);
+    submit(begin(addAssistantMessage()), question, content, parentId);
+  };
+  editor.addEventListener("submit", (event) => {
+    event.preventDefault();
+    resend();
+  });
+  editor.querySelector('[data-action="edit-cancel"]').addEventListener("click", close);
+  box.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") {
+      event.preventDefault();
+      event.stopPropagation();
+      close();
+    } else if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      resend();
+    }
+  });
+  box.focus();
+  box.setSelectionRange(box.value.length, box.value.length);
+}
+
+document.addEventListener("chat:edit-last", () => {
+  const users = thread.querySelectorAll('.msg-user[data-message-id]');
+  if (users.length) edit(users[users.length - 1]);
+});
+
+/** Show another version of a message: the newest branch through it becomes the current one. */
+async function showVersion(target) {
+  if (current || !target || !session) return;
+  try {
+    await api("PATCH", `/api/v1/sessions/${session.id}`, {
+      current_message_id: tree.newestLeaf(target),
+    });
+    window.location.assign(`/chat/${session.id}/?message=${target}#m-${target}`);
+  } catch (error) {
+    toast(error.message);
+  }
 }
 
 async function stop() {
@@ -329,10 +424,15 @@ async function regenerate() {
   if (current || !session) return;
   const articles = [...thread.querySelectorAll(".msg")];
   const lastUser = articles.findLastIndex((article) => article.dataset.role === "user");
+  const questionId = articles[lastUser]?.dataset.messageId || null;
+  // The answers shown stay stored, as earlier versions of the new one.
   for (const article of articles.slice(lastUser + 1)) article.remove();
   const answer = begin(addAssistantMessage());
+  answer.questionId = questionId;
   try {
-    const job = await api("POST", `/ui/sessions/${session.id}/regenerate`);
+    const job = await api("POST", `/api/v1/sessions/${session.id}/regenerate`, {
+      message_id: questionId,
+    });
     follow(answer, job.id);
   } catch (error) {
     settle(answer);
@@ -375,6 +475,10 @@ thread.addEventListener("click", (event) => {
     copyWithFeedback(button, code.textContent);
   } else if (button.dataset.action === "regenerate") {
     regenerate();
+  } else if (button.dataset.action === "edit") {
+    edit(article);
+  } else if (button.dataset.action.startsWith("version-")) {
+    showVersion(button.dataset.target);
   }
 });
 
@@ -493,6 +597,7 @@ summarise();
 if (config.active_job) {
   // An answer was being generated when the page (re)loaded: follow it from its start.
   const answer = begin(addAssistantMessage());
+  answer.questionId = config.active_job.user_message_id;
   follow(answer, config.active_job.id);
 } else if (config.failed_job) {
   const article = addAssistantMessage();
@@ -500,5 +605,7 @@ if (config.active_job) {
   showError(article, config.failed_job.error.message, () => regenerate());
 }
 refreshActions();
-toBottom(true);
+const linked = window.location.hash.startsWith("#m-") && document.getElementById(window.location.hash.slice(1));
+if (linked) linked.scrollIntoView({ block: "center" });
+else toBottom(true);
 if (!window.matchMedia("(max-width: 767px)").matches) prompt.focus();
