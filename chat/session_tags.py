@@ -14,7 +14,14 @@ class TagListField(serializers.ListField):
     in any case, is kept once, as first spelt; the order is kept."""
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("child", StrictCharField(max_length=MAX_TAG_CHARS))
+        messages = {
+            "blank": "A tag cannot be empty.",
+            "max_length": f"A tag has at most {MAX_TAG_CHARS} characters.",
+            "invalid": "A tag is a string.",
+        }
+        kwargs.setdefault(
+            "child", StrictCharField(max_length=MAX_TAG_CHARS, error_messages=messages)
+        )
         kwargs.setdefault("allow_empty", True)
         super().__init__(**kwargs)
 

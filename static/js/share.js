@@ -9,6 +9,10 @@ const when = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle
 // ---------- The shared page
 
 function sharedPage(thread) {
+  // Read-only: the chat's edit button and version arrows (ui/message.html) have no place here.
+  for (const control of thread.querySelectorAll('[data-action="edit"], .msg-versions')) {
+    control.remove();
+  }
   const sources = new WeakMap();
   for (const article of thread.querySelectorAll(".msg")) {
     const body = article.querySelector("[data-md]");
