@@ -232,3 +232,24 @@ def test_deleting_the_conversation_deletes_its_links(client_a, conversation):
     assert client_a.delete(f"/api/v1/sessions/{conversation.id}").status_code == 204
     assert not ShareLink.objects.exists()
     assert signed_in("bob").get(f"/share/{token_of(share)}/").status_code == 404
+
+
+def test_a_member_of_several_organisations_reads_and_continues_from_another(
+    client_a, conversation, tenant_b
+):
+    from tenants.models import Membership
+    from tenants.services import membership_ensure
+
+    membership_ensure(
+        tenant=tenant_b, username="bob", password="bob-pw", role=Membership.Role.MEMBER
+    )
+    share = share_of(client_a, conversation)
+    bob = signed_in("bob")
+    assert bob.post("/org/switch/", {"tenant": tenant_b.id}).status_code == 302
+    # Acting in Tenant B, bob is still a member of Tenant A: he may read A's link...
+    assert bob.get(f"/share/{token_of(share)}/").status_code == 200
+    # ...and its copy is made in Tenant A, which he then acts in (or it would be "not found").
+    response = bob.post(f"/share/{token_of(share)}/continue")
+    copy = ChatSession.objects.get(pk=response["Location"].split("/")[2])
+    assert copy.tenant_id == conversation.tenant_id
+    assert bob.get(response["Location"]).status_code == 200
