@@ -148,6 +148,9 @@ AUTOGLM_QUEUE_PREFIX = envstr("AUTOGLM_QUEUE_PREFIX", "autoglm.model.")
 AUTOGLM_MAX_TOKENS_LIMIT = envint("AUTOGLM_MAX_TOKENS_LIMIT", 4096, minimum=1)
 AUTOGLM_DEFAULT_MAX_TOKENS = envint("AUTOGLM_DEFAULT_MAX_TOKENS", 256, minimum=1)
 AUTOGLM_MAX_CONTENT_CHARS = envint("AUTOGLM_MAX_CONTENT_CHARS", 100_000, minimum=1)
+# Text files sent with a message (chat/attachments.py): how many, and their characters in all.
+AUTOGLM_MAX_ATTACHMENTS = envint("AUTOGLM_MAX_ATTACHMENTS", 5, minimum=0)
+AUTOGLM_MAX_ATTACHMENT_CHARS = envint("AUTOGLM_MAX_ATTACHMENT_CHARS", 200_000, minimum=1)
 
 # Job event streams: kept this long after a job ends (as is the job's settlement mark, which
 # makes a second settlement change nothing), and at most this long in all.

@@ -18,6 +18,7 @@ from tenants.auth import request_tenant
 from tenants.idempotency import IN_FLIGHT, caller_scope, idempotency_schema, idempotent
 
 from . import jobs, selectors, services
+from .attachments import AttachmentsField
 from .models import ChatJob
 from .presenters import JobOutput, MessageOutput, SessionOutput
 from .sampling import SamplingInput
@@ -90,7 +91,11 @@ class SessionUpdateInput(serializers.Serializer):
 
 
 class MessageInput(SamplingInput):
-    content = StrictCharField(max_length=settings.AUTOGLM_MAX_CONTENT_CHARS)
+    content = StrictCharField(
+        allow_blank=True,
+        max_length=settings.AUTOGLM_MAX_CONTENT_CHARS,
+        help_text="The message; it may be empty only when files are attached.",
+    )
     callback_url = StrictCharField(required=False, max_length=2000, default="")
     parent_id = serializers.UUIDField(
         required=False,
@@ -99,6 +104,15 @@ class MessageInput(SamplingInput):
         "session's current message. Following an earlier message starts a branch: this is "
         "how a message is edited.",
     )
+    attachments = AttachmentsField(
+        help_text="Text files sent with the message, `[{name, content}]`: the model reads each "
+        "after the message's own text (chat/attachments.py has the rules)."
+    )
+
+    def validate(self, data):
+        if not data["content"] and not data["attachments"]:
+            raise serializers.ValidationError({"content": ["This field may not be blank."]})
+        return super().validate(data)
 
 
 class MessagesQuery(serializers.Serializer):
@@ -235,6 +249,7 @@ class SessionMessagesApi(ApiView):
             tenant=tenant,
             session=session,
             content=content,
+            attachments=params.pop("attachments"),
             callback_url=params.pop("callback_url"),
             parent=params.pop("parent_id", services.CURRENT),
             params=params,

@@ -24,6 +24,7 @@ from tenants import quotas
 from tenants.models import ApiKey, Tenant, UsageRecord
 
 from . import events, pipeline, selectors
+from .attachments import prompt_content
 from .models import ChatJob, ChatSession, Message
 
 logger = logging.getLogger(__name__)
@@ -41,12 +42,14 @@ def session_prompt(*, session: ChatSession, history: Iterable[Message]) -> list[
     """The conversation a model answers in a session: its system prompt, then ``history``.
 
     Admission estimates the prompt from it and the worker generates from it, so both count
-    the same messages.
+    the same messages. A message's attached files follow its text (``prompt_content``).
     """
     messages: list[dict[str, str]] = []
     if session.system_prompt:
         messages.append({"role": "system", "content": session.system_prompt})
-    messages.extend({"role": m.role, "content": m.content} for m in history)
+    messages.extend(
+        {"role": m.role, "content": prompt_content(m.content, m.attachments)} for m in history
+    )
     return messages
 
 

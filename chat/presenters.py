@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from autoglm_site.errors import error_body
@@ -88,18 +89,29 @@ class SessionOutput(serializers.ModelSerializer):
         return "chat.session"
 
 
+class AttachmentOutput(serializers.Serializer):
+    name = serializers.CharField()
+    size = serializers.IntegerField(help_text="The file's length in characters.")
+
+
 class MessageOutput(serializers.ModelSerializer):
     object = serializers.SerializerMethodField()
     parent_id = serializers.UUIDField(
         read_only=True, allow_null=True, help_text="The message it follows; null: a first one."
     )
+    attachments = serializers.SerializerMethodField()
 
     class Meta:
         model = Message
-        fields = ("id", "object", "parent_id", "role", "content", "created_at")
+        fields = ("id", "object", "parent_id", "role", "content", "attachments", "created_at")
 
     def get_object(self, obj) -> str:
         return "chat.message"
+
+    # The files' names and sizes: a list of messages stays small; their text is in the prompt.
+    @extend_schema_field(AttachmentOutput(many=True))
+    def get_attachments(self, obj) -> list[dict]:
+        return [{"name": f["name"], "size": len(f["text"])} for f in obj.attachments or []]
 
 
 class JobOutput(serializers.Serializer):

@@ -24,6 +24,7 @@ from tenants import quotas
 from tenants.models import ApiKey, Tenant
 
 from . import jobs, pipeline, selectors
+from .attachments import attachments_fit_check, files_as_messages, messages_with_files
 from .capacity import admission_check
 from .models import ChatJob, ChatSession, Message
 from .tokens import decode_tokens, estimate_prompt_tokens
@@ -121,10 +122,13 @@ def message_submit(
     trace_id: str = "",
     callback_url: str = "",
     parent: Any = CURRENT,
+    attachments: list[dict[str, str]] | None = None,
 ) -> tuple[ChatJob, quotas.Headers]:
     """Store the user's message and queue a job to answer it; returns the job and the
     rate-limit headers for the response. ``callback_url`` is told when the job ends (a
     signed webhook, ``tenants.webhooks``); it must pass the outbound URL check.
+    ``attachments`` are text files sent with it (``[{"name", "text"}]``, checked by
+    ``chat.attachments``); a message whose files cannot fit the model's context is refused.
 
     Parameters the request leaves out come from the session's defaults, then the server's.
     The request is admitted against the quotas first (nothing is stored if it is refused), then
@@ -139,7 +143,9 @@ def message_submit(
     return turn_submit(
         tenant=tenant,
         session=session,
-        messages=[{"role": Message.Role.USER, "content": content}],
+        messages=[
+            {"role": Message.Role.USER, "content": content, "attachments": attachments or []}
+        ],
         params=params,
         api_key=api_key,
         trace_id=trace_id,
@@ -152,7 +158,7 @@ def turn_submit(
     *,
     tenant: Tenant,
     session: ChatSession,
-    messages: list[dict[str, str]],
+    messages: list[dict[str, Any]],
     params: dict[str, Any],
     api_key: ApiKey | None = None,
     trace_id: str = "",
@@ -168,11 +174,17 @@ def turn_submit(
         callback_url = check_outbound_url(callback_url, param="callback_url").url
     params = {**_default_params(), **session.params, **params}
     messages, params = pipeline.before_admission(
-        tenant=tenant, model=session.model, messages=messages, params=params
+        tenant=tenant, model=session.model, messages=files_as_messages(messages), params=params
     )
+    messages = messages_with_files(messages)
     # What the plugins made of them (e.g. masked) is stored.
-    turn = [Message(role=m["role"], content=m["content"]) for m in messages]
+    turn = [
+        Message(role=m["role"], content=m["content"], attachments=m.get("attachments") or [])
+        for m in messages
+    ]
     prompt = jobs.session_prompt(session=session, history=[*history, *turn])
+    if turn[-1].attachments:
+        attachments_fit_check(model=session.model, prompt=prompt, max_tokens=params["max_tokens"])
 
     def build() -> ChatJob:
         session_lock_idle(tenant=tenant, session=session)
@@ -395,7 +407,9 @@ def session_regenerate(
     params = {**_default_params(), **session.params}
     history = list(selectors.message_list(tenant=tenant, session=session, leaf=question.pk))
     # The plugins see the turn answered, as when it was posted (it is stored as they left it).
-    turn = [{"role": question.role, "content": question.content}]
+    turn = files_as_messages(
+        [{"role": question.role, "content": question.content, "attachments": question.attachments}]
+    )
     _, params = pipeline.before_admission(
         tenant=tenant, model=session.model, messages=turn, params=params
     )

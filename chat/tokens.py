@@ -94,7 +94,16 @@ def estimate_prompt_tokens(
     model: str, messages: list[dict], tools: list[dict] | None = None
 ) -> int:
     """About how many tokens the prompt takes: its messages' text, their tool calls, and the
-    tools' definitions (rendered into the prompt as JSON)."""
+    tools' definitions (rendered into the prompt as JSON); at most the context window."""
+    total = count_prompt_tokens(model, messages, tools)
+    window = context_window(model)
+    # A session longer than the window is trimmed by the worker: never reserve beyond it.
+    return min(total, window) if window else total
+
+
+def count_prompt_tokens(model: str, messages: list[dict], tools: list[dict] | None = None) -> int:
+    """``estimate_prompt_tokens`` without the cap: what the messages take, even beyond the
+    window."""
     tokenizer = _tokenizer(model)
     texts = [message_text(m) for m in messages]
     if tools:
@@ -103,7 +112,4 @@ def estimate_prompt_tokens(
         counted = sum(len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False))
     else:
         counted = sum(len(t.encode()) for t in texts) // 3 + 1
-    total = counted + PER_MESSAGE_OVERHEAD * len(messages) + 2
-    window = context_window(model)
-    # A session longer than the window is trimmed by the worker: never reserve beyond it.
-    return min(total, window) if window else total
+    return counted + PER_MESSAGE_OVERHEAD * len(messages) + 2

@@ -23,6 +23,7 @@ from tenants.models import Membership
 from tenants.ui_shell import secure, shell_context, ui_page
 
 from . import selectors
+from .attachments import TEXT_EXTENSIONS, TEXT_NAMES, file_chip
 from .models import ChatJob
 from .presenters import job_error
 
@@ -79,6 +80,12 @@ def chat_page(request, membership: Membership, session_id=None):
         "default_model": settings.AUTOGLM_DEFAULT_MODEL,
         "default_max_tokens": settings.AUTOGLM_DEFAULT_MAX_TOKENS,
         "max_tokens_limit": settings.AUTOGLM_MAX_TOKENS_LIMIT,
+        "attachments": {
+            "max_files": settings.AUTOGLM_MAX_ATTACHMENTS,
+            "max_chars": settings.AUTOGLM_MAX_ATTACHMENT_CHARS,
+            "extensions": sorted(TEXT_EXTENSIONS),
+            "names": sorted(TEXT_NAMES),
+        },
         "active_job": None
         if active_job is None
         else {
@@ -101,6 +108,7 @@ def chat_page(request, membership: Membership, session_id=None):
                 "role": m.role,
                 "content": m.content,
                 "stopped": m.id in stopped,
+                "attachments": [file_chip(f) for f in m.attachments],
             }
             for m in messages
         ],

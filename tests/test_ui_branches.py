@@ -50,6 +50,9 @@ def test_editing_a_message_branches_and_the_arrows_switch_versions(ui):
     versions = edited.locator(".msg-versions")
     expect(versions).to_have_accessible_name("Version 2 of 2")
     shot(page, "chat-versions")
+    page.set_viewport_size({"width": 390, "height": 844})
+    shot(page, "chat-versions-phone")
+    page.set_viewport_size({"width": 1280, "height": 860})
 
     # Back to the original: its branch, with its own answer, comes back.
     versions.get_by_role("button", name="Previous version").click()

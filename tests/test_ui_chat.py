@@ -218,10 +218,13 @@ def test_hostile_html_is_shown_as_text_and_never_runs(ui, tenant_a):
         session = ChatSession.objects.create(
             tenant=tenant_a, model="autoglm-demo", title='<img src=x onerror="window.__pwned=4">'
         )
-        Message.objects.create(tenant=tenant_a, session=session, role="user", content=HOSTILE)
-        Message.objects.create(
-            tenant=tenant_a, session=session, role="assistant", content=assistant
+        question = Message.objects.create(
+            tenant=tenant_a, session=session, role="user", content=HOSTILE
         )
+        session.current_message = Message.objects.create(
+            tenant=tenant_a, session=session, parent=question, role="assistant", content=assistant
+        )
+        session.save()
         return session
 
     session = orm(make)

@@ -3,6 +3,7 @@
 // between versions, copy messages, per-conversation settings, and resume an answer still being
 // generated when the page is (re)loaded.
 import { MessageTree, showVersions } from "./branches.js";
+import { setupComposerFiles, showFiles } from "./attachments.js";
 import { api, cloneTemplate, copyWithFeedback, toast } from "./common.js";
 import { renderInto } from "./markdown.js";
 
@@ -15,6 +16,8 @@ const composer = document.getElementById("composer");
 const prompt = document.getElementById("prompt");
 const sendButton = document.getElementById("send");
 const stopButton = document.getElementById("stop");
+
+const composerFiles = setupComposerFiles(config.attachments);
 
 let session = config.session; // null on a new chat, until its first message creates it
 let current = null; // the answer in progress: { article, jobId, source, stream, ... }
@@ -57,10 +60,11 @@ function setTitles(title) {
 
 // ---------- Messages
 
-function addUserMessage(content, parentId) {
+function addUserMessage(content, parentId, files = []) {
   const article = cloneTemplate("tpl-user");
   article.dataset.parentId = parentId || "";
-  article.querySelector(".msg-body").textContent = content;
+  renderInto(article.querySelector(".msg-body"), content);
+  showFiles(article, files);
   sources.set(article, content);
   thread.append(article);
   emptyState.hidden = true;
@@ -295,10 +299,11 @@ function addToSidebar(created) {
 }
 
 /** Post a message after ``parentId`` (null: a first message), then follow its answer. */
-async function submit(answer, question, content, parentId) {
+async function submit(answer, question, content, parentId, files = []) {
   try {
-    await ensureSession(content);
+    await ensureSession(content.trim() ? content : files[0]?.name ?? "");
     const body = { content, parent_id: parentId };
+    if (files.length) body.attachments = files;
     const job = await api("POST", `/api/v1/sessions/${session.id}/messages`, body);
     identify(question, job.user_message_id, parentId);
     answer.questionId = job.user_message_id;
@@ -310,7 +315,7 @@ async function submit(answer, question, content, parentId) {
     refreshActions();
     showError(answer.article, error.message, () => {
       const again = begin(answer.article);
-      submit(again, question, content, parentId);
+      submit(again, question, content, parentId, files);
     });
   }
 }
@@ -325,13 +330,15 @@ function begin(article) {
 
 function send() {
   const content = prompt.value;
-  if (current || !content.trim()) return;
+  const files = composerFiles.pending();
+  if (current || (!content.trim() && !files.length)) return;
   prompt.value = "";
   autosize();
+  composerFiles.clear();
   // What is on screen is what the model sees: the message follows the last one shown.
   const parentId = lastMessageId();
-  const question = addUserMessage(content, parentId);
-  submit(begin(addAssistantMessage()), question, content, parentId);
+  const question = addUserMessage(content, parentId, files);
+  submit(begin(addAssistantMessage()), question, content, parentId, files);
 }
 
 // ---------- Editing a sent message (a new branch) and moving between versions
@@ -590,7 +597,7 @@ for (const article of thread.querySelectorAll(".msg")) {
   const body = article.querySelector("[data-md]");
   const source = body.textContent;
   sources.set(article, source);
-  if (article.dataset.role === "assistant") renderInto(body, source);
+  renderInto(body, source);
 }
 
 summarise();

@@ -149,6 +149,23 @@ def test_it_sends_a_message_and_waits_for_the_job(server, client):
     assert [p.path for p in polls] == ["/api/v1/jobs/j1"] * 2
 
 
+def test_it_branches_regenerates_and_reads_the_tree(server, client):
+    queued = {"id": "j1", "status": "queued"}
+    server.then(respond(202, queued), respond(202, queued), respond(202, queued))
+    server.then(respond(200, {"data": []}), respond(200, {"id": "s1"}))
+    client.sessions.send("s1", "Edited", parent_id="m1", wait=False)
+    client.sessions.send("s1", "From the start", parent_id=None, wait=False)
+    client.sessions.regenerate("s1", message_id="m2")
+    client.sessions.messages("s1", view="tree")
+    client.sessions.update("s1", current_message_id="m3")
+    edit, root, again, tree, switch = server.attempts
+    assert edit.body == {"content": "Edited", "parent_id": "m1"}
+    assert root.body == {"content": "From the start", "parent_id": None}
+    assert (again.path, again.body) == ("/api/v1/sessions/s1/regenerate", {"message_id": "m2"})
+    assert tree.path == "/api/v1/sessions/s1/messages?view=tree"
+    assert switch.body == {"current_message_id": "m3"}
+
+
 def test_it_raises_the_error_of_a_failed_job(server, client):
     error = {"message": "Too long.", "type": "invalid_request_error", "param": "messages"}
     failed = {"id": "j1", "status": "failed", "error": {**error, "code": "context_length_exceeded"}}
