@@ -12,6 +12,7 @@ from tenants.models import Membership
 from tenants.ui_shell import shell_context, ui_page
 
 from . import shares
+from .attachments import file_chip
 
 
 @require_GET
@@ -23,7 +24,12 @@ def share_page(request, membership: Membership, token: str):
         "share": share,
         "shared_by": share.created_by.get_username() if share.created_by else None,
         "messages": [
-            {"role": m.get("role", "user"), "content": m.get("content", "")} for m in share.messages
+            {
+                "role": m.get("role", "user"),
+                "content": m.get("content", ""),
+                "attachments": [file_chip(f) for f in m.get("attachments") or []],
+            }
+            for m in share.messages
         ],
     }
     return render(request, "ui/share.html", context)

@@ -44,7 +44,9 @@ def say(session: ChatSession, role: str, content: str, parent=CURRENT) -> Messag
 def conversation(client_a) -> ChatSession:
     created = client_a.post("/api/v1/sessions", {"title": "Sea notes"}, format="json").json()
     session = ChatSession.objects.get(pk=created["id"])
-    say(session, "user", "Tell me about **tides**.")
+    question = say(session, "user", "Tell me about **tides**.")
+    question.attachments = [{"name": "harbour.txt", "text": "High water at 06:12."}]
+    question.save(update_fields=["attachments"])
     say(session, "assistant", "Tides follow the *moon*.")
     return session
 
@@ -101,6 +103,9 @@ def test_it_snapshots_the_branch_shown(client_a, conversation):
     assert [(m["role"], m["content"]) for m in share.messages] == [
         ("user", "Tell me about **tides**."),
         ("assistant", "Tides follow the *moon*."),
+    ]
+    assert share.messages[0]["attachments"] == [
+        {"name": "harbour.txt", "text": "High water at 06:12."}
     ]
 
 
@@ -215,6 +220,9 @@ def test_continue_copies_the_snapshot_into_a_new_chat_of_the_reader(
     assert path == [("user", "Tell me about **tides**."), ("assistant", "Tides follow the *moon*.")]
     assert copy.current_message.content == "Tides follow the *moon*."
     assert copy.current_message.parent.parent is None
+    assert copy.current_message.parent.attachments == [
+        {"name": "harbour.txt", "text": "High water at 06:12."}
+    ]
     page = bob.get(response["Location"])
     assert page.status_code == 200 and "Tides follow the *moon*." in page.content.decode()
     # The original is untouched.

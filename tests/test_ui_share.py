@@ -21,7 +21,11 @@ def conversation(tenant, title="Sea notes") -> str:
     def make():
         session = ChatSession.objects.create(tenant=tenant, model="autoglm-demo", title=title)
         question = Message.objects.create(
-            tenant=tenant, session=session, role="user", content="Tell me about *tides*."
+            tenant=tenant,
+            session=session,
+            role="user",
+            content="Tell me about *tides*.",
+            attachments=[{"name": "harbour.txt", "text": "High water at 06:12."}],
         )
         answer = Message.objects.create(
             tenant=tenant, session=session, parent=question, role="assistant", content=ANSWER
@@ -62,8 +66,11 @@ def test_alice_shares_bob_reads_charlie_cannot_and_revoking_ends_it(ui, tenant_a
     expect(bob.locator("#shared-meta")).to_contain_text(re.compile(r"Shared by alice on \d"))
     thread = bob.locator("#thread")
     expect(thread.locator(".msg")).to_have_count(2)
-    expect(thread.locator(".msg-user .msg-body")).to_have_text("Tell me about *tides*.")
-    # The answer's Markdown is rendered as in the chat (bold, a highlighted code block).
+    # Markdown is rendered as in the chat (emphasis, bold, a highlighted code block), and the
+    # question's attached file is shown.
+    expect(thread.locator(".msg-user .msg-body")).to_have_text("Tell me about tides.")
+    expect(thread.locator(".msg-user .msg-body em")).to_have_text("tides")
+    expect(thread.locator(".msg-user .file-chip")).to_contain_text("harbour.txt")
     answer = thread.locator(".msg-assistant .msg-body")
     expect(answer.locator("strong")).to_have_text("moon")
     expect(answer.locator(".code-block code.hljs")).to_contain_text("print('high water')")

@@ -17,7 +17,7 @@ function sharedPage(thread) {
   for (const article of thread.querySelectorAll(".msg")) {
     const body = article.querySelector("[data-md]");
     sources.set(article, body.textContent);
-    if (article.dataset.role === "assistant") renderInto(body, body.textContent);
+    renderInto(body, body.textContent); // user messages are Markdown too, as in the chat
   }
   thread.addEventListener("click", (event) => {
     const button = event.target.closest("button[data-action]");
