@@ -11,7 +11,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from autoglm_site.errors import InvalidRequestError
-from autoglm_site.fields import StrictCharField
+from autoglm_site.fields import StrictBooleanField, StrictCharField
 from autoglm_site.schema import ERROR_REF, ERRORS, JOB_EVENT_REF, list_of
 from tenants.apiviews import ApiCall, ApiView, async_api
 from tenants.auth import request_tenant
@@ -22,6 +22,7 @@ from .attachments import AttachmentsField
 from .models import ChatJob
 from .presenters import JobOutput, MessageOutput, SessionOutput
 from .sampling import SamplingInput
+from .session_tags import SessionFilterInput, TagListField
 from .streaming import job_events, seen_the_end, sse
 
 _EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
@@ -58,6 +59,11 @@ PAGE_PARAMETERS = [
     OpenApiParameter("after", str, description="id of the last item of the previous page"),
 ]
 
+SESSION_FILTERS = [
+    OpenApiParameter("archived", str, enum=["true", "false"], description="default: both"),
+    OpenApiParameter("tag", str, description="only sessions with this tag (exact)"),
+]
+
 
 class SessionCreateInput(serializers.Serializer):
     title = StrictCharField(required=False, allow_blank=True, max_length=200, default="")
@@ -79,6 +85,9 @@ class SessionUpdateInput(serializers.Serializer):
         help_text="Show the branch ending at this message of the session; the next message "
         "follows it.",
     )
+    pinned = StrictBooleanField(required=False)
+    archived = StrictBooleanField(required=False)
+    tags = TagListField(required=False)
 
 
 class MessageInput(SamplingInput):
@@ -114,13 +123,15 @@ class SessionListCreateApi(ApiView):
     Input = SessionCreateInput
 
     @extend_schema(
-        parameters=PAGE_PARAMETERS,
+        parameters=[*PAGE_PARAMETERS, *SESSION_FILTERS],
         responses=list_of(SessionOutput, name="SessionList", paged=True),
         operation_id="api_v1_sessions_list",
         summary="List sessions, newest first",
     )
     def get(self, request):
-        sessions = selectors.session_list(tenant=request_tenant(request))
+        query = SessionFilterInput(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        sessions = selectors.session_list(tenant=request_tenant(request), **query.filters())
         return paged(request, sessions, SessionOutput, newest_first=True)
 
     @extend_schema(
@@ -151,7 +162,8 @@ class SessionDetailApi(ApiView):
     @extend_schema(
         request=Input,
         responses=SessionOutput,
-        summary="Rename a session or change its system prompt or default parameters",
+        summary="Rename, pin, archive or tag a session, or change its system prompt or "
+        "default parameters",
     )
     def patch(self, request, session_id):
         session = selectors.session_get(tenant=request_tenant(request), session_id=session_id)

@@ -78,6 +78,9 @@ class SessionOutput(serializers.ModelSerializer):
             "system_prompt",
             "params",
             "current_message_id",
+            "pinned",
+            "archived",
+            "tags",
             "created_at",
             "updated_at",
         )

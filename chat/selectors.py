@@ -2,6 +2,7 @@
 
 import uuid
 
+from django.db import connection
 from django.db.models import Q, QuerySet
 
 from autoglm_site.errors import InvalidRequestError, NotFoundError
@@ -26,8 +27,25 @@ def session_get(*, tenant: Tenant, session_id) -> ChatSession:
     return session
 
 
-def session_list(*, tenant: Tenant) -> QuerySet[ChatSession]:
-    return ChatSession.objects.filter(tenant=tenant).order_by("-created_at", "-id")
+def session_list(
+    *, tenant: Tenant, archived: bool | None = None, tag: str | None = None
+) -> QuerySet[ChatSession]:
+    """The tenant's sessions, newest first; only the archived (or not) ones, or those tagged
+    ``tag`` (exactly), when asked."""
+    sessions = ChatSession.objects.filter(tenant=tenant)
+    if archived is not None:
+        sessions = sessions.filter(archived=archived)
+    if tag is not None:
+        sessions = _tagged(sessions, tag)
+    return sessions.order_by("-created_at", "-id")
+
+
+def _tagged(sessions: QuerySet[ChatSession], tag: str) -> QuerySet[ChatSession]:
+    if connection.vendor == "postgresql":
+        return sessions.filter(tags__contains=[tag])  # jsonb containment (@>)
+    # SQLite (the embedded default) has no JSON containment: match the few rows in Python.
+    ids = [pk for pk, tags in sessions.values_list("id", "tags") if tag in (tags or [])]
+    return sessions.filter(pk__in=ids)
 
 
 def message_tree(*, tenant: Tenant, session: ChatSession) -> QuerySet[Message]:

@@ -67,14 +67,21 @@ def session_update(
     system_prompt: str | None = None,
     params: dict[str, Any] | None = None,
     current_message: Message | None = None,
+    pinned: bool | None = None,
+    archived: bool | None = None,
+    tags: list[str] | None = None,
 ) -> ChatSession:
-    """Rename a session, change its system prompt or default parameters, or show another
-    branch (``current_message``, one of its messages)."""
+    """Rename, pin, archive or tag a session, change its system prompt or default parameters,
+    or show another branch (``current_message``, one of its messages). ``None`` leaves a field
+    as it is."""
     changed = {
         "title": title,
         "system_prompt": system_prompt,
         "params": params,
         "current_message": current_message,
+        "pinned": pinned,
+        "archived": archived,
+        "tags": tags,
     }
     changed = {name: value for name, value in changed.items() if value is not None}
     for name, value in changed.items():

@@ -4,7 +4,7 @@ organisation's pages are in tenants/ui_urls.py."""
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from . import ui
+from . import share_ui, ui
 
 urlpatterns = [
     path("", ui.home, name="ui-home"),
@@ -12,5 +12,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("chat/", ui.chat_page, name="ui-chat"),
     path("chat/<uuid:session_id>/", ui.chat_page, name="ui-chat-session"),
+    path("share/<str:token>/", share_ui.share_page, name="ui-share"),
+    path("share/<str:token>/continue", share_ui.share_continue, name="ui-share-continue"),
     path("ui/jobs/<str:job_id>/state", ui.JobStateApi.as_view(), name="ui-job-state"),
 ]

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api, continue_api, search_api, transfer_api
+from . import api, continue_api, search_api, share_api, transfer_api
 
 urlpatterns = [
     path("sessions", api.SessionListCreateApi.as_view(), name="api-sessions"),
@@ -28,6 +28,12 @@ urlpatterns = [
     ),
     path("export", transfer_api.ExportApi.as_view(), name="api-export"),
     path("import", transfer_api.ImportApi.as_view(), name="api-import"),
+    path(
+        "sessions/<str:session_id>/shares",
+        share_api.SessionSharesApi.as_view(),
+        name="api-session-shares",
+    ),
+    path("shares/<str:share_id>", share_api.ShareDetailApi.as_view(), name="api-share-detail"),
     path("jobs/<str:job_id>", api.JobDetailApi.as_view(), name="api-job-detail"),
     path("jobs/<str:job_id>/cancel", api.JobCancelApi.as_view(), name="api-job-cancel"),
     path("jobs/<str:job_id>/events", api.job_events_view, name="api-job-events"),

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from engine.registry import LoadedModel
     from engine.sequence import Sequence
 
+
 class ModelRunner:
     """Runs one model's forwards for the scheduler's plans; owns its KV cache.
 

@@ -251,6 +251,9 @@ def test_it_hides_tenant_a_objects_from_tenant_b_on_every_endpoint(client_a, cli
     ).json()
     sid, jid = session_a["id"], job["id"]
     mid = str(Message.objects.get(content="x").id)
+    share = client_a.post(f"/api/v1/sessions/{sid}/shares", {}, format="json")
+    assert share.status_code == 201, share.content
+    shid = share.json()["id"]
     attempts = [
         ("get", f"/api/v1/sessions/{sid}", None),
         ("patch", f"/api/v1/sessions/{sid}", {"title": "stolen"}),
@@ -260,6 +263,10 @@ def test_it_hides_tenant_a_objects_from_tenant_b_on_every_endpoint(client_a, cli
         ("post", f"/api/v1/sessions/{sid}/regenerate", {}),
         ("get", f"/api/v1/sessions/{sid}/export", None),
         ("post", f"/api/v1/sessions/{sid}/messages/{mid}/continue", None),
+        ("get", f"/api/v1/sessions/{sid}/shares", None),
+        ("post", f"/api/v1/sessions/{sid}/shares", {}),
+        ("get", f"/api/v1/shares/{shid}", None),
+        ("delete", f"/api/v1/shares/{shid}", None),
         ("get", f"/api/v1/jobs/{jid}", None),
         ("post", f"/api/v1/jobs/{jid}/cancel", None),
     ]
@@ -276,12 +283,14 @@ def test_it_hides_tenant_a_objects_from_tenant_b_on_every_endpoint(client_a, cli
     tried = {
         path.replace(sid, "<str:session_id>")
         .replace(jid, "<str:job_id>")
-        .replace(mid, "<str:message_id>")[8:]
+        .replace(mid, "<str:message_id>")
+        .replace(shid, "<str:share_id>")[8:]
         for _, path, _ in attempts
     } | {"jobs/<str:job_id>/events"}
     assert routes == tried
     assert client_a.get(f"/api/v1/sessions/{sid}").json()["title"] == "first"
     assert client_a.get(f"/api/v1/jobs/{jid}").json()["status"] == "queued"
+    assert client_a.get(f"/api/v1/shares/{shid}").json()["revoked_at"] is None
     assert Message.objects.filter(content="steal").count() == 0
 
 

@@ -162,9 +162,15 @@ def test_it_fits_a_phone_and_works_from_the_keyboard(ui, tenant_a):
     skip = desk.get_by_role("link", name="Skip to content")
     expect(skip).to_be_focused()
     expect(skip).to_be_visible()
-    for name in ("autoglm", "New chat", "Hi from my phone"):  # the newest conversation first
+    # The newest conversation comes first, after the search button.
+    for role, name in (
+        ("link", "autoglm"),
+        ("link", "New chat"),
+        ("button", "Search"),
+        ("link", "Hi from my phone"),
+    ):
         desk.keyboard.press("Tab")
-        expect(desk.get_by_role("link", name=name, exact=True)).to_be_focused()
+        expect(desk.get_by_role(role, name=name, exact=True)).to_be_focused()
     desk.keyboard.press("F2")  # rename from the keyboard
     rename = desk.get_by_label("New name of the conversation")
     expect(rename).to_be_focused()

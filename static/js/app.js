@@ -126,18 +126,19 @@ async function deleteConversation(item) {
   (next?.querySelector(".conv-link") || document.getElementById("new-chat")).focus();
 }
 
-list?.addEventListener("click", (event) => {
+// On the sidebar: its conversations are in several lists (pinned, the others, archived).
+sidebar?.addEventListener("click", (event) => {
   const button = event.target.closest("button[data-action]");
-  if (!button) return;
-  const item = button.closest(".conv");
+  const item = button?.closest(".conv");
+  if (!item) return;
   if (button.dataset.action === "rename") startRename(item);
   if (button.dataset.action === "delete") deleteConversation(item);
 });
 
-list?.addEventListener("keydown", (event) => {
+sidebar?.addEventListener("keydown", (event) => {
   // F2 renames the focused conversation, Delete deletes it (as in file managers).
   const item = event.target.closest?.(".conv");
-  if (!item || event.target.classList.contains("conv-rename")) return;
+  if (!item || event.target.matches("input, textarea")) return;
   if (event.key === "F2") {
     event.preventDefault();
     startRename(item);
