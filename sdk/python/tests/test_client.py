@@ -166,6 +166,29 @@ def test_it_branches_regenerates_and_reads_the_tree(server, client):
     assert switch.body == {"current_message_id": "m3"}
 
 
+def test_it_pins_archives_tags_and_shares(server, client):
+    share = {"id": "sh1", "object": "chat.share", "revoked_at": None}
+    server.then(respond(200, {"id": "s1"}), respond(200, {"data": []}))
+    server.then(respond(201, share), respond(200, {"data": [share]}), respond(200, share))
+    server.then(respond(204, None))
+    client.sessions.update("s1", pinned=True, archived=False, tags=("work", "q3"))
+    client.sessions.list(archived=True, tag="work")
+    assert client.sessions.share("s1") == share
+    client.sessions.shares("s1", limit=5)
+    client.shares.get("sh1")
+    assert client.shares.revoke("sh1") is None
+    organise, listing, made, links, got, revoked = server.attempts
+    assert organise.body == {"pinned": True, "archived": False, "tags": ["work", "q3"]}
+    assert listing.path == "/api/v1/sessions?archived=true&tag=work"
+    assert (made.method, made.path) == ("POST", "/api/v1/sessions/s1/shares")
+    assert links.path == "/api/v1/sessions/s1/shares?limit=5"
+    assert (got.path, revoked.method, revoked.path) == (
+        "/api/v1/shares/sh1",
+        "DELETE",
+        "/api/v1/shares/sh1",
+    )
+
+
 def test_it_raises_the_error_of_a_failed_job(server, client):
     error = {"message": "Too long.", "type": "invalid_request_error", "param": "messages"}
     failed = {"id": "j1", "status": "failed", "error": {**error, "code": "context_length_exceeded"}}

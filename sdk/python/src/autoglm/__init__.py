@@ -7,7 +7,7 @@
 """
 
 from ._async.client import AsyncAutoGLMClient
-from ._async.resources import AsyncJobs, AsyncModels, AsyncSessions
+from ._async.resources import AsyncJobs, AsyncModels, AsyncSessions, AsyncShares
 from ._async.stream import AsyncChatStream
 from ._core import RetryPolicy
 from ._exceptions import (
@@ -26,7 +26,7 @@ from ._exceptions import (
     ValidationError,
 )
 from ._sync.client import AutoGLMClient
-from ._sync.resources import Jobs, Models, Sessions
+from ._sync.resources import Jobs, Models, Sessions, Shares
 from ._sync.stream import ChatStream
 from ._types import ChatMessage, ChatResponse, JobEvent, Usage
 from ._version import __version__
@@ -42,6 +42,7 @@ __all__ = [
     "AsyncJobs",
     "AsyncModels",
     "AsyncSessions",
+    "AsyncShares",
     "AuthenticationError",
     "AutoGLMClient",
     "AutoGLMError",
@@ -60,6 +61,7 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "Sessions",
+    "Shares",
     "Usage",
     "ValidationError",
     "WebhookVerificationError",

@@ -28,7 +28,7 @@ from .._core import (
 from .._exceptions import AutoGLMError
 from .._types import ChatMessage, ChatResponse
 from .._validation import chat_body
-from .resources import AsyncJobs, AsyncModels, AsyncSessions
+from .resources import AsyncJobs, AsyncModels, AsyncSessions, AsyncShares
 from .stream import AsyncChatStream
 
 __all__ = ["AsyncAutoGLMClient"]
@@ -88,6 +88,7 @@ class AsyncAutoGLMClient:
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(timeout=self._config.timeout)
         self.sessions = AsyncSessions(self)
+        self.shares = AsyncShares(self)
         self.jobs = AsyncJobs(self)
         self.models = AsyncModels(self)
 

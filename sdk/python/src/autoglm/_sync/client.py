@@ -28,7 +28,7 @@ from .._core import (
 from .._exceptions import AutoGLMError
 from .._types import ChatMessage, ChatResponse
 from .._validation import chat_body
-from .resources import Jobs, Models, Sessions
+from .resources import Jobs, Models, Sessions, Shares
 from .stream import ChatStream
 
 __all__ = ["AutoGLMClient"]
@@ -88,6 +88,7 @@ class AutoGLMClient:
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(timeout=self._config.timeout)
         self.sessions = Sessions(self)
+        self.shares = Shares(self)
         self.jobs = Jobs(self)
         self.models = Models(self)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -66,18 +66,32 @@ class Sessions:
             "POST", "/api/v1/sessions", json=body, idempotency_key=idempotency_key
         )
 
-    def list(self, *, limit: int | None = None, after: str | None = None) -> dict[str, Any]:
+    def list(
+        self,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+        archived: bool | None = None,
+        tag: str | None = None,
+    ) -> dict[str, Any]:
         """One page of the sessions, newest first: ``{"object": "list", "data", "has_more",
-        "first_id", "last_id"}``; pass ``after=page["last_id"]`` for the next page."""
+        "first_id", "last_id"}``; pass ``after=page["last_id"]`` for the next page. Only the
+        archived (or not archived) ones with ``archived``, only those tagged ``tag``."""
+        flag = None if archived is None else ("true" if archived else "false")
         return self._client._object(
-            "GET", "/api/v1/sessions", params={"limit": limit, "after": after}
+            "GET",
+            "/api/v1/sessions",
+            params={"limit": limit, "after": after, "archived": flag, "tag": tag},
         )
 
-    def iterate(self, *, page_size: int = 100) -> Iterator[dict[str, Any]]:
-        """Every session, newest first, fetching pages as needed."""
+    def iterate(
+        self, *, page_size: int = 100, archived: bool | None = None, tag: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every session (with ``archived`` and ``tag`` as for :meth:`list`), newest first,
+        fetching pages as needed."""
         after = None
         while True:
-            page = self.list(limit=page_size, after=after)
+            page = self.list(limit=page_size, after=after, archived=archived, tag=tag)
             yield from page["data"]
             if not page.get("has_more") or not page.get("last_id"):
                 return
@@ -95,13 +109,20 @@ class Sessions:
         system_prompt: str | None = None,
         params: Mapping[str, Any] | None = None,
         current_message_id: str | None = None,
+        pinned: bool | None = None,
+        archived: bool | None = None,
+        tags: Sequence[str] | None = None,
     ) -> dict[str, Any]:
-        """Rename a session, change its system prompt or default parameters, or show the
-        branch that ends at ``current_message_id``."""
+        """Rename a session, change its system prompt or default parameters, show the branch
+        that ends at ``current_message_id``, pin or archive it, or replace its ``tags`` (at
+        most 10, of 1 to 32 characters)."""
         fields = (
             ("title", title),
             ("system_prompt", system_prompt),
             ("current_message_id", current_message_id),
+            ("pinned", pinned),
+            ("archived", archived),
+            ("tags", None if tags is None else list(tags)),
         )
         body: dict[str, Any] = {k: v for k, v in fields if v is not None}
         if params is not None:
@@ -130,6 +151,25 @@ class Sessions:
             "GET",
             f"/api/v1/sessions/{path_id(session_id)}/messages",
             params={"limit": limit, "after": after, "view": view},
+        )
+
+    def share(self, session_id: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        """A read-only link to a snapshot of the branch shown now (a ``chat.share``: its
+        ``url`` opens for signed-in members of the organisation only)."""
+        return self._client._object(
+            "POST",
+            f"/api/v1/sessions/{path_id(session_id)}/shares",
+            idempotency_key=idempotency_key,
+        )
+
+    def shares(
+        self, session_id: str, *, limit: int | None = None, after: str | None = None
+    ) -> dict[str, Any]:
+        """One page of the session's share links, newest first, revoked ones too."""
+        return self._client._object(
+            "GET",
+            f"/api/v1/sessions/{path_id(session_id)}/shares",
+            params={"limit": limit, "after": after},
         )
 
     def regenerate(
@@ -199,6 +239,21 @@ class Sessions:
 
 def _session_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: params.get(k) for k in ("max_tokens", "temperature", "top_p", "seed")}
+
+
+class Shares:
+    """Share links (``/api/v1/shares``), made with :meth:`Sessions.share`."""
+
+    def __init__(self, client: AutoGLMClient) -> None:
+        self._client = client
+
+    def get(self, share_id: str) -> dict[str, Any]:
+        """One link; ``revoked_at`` is set once it is revoked."""
+        return self._client._object("GET", f"/api/v1/shares/{path_id(share_id)}")
+
+    def revoke(self, share_id: str) -> None:
+        """Revoke a link: its page is gone (404) from now on, for good."""
+        self._client.request("DELETE", f"/api/v1/shares/{path_id(share_id)}")
 
 
 class Jobs:
