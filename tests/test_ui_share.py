@@ -159,6 +159,21 @@ def test_a_new_chat_can_be_shared_once_it_has_a_message(ui):
     expect(reader.locator("#thread .msg")).to_have_count(2)
 
 
+def test_the_shared_page_follows_the_theme_chosen(ui, tenant_a):
+    alice = ui.page()  # a light system
+    alice.goto(f"/chat/{conversation(tenant_a)}/")
+    link = create_link(alice)
+    alice.get_by_role("button", name="Close").click()
+    alice.get_by_role("radio", name="Dark").click()
+    alice.goto(link)
+    expect(alice.locator("html")).to_have_attribute("data-theme", "dark")
+    # highlight.js's dark sheet is the one on, as on the chat page.
+    media = alice.eval_on_selector_all(
+        "link[data-scheme]", "links => links.map(l => [l.dataset.scheme, l.media])"
+    )
+    assert sorted(media) == [["dark", "all"], ["light", "not all"]]
+
+
 def test_phone_screens(ui, tenant_a):
     session_id = conversation(tenant_a)
     alice = ui.page(width=390, height=844)

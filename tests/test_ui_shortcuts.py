@@ -18,6 +18,21 @@ def _background(page) -> str:
     return page.evaluate("getComputedStyle(document.body).backgroundColor")
 
 
+def _search_highlight(page) -> str:
+    """The background of a search result's highlighted match, as the page's theme paints it."""
+    return page.evaluate(
+        """() => {
+          const hit = document.createElement("li");
+          hit.className = "search-hit";
+          const mark = hit.appendChild(document.createElement("mark"));
+          document.body.append(hit);
+          const colour = getComputedStyle(mark).backgroundColor;
+          hit.remove();
+          return colour;
+        }"""
+    )
+
+
 def _answered(page, text: str = "Hello") -> str:
     configure(page, max_tokens=8)
     send(page, text)
@@ -160,6 +175,7 @@ def test_light_overrides_a_dark_system_and_the_phone_is_dark_too(ui):
     page.get_by_role("button", name="Open the menu").click()
     page.get_by_role("radio", name="Light").click()
     assert _background(page) == LIGHT_BG
+    assert _search_highlight(page) == "rgb(253, 230, 138)"  # the light one, as everything else
     page.get_by_role("radio", name="Dark").click()
     page.get_by_role("button", name="Close the menu").click()
     page.reload()

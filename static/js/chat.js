@@ -1,12 +1,14 @@
 // The chat page: send (Enter; Shift+Enter is a new line), stream the answer over SSE from
-// /api/v1/jobs/{id}/events, stop it, regenerate it, edit a sent message (a new branch), move
-// between versions, copy messages, per-conversation settings, and resume an answer still being
-// generated when the page is (re)loaded.
+// /api/v1/jobs/{id}/events, stop it, regenerate it, edit a sent message into a new branch (the
+// editor is message_editor.js), move between versions, copy messages, and resume an answer still
+// being generated when the page is (re)loaded. The settings panel is settings_panel.js.
 import { MessageTree, showVersions } from "./branches.js";
 import { setupComposerFiles, showFiles } from "./attachments.js";
 import { api, cloneTemplate, copyWithFeedback, toast } from "./common.js";
 import { renderInto } from "./markdown.js";
 import { recordMeta } from "./answer_meta.js";
+import { openEditor } from "./message_editor.js";
+import { setupSettings } from "./settings_panel.js";
 
 const config = JSON.parse(document.getElementById("chat-config").textContent);
 const chat = document.getElementById("chat");
@@ -24,6 +26,13 @@ let session = config.session; // null on a new chat, until its first message cre
 let current = null; // the answer in progress: { article, jobId, source, stream, ... }
 const sources = new WeakMap(); // message article -> its text (what "Copy" copies)
 const tree = new MessageTree(config.tree);
+const settings = setupSettings({
+  getSession: () => session,
+  setSession: (updated) => {
+    session = updated;
+  },
+  prompt,
+});
 
 // ---------- Layout helpers
 
@@ -270,15 +279,12 @@ async function ensureSession(content) {
   if (session) return session;
   const firstLine = content.trim().split("\n")[0];
   const title = firstLine.length > 60 ? `${firstLine.slice(0, 57).trimEnd()}…` : firstLine;
-  const settings = readSettings();
-  session = await api("POST", "/api/v1/sessions", { title, ...settings });
+  session = await api("POST", "/api/v1/sessions", { title, ...settings.read() });
   history.replaceState(null, "", `/chat/${session.id}/`);
   chat.dataset.sessionId = session.id;
   setTitles(session.title);
   addToSidebar(session);
-  const model = document.getElementById("set-model");
-  model.disabled = true;
-  document.getElementById("settings-save").textContent = "Save";
+  settings.lockModel();
   return session;
 }
 
@@ -348,21 +354,9 @@ function send() {
 // ---------- Editing a sent message (a new branch) and moving between versions
 
 function edit(article) {
-  if (current || !article.dataset.messageId || article.querySelector(".msg-editor")) return;
-  const editor = cloneTemplate("tpl-editor");
-  const box = editor.querySelector("textarea");
-  box.value = sources.get(article) ?? "";
-  const body = article.querySelector(".msg-body");
-  body.hidden = true;
-  body.after(editor);
-  const close = () => {
-    editor.remove();
-    body.hidden = false;
-    article.querySelector('[data-action="edit"]')?.focus();
-  };
-  const resend = () => {
-    const content = box.value;
-    if (!content.trim() || current) return;
+  if (current || !article.dataset.messageId) return;
+  openEditor(article, sources.get(article) ?? "", (content) => {
+    if (current) return;
     // The edited message is a sibling of the original: the branch from here on is new.
     const parentId = article.dataset.parentId || null;
     let next = article;
@@ -373,24 +367,7 @@ function edit(article) {
     }
     const question = addUserMessage(content, parentId);
     submit(begin(addAssistantMessage()), question, content, parentId);
-  };
-  editor.addEventListener("submit", (event) => {
-    event.preventDefault();
-    resend();
   });
-  editor.querySelector('[data-action="edit-cancel"]').addEventListener("click", close);
-  box.addEventListener("keydown", (event) => {
-    if (event.key === "Escape") {
-      event.preventDefault();
-      event.stopPropagation();
-      close();
-    } else if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      resend();
-    }
-  });
-  box.focus();
-  box.setSelectionRange(box.value.length, box.value.length);
 }
 
 document.addEventListener("chat:edit-last", () => {
@@ -520,101 +497,6 @@ document.addEventListener("conversation:renamed", (event) => {
   }
 });
 
-// ---------- Settings (model, temperature, max tokens, top p, system prompt)
-
-const settingsPanel = document.getElementById("settings");
-const settingsToggle = document.getElementById("settings-toggle");
-const settingsForm = document.getElementById("settings-form");
-const settingsError = document.getElementById("settings-error");
-const temperature = document.getElementById("set-temperature");
-const temperatureValue = document.getElementById("set-temperature-value");
-
-function openSettings(open) {
-  settingsPanel.hidden = !open;
-  settingsToggle.setAttribute("aria-expanded", String(open));
-  if (open) {
-    settingsError.hidden = true;
-    (settingsForm.querySelector("select:not(:disabled)") || temperature).focus();
-  } else {
-    settingsToggle.focus();
-  }
-}
-
-function numberOrNull(input, { integer = false } = {}) {
-  const raw = input.value.trim();
-  input.removeAttribute("aria-invalid");
-  if (raw === "") return null;
-  const value = Number(raw);
-  const min = Number(input.min);
-  const max = Number(input.max);
-  if (!Number.isFinite(value) || value < min || value > max || (integer && !Number.isInteger(value))) {
-    input.setAttribute("aria-invalid", "true");
-    throw new Error(`${input.labels[0].textContent.trim()} must be between ${min} and ${max}.`);
-  }
-  return value;
-}
-
-function readSettings() {
-  const params = { temperature: Number(temperature.value) };
-  const maxTokens = numberOrNull(document.getElementById("set-max-tokens"), { integer: true });
-  const topP = numberOrNull(document.getElementById("set-top-p"));
-  if (maxTokens !== null) params.max_tokens = maxTokens;
-  if (topP !== null) params.top_p = topP;
-  const body = {
-    system_prompt: document.getElementById("set-system-prompt").value,
-    params,
-  };
-  if (!session) body.model = document.getElementById("set-model").value;
-  return body;
-}
-
-function summarise() {
-  const model = session?.model || document.getElementById("set-model").value;
-  const maxTokens = document.getElementById("set-max-tokens").value.trim();
-  const parts = [model, `temp ${Number(temperature.value).toFixed(1)}`];
-  if (maxTokens) parts.push(`${maxTokens} tokens`);
-  document.getElementById("settings-summary").textContent = parts.join(" · ");
-  document.getElementById("empty-model").textContent = model;
-  prompt.placeholder = `Message ${model}…`;
-}
-
-settingsToggle.addEventListener("click", () => openSettings(settingsPanel.hidden));
-document.getElementById("settings-cancel").addEventListener("click", () => openSettings(false));
-settingsPanel.addEventListener("keydown", (event) => {
-  if (event.key === "Escape") {
-    event.preventDefault();
-    openSettings(false);
-  }
-});
-temperature.addEventListener("input", () => {
-  temperatureValue.textContent = Number(temperature.value).toFixed(1);
-});
-document.getElementById("set-model").addEventListener("change", summarise);
-
-settingsForm.addEventListener("submit", async (event) => {
-  event.preventDefault();
-  let body;
-  try {
-    body = readSettings();
-  } catch (error) {
-    settingsError.textContent = error.message;
-    settingsError.hidden = false;
-    return;
-  }
-  if (session) {
-    try {
-      session = await api("PATCH", `/api/v1/sessions/${session.id}`, body);
-      toast("Settings saved");
-    } catch (error) {
-      settingsError.textContent = error.message;
-      settingsError.hidden = false;
-      return;
-    }
-  }
-  summarise();
-  openSettings(false);
-});
-
 // ---------- Start
 
 for (const article of thread.querySelectorAll(".msg")) {
@@ -624,7 +506,7 @@ for (const article of thread.querySelectorAll(".msg")) {
   renderInto(body, source);
 }
 
-summarise();
+settings.summarise();
 if (config.active_job) {
   // An answer was being generated when the page (re)loaded: follow it from its start (more of
   // an answer: into that answer, after its text as stored before the job began).
