@@ -2,7 +2,7 @@
 signed-in page decorator and the app shell's context (organisation switcher, account, nav).
 
 The conversations in the shell's sidebar are the chat app's: app.html asks for them itself
-(``{% sidebar_sessions %}``, chat/templatetags), so nothing here needs chat.
+(``{% sidebar_groups %}``, chat/templatetags), so nothing here needs chat.
 """
 
 from functools import wraps

@@ -68,11 +68,12 @@ def test_it_exports_a_conversation_and_imports_it_back(ui, tenant_a, tmp_path):
     copy = orm(ChatSession.objects.get, pk=session_id_of(page))
     assert orm(tree_of, copy) == orm(tree_of, source)
     assert orm(current_index, copy) == orm(current_index, source)
-    # The page shows the branch that was shown, and the sidebar has both conversations.
+    # The page shows the branch that was shown, and the sidebar has both conversations, pinned
+    # (the source was, and the copy keeps it).
     expect(page.locator("#thread .msg")).to_have_count(4)
     expect(page.locator("#thread .msg").last).to_contain_text("Why did the chicken")
-    expect(page.locator("#conv-list .conv")).to_have_count(2)
-    expect(page.locator("#conv-list .conv.is-current")).to_contain_text("Branches")
+    expect(page.locator("#conv-pinned .conv")).to_have_count(2)
+    expect(page.locator("#conv-pinned .conv.is-current")).to_contain_text("Branches")
 
 
 def test_it_imports_chatgpts_export_and_shows_its_messages(ui, tenant_a):

@@ -11,12 +11,6 @@ SIDEBAR_SESSIONS = 200  # the newest conversations listed in the sidebar (in eac
 
 
 @register.simple_tag
-def sidebar_sessions(tenant):
-    """The tenant's newest conversations, newest first (``{% sidebar_sessions tenant as s %}``)."""
-    return selectors.session_list(tenant=tenant)[:SIDEBAR_SESSIONS]
-
-
-@register.simple_tag
 def sidebar_groups(tenant) -> dict:
     """The sidebar's groups, each newest first: ``pinned`` and ``recent`` (the others), both
     without the archived ones, then ``archived`` (shown on demand) and how many there are."""
