@@ -2,6 +2,7 @@
 chat page give each answer its model, tokens, time to first token and finish reason."""
 
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -25,6 +26,17 @@ def _run(job_id: str, *, text: str, finish_reason: str, completion: int, ttft_s:
         finish_reason=finish_reason,
         first_token_at=running.created_at + timedelta(seconds=ttft_s),
     )
+
+
+def _last_event(job_id: str, kind: str, timeout: float = 10) -> dict:
+    """The stream's newest event once it is of ``kind``. The worker publishes the done event
+    after its transaction commits, so a poll can see the job succeeded a moment before it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = redis_client().xrevrange(events.stream_key(job_id), count=1)[0][1]
+        if last["type"] == kind or time.monotonic() > deadline:
+            return last
+        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -105,7 +117,7 @@ def test_the_worker_stores_when_the_first_token_came(celery_worker, client_a):
     assert row.started_at <= row.first_token_at <= row.finished_at
     assert row.ttft_ms == round((row.first_token_at - row.created_at).total_seconds() * 1000)
     # The final event the stream carried says it too.
-    last = redis_client().xrevrange(events.stream_key(job["id"]), count=1)[0][1]
+    last = _last_event(job["id"], "done")
     done = json.loads(last["data"])
     assert last["type"] == "done" and done["model"] == "autoglm-demo"
     assert done["ttft_ms"] == row.ttft_ms and done["usage"]["prompt_tokens"] == row.prompt_tokens
