@@ -2,6 +2,7 @@
 organisation) reads it, charlie (another) gets the 404 page, and after alice revokes the link
 so does bob. Bob continues it in a chat of his own."""
 
+import itertools
 import re
 
 import pytest
@@ -152,6 +153,13 @@ def test_a_new_chat_can_be_shared_once_it_has_a_message(ui):
     send(page, "Hello there")
     expect(last_answer(page)).to_have_attribute("data-state", "done")
     expect(share).to_be_visible()
+    # A short title leaves the header's buttons side by side at its right end, not spread out.
+    boxes = [
+        page.locator(selector).bounding_box()
+        for selector in ("#export-toggle", "#share-open", "#settings-toggle")
+    ]
+    gaps = [right["x"] - (left["x"] + left["width"]) for left, right in itertools.pairwise(boxes)]
+    assert all(0 <= gap <= 16 for gap in gaps), gaps
     link = create_link(page)
     reader = ui.page("bob")
     reader.goto(link)
