@@ -94,6 +94,12 @@ def sign_in(page: Page, username: str, password: str) -> None:
 
 
 def shot(page: Page, name: str, **kwargs) -> None:
+    # After a resize the phone's sidebar slides shut: wait for such transitions to end, so the
+    # picture is not of it moving (the streaming cursor's animations never end; not those).
+    page.wait_for_function(
+        "() => document.getAnimations().every(a => !(a instanceof CSSTransition)"
+        " || a.playState !== 'running')"
+    )
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), **kwargs)
 
 
