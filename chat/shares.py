@@ -11,7 +11,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from autoglm_site.errors import NotFoundError
+from autoglm_site.errors import InvalidRequestError, NotFoundError
 from tenants.models import Membership, Tenant
 
 from . import selectors
@@ -74,6 +74,11 @@ def share_create(*, tenant: Tenant, session: ChatSession, user=None) -> ShareLin
     ``user`` is who shared it (None when an API key did).
     """
     messages = selectors.message_list(tenant=tenant, session=session)
+    if not messages:
+        raise InvalidRequestError(
+            "The conversation has no messages yet; there is nothing to share.",
+            code="empty_conversation",
+        )
     return ShareLink.objects.create(
         tenant=tenant,
         session=session,

@@ -261,3 +261,12 @@ def test_a_member_of_several_organisations_reads_and_continues_from_another(
     copy = ChatSession.objects.get(pk=response["Location"].split("/")[2])
     assert copy.tenant_id == conversation.tenant_id
     assert bob.get(response["Location"]).status_code == 200
+
+
+def test_a_conversation_without_messages_has_nothing_to_share(client_a):
+    # The chat page offers Share only once there is a message; the API says why it refuses.
+    session = client_a.post("/api/v1/sessions", {}, format="json").json()
+    error = error_of(client_a.post(f"/api/v1/sessions/{session['id']}/shares"), 400)
+    assert error["message"] == "The conversation has no messages yet; there is nothing to share."
+    assert error["type"] == "invalid_request_error" and error["code"] == "empty_conversation"
+    assert not ShareLink.objects.exists()
