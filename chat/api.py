@@ -20,7 +20,7 @@ from tenants.idempotency import IN_FLIGHT, caller_scope, idempotency_schema, ide
 from . import jobs, selectors, services
 from .attachments import AttachmentsField
 from .models import ChatJob
-from .presenters import JobOutput, MessageOutput, SessionOutput
+from .presenters import JobOutput, MessageOutput, SessionOutput, job_accepted
 from .sampling import SamplingInput
 from .session_tags import SessionFilterInput, TagListField
 from .streaming import job_events, seen_the_end, sse
@@ -256,11 +256,7 @@ class SessionMessagesApi(ApiView):
             api_key=request.auth,
             trace_id=request.request_id,
         )
-        return Response(
-            JobOutput(job, context={"request": request}).data,
-            status=status.HTTP_202_ACCEPTED,
-            headers=limits.values,
-        )
+        return job_accepted(request, job, limits)
 
 
 class RegenerateInput(serializers.Serializer):
@@ -306,11 +302,7 @@ class SessionRegenerateApi(ApiView):
             api_key=request.auth,
             trace_id=request.request_id,
         )
-        return Response(
-            JobOutput(job, context={"request": request}).data,
-            status=status.HTTP_202_ACCEPTED,
-            headers=limits.values,
-        )
+        return job_accepted(request, job, limits)
 
 
 class JobDetailApi(ApiView):

@@ -2,7 +2,6 @@
 max_tokens cut short (chat/continue_answer.py). The browser UI calls it too."""
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status
 from rest_framework.response import Response
 
 from autoglm_site.schema import ERROR_REF, ERRORS
@@ -12,7 +11,7 @@ from tenants.idempotency import IN_FLIGHT, caller_scope, idempotency_schema, ide
 
 from . import selectors
 from .continue_answer import answer_continue
-from .presenters import JobOutput
+from .presenters import JobOutput, job_accepted
 from .sampling import SamplingInput
 
 
@@ -53,10 +52,6 @@ class MessageContinueApi(ApiView):
                 api_key=request.auth,
                 trace_id=request.request_id,
             )
-            return Response(
-                JobOutput(job, context={"request": request}).data,
-                status=status.HTTP_202_ACCEPTED,
-                headers=limits.values,
-            )
+            return job_accepted(request, job, limits)
 
         return idempotent(request, scope=scope, create=create)

@@ -7,7 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
-from rest_framework import serializers
+from rest_framework import serializers, status
+from rest_framework.response import Response
 
 from autoglm_site.errors import error_body
 
@@ -177,6 +178,13 @@ class JobOutput(serializers.Serializer):
             links["session"] = url("api-session-detail", job.session_id)
             links["messages"] = url("api-session-messages", job.session_id)
         return links
+
+
+def job_accepted(request, job: ChatJob, limits) -> Response:
+    """The 202 of a call that queued a job: the job, and the caller's rate-limit headers
+    (``limits``, a tenants.quotas.Headers)."""
+    body = JobOutput(job, context={"request": request}).data
+    return Response(body, status=status.HTTP_202_ACCEPTED, headers=limits.values)
 
 
 def completion_id(job: ChatJob) -> str:
