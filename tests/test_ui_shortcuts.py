@@ -134,6 +134,10 @@ def test_ctrl_shift_s_hides_and_shows_the_sidebar(ui):
     expect(sidebar).to_be_hidden()
     page.reload()  # kept on this device
     expect(sidebar).to_be_hidden()
+    # The top bar shows the title now, once: not again in the chat's header.
+    expect(page.locator(".topbar-title")).to_have_text("New chat")
+    expect(page.locator("#chat-title")).to_be_hidden()
+    shot(page, "sidebar-hidden")
     # The top bar's menu button brings it back.
     page.get_by_role("button", name="Open the menu").click()
     expect(sidebar).to_be_visible()
